@@ -1,0 +1,40 @@
+# Med-DualLoRA kit. `make demo` and `make test` set up what they need themselves.
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Installed before the project so pip never pulls a multi-GB CUDA build on CPU machines.
+# GPU users: `make setup TORCH_SPEC="torch"` (or your CUDA wheel).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.setup-stamp
+JOBS ?= 2
+
+.PHONY: setup demo test lint clean bench notebooks
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m duallora demo
+
+test: setup
+	$(PY) -m pytest
+	$(PY) -m duallora notebooks --quick
+
+notebooks: setup
+	$(PY) -m duallora notebooks
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf reports runs data .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Raw-dataset readers (ACDC, M&Ms, M&Ms-2), harmonization, and the multi-vendor phantom cohort."""

@@ -1,0 +1,6 @@
+"""Subcommands of ``duallora``. Each module has ``register(subparsers)``; add new ones here."""
+
+COMMAND_MODULES: list[str] = [
+    "duallora.commands.notebooks",
+    "duallora.commands.demo",
+]

@@ -1,0 +1,32 @@
+"""``duallora demo``: the main job on the embedded phantom default.
+
+Runs every notebook at the tutorial default (not quick), which builds or reuses the phantom
+cohort, trains every strategy and writes every figure and table, then writes
+``reports/README.md``, a short summary linking them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from duallora.commands.notebooks import add_notebook_options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="regenerate every notebook, figure and table",
+                            description=__doc__)
+    add_notebook_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from duallora.notebook_runner import run_notebooks
+    from duallora.reports import write_reports_readme
+
+    start = time.perf_counter()
+    run_notebooks(out_dir=args.out, data_dir=args.data, quick=False, seed=args.seed,
+                  only=args.only, cell_timeout=args.timeout)
+    readme = write_reports_readme(args.out, wall_seconds=time.perf_counter() - start)
+    print(f"demo done: {readme}")
+    return 0

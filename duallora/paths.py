@@ -1,0 +1,56 @@
+"""Where things live: the repository, the read-only ``../shared`` folder, data and reports.
+
+The kit never hard-codes machine paths: everything is relative to the repository root, and the
+shared folder is looked up beside it (``../shared``) unless ``MEDDUAL_SHARED`` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+
+
+def repo_root() -> Path:
+    """The checkout holding ``notebooks/`` (the package's parent folder)."""
+    return REPO_ROOT
+
+
+def shared_dir() -> Path | None:
+    """The shared read-only folder (``../shared`` beside the repo), or None when absent."""
+    env = os.environ.get("MEDDUAL_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared")
+    for path in candidates:
+        if path.is_dir():
+            return path.resolve()
+    return None
+
+
+def real_samples_dir() -> Path | None:
+    """``../shared/data/real-samples`` (six real preprocessed SAX volumes), if present."""
+    shared = shared_dir()
+    path = shared / "data" / "real-samples" if shared else None
+    return path if path is not None and path.is_dir() else None
+
+
+def reference_dir() -> Path | None:
+    """``../shared/reference`` (CineMA parameter manifests), if present."""
+    shared = shared_dir()
+    path = shared / "reference" if shared else None
+    return path if path is not None and path.is_dir() else None
+
+
+def notebooks_dir() -> Path:
+    return REPO_ROOT / "notebooks"
+
+
+def default_reports_dir() -> Path:
+    return REPO_ROOT / "reports"
+
+
+def default_data_dir() -> Path:
+    """Cache for the phantom cohort, harmonized volumes and prefix features (git-ignored)."""
+    return REPO_ROOT / "data"

@@ -1,0 +1,65 @@
+"""Shared fixtures: the ``../shared`` folder and a small harmonized phantom cohort (built once)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from duallora import paths  # noqa: E402
+
+# Small enough to build in well under a minute on two cores, large enough to hold every vendor
+# and both labels in every federated split.
+TEST_COHORT_SCALE = 0.08
+TEST_COHORT_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ``../shared`` folder; tests needing it skip (with the reason) when absent."""
+    found = paths.shared_dir()
+    if found is None:
+        pytest.skip("../shared is not present beside the repository (real samples and CineMA "
+                    "manifests live there)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def real_samples_dir(shared_dir: Path) -> Path:
+    found = paths.real_samples_dir()
+    if found is None:
+        pytest.skip("../shared/data/real-samples is missing")
+    return found
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared_dir: Path) -> Path:
+    found = paths.reference_dir()
+    if found is None:
+        pytest.skip("../shared/reference is missing")
+    return found
+
+
+@pytest.fixture(scope="session")
+def phantom_raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small phantom cohort in the raw ACDC / M&Ms / M&Ms-2 layouts."""
+    from data_prep.phantoms import write_phantom_cohort
+
+    out = tmp_path_factory.mktemp("phantoms")
+    write_phantom_cohort(out, scale=TEST_COHORT_SCALE, seed=TEST_COHORT_SEED)
+    return out
+
+
+@pytest.fixture(scope="session")
+def harmonized_dir(phantom_raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small phantom cohort harmonized (metadata.csv + 192x192x16 volumes)."""
+    from data_prep.harmonize import harmonize_datasets
+
+    out = tmp_path_factory.mktemp("harmonized")
+    harmonize_datasets(acdc=phantom_raw_dir / "ACDC" / "database",
+                       mnms=phantom_raw_dir / "MnM" / "OpenDataset",
+                       mnms2=phantom_raw_dir / "MnM2", out=out, seed=TEST_COHORT_SEED)
+    return out

@@ -1,0 +1,47 @@
+"""Both command lines: --help works, wrong arguments give one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = [["-m", "duallora"], ["-m", "data_prep"]]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command: list[str]) -> None:
+    result = _run([*command, "--help"])
+    assert result.returncode == 0
+    assert "usage:" in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("bad", [["no-such-command"], ["--no-such-flag"]])
+def test_wrong_argument_is_one_line(command: list[str], bad: list[str]) -> None:
+    result = _run([*command, *bad])
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_every_subcommand_has_help() -> None:
+    from duallora.cli import main
+
+    for sub in ("notebooks", "demo"):
+        with pytest.raises(SystemExit) as exc:
+            main([sub, "--help"])
+        assert exc.value.code == 0
+
+
+def test_kit_error_is_one_line(tmp_path) -> None:
+    """A bad --only value is reported as a one-line error, exit 2, no traceback."""
+    result = _run(["-m", "duallora", "notebooks", "--only", "xx", "--out", str(tmp_path)])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--only" in result.stderr
