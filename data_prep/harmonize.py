@@ -1,0 +1,218 @@
+"""``python -m data_prep harmonize``: raw ACDC / M&Ms / M&Ms-2 -> one vendor-split cohort.
+
+Output (see docs/INTERNALS.md): ``OUT/metadata.csv``, ``OUT/skipped.csv`` and
+``OUT/volumes/<dataset>/<subject>/{ed,es}[_seg].nii.gz``. Subjects are processed in worker
+processes; each subject's files are written atomically and a small ``done.json`` is written last,
+so a re-run only redoes subjects that did not finish (or were skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from data_prep.conventions import acdc_to_unified
+from data_prep.readers import read_acdc, read_mnms, read_mnms2
+from data_prep.records import Skip, SubjectRecord
+from data_prep.split import federated_split
+from duallora.errors import KitError
+
+log = logging.getLogger(__name__)
+
+METADATA_COLUMNS = [
+    "subject_id", "dataset", "vendor", "centre", "scanner", "field_strength", "pathology",
+    "label", "split", "split_official", "ed_frame", "es_frame", "ed_path", "es_path",
+    "ed_seg_path", "es_seg_path", "crop_source", "source_cine", "height", "weight",
+]
+SKIPPED_COLUMNS = ["subject_id", "source_path", "reason"]
+DONE_FILE = "done.json"
+
+
+def collect_records(acdc: Path | None, mnms: Path | None,
+                    mnms2: Path | None) -> tuple[list[SubjectRecord], list[Skip]]:
+    """Run the reader of every dataset root given; duplicate subject ids are skipped."""
+    records: list[SubjectRecord] = []
+    skips: list[Skip] = []
+    for root, reader in ((acdc, read_acdc), (mnms, read_mnms), (mnms2, read_mnms2)):
+        if root is not None:
+            found, bad = reader(Path(root))
+            records += found
+            skips += bad
+    if not records and not skips:
+        raise KitError("no dataset given: pass at least one of --acdc, --mnms, --mnms2")
+    seen: set[str] = set()
+    unique: list[SubjectRecord] = []
+    for record in records:
+        if record.subject_id in seen:
+            skips.append(Skip(record.subject_id, record.source_path, "duplicate subject id"))
+        else:
+            seen.add(record.subject_id)
+            unique.append(record)
+    return unique, skips
+
+
+def _subject_dir(out: Path, subject_id: str) -> Path:
+    return out / "volumes" / subject_id
+
+
+def _volume_paths(subject_id: str) -> dict[str, str]:
+    base = f"volumes/{subject_id}"
+    return {"ed_path": f"{base}/ed.nii.gz", "es_path": f"{base}/es.nii.gz",
+            "ed_seg_path": f"{base}/ed_seg.nii.gz", "es_seg_path": f"{base}/es_seg.nii.gz"}
+
+
+def _completed(out: Path, record: SubjectRecord) -> dict | None:
+    """The volume part of a finished subject's row, or None when it must be (re)done."""
+    done = _subject_dir(out, record.subject_id) / DONE_FILE
+    if not done.is_file():
+        return None
+    try:
+        info = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = [info.get(k, "") for k in ("ed_path", "es_path", "ed_seg_path", "es_seg_path")]
+    if info.get("source") != record.source_path or not all((out / p).is_file()
+                                                           for p in wanted if p):
+        return None
+    return info
+
+
+def harmonize_subject(record: SubjectRecord, out: Path) -> dict | Skip:
+    """Harmonize one subject; every failure is returned as a ``Skip`` (never raised)."""
+    try:
+        return _harmonize_and_save(record, out)
+    except KitError as err:
+        return Skip(record.subject_id, record.source_path, str(err))
+    except Exception as err:  # keep the run alive, but say exactly what broke
+        return Skip(record.subject_id, record.source_path,
+                    f"{record.source_path}: {type(err).__name__}: {err}")
+
+
+def _harmonize_and_save(record: SubjectRecord, out: Path) -> dict:
+    from data_prep.preprocess import harmonize_frames
+    from data_prep.volumes import read_frames, save_nifti_atomic
+
+    frames = read_frames(record)
+    if record.dataset == "acdc":  # ACDC masks are 1 RV, 2 MYO, 3 LV
+        frames.ed_seg = acdc_to_unified(frames.ed_seg) if frames.ed_seg is not None else None
+        frames.es_seg = acdc_to_unified(frames.es_seg) if frames.es_seg is not None else None
+    result = harmonize_frames(frames)
+    paths = _volume_paths(record.subject_id)
+    save_nifti_atomic(result.ed, result.affine, out / paths["ed_path"])
+    save_nifti_atomic(result.es, result.affine, out / paths["es_path"])
+    if result.ed_seg is not None and result.es_seg is not None:
+        save_nifti_atomic(result.ed_seg, result.affine, out / paths["ed_seg_path"])
+        save_nifti_atomic(result.es_seg, result.affine, out / paths["es_seg_path"])
+    else:
+        paths["ed_seg_path"] = paths["es_seg_path"] = ""
+    info = {**paths, "crop_source": result.crop_source, "source": record.source_path}
+    # written last: its presence marks the subject complete for a re-run
+    _write_text_atomic(_subject_dir(out, record.subject_id) / DONE_FILE, json.dumps(info))
+    return info
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _init_worker() -> None:
+    """One torch thread per worker: the processes already use every core."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_all(records: list[SubjectRecord], out: Path,
+             workers: int) -> Iterator[tuple[SubjectRecord, dict | Skip]]:
+    if workers <= 1 or len(records) <= 1:
+        for record in records:
+            yield record, harmonize_subject(record, out)
+        return
+    import data_prep.preprocess  # noqa: F401  (imported once here, inherited by forked workers)
+
+    context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        futures = [pool.submit(harmonize_subject, record, out) for record in records]
+        for record, future in zip(records, futures, strict=True):
+            yield record, future.result()
+
+
+def _row(record: SubjectRecord, info: dict) -> dict:
+    return {
+        "subject_id": record.subject_id, "dataset": record.dataset, "vendor": record.vendor,
+        "centre": record.centre, "scanner": record.scanner,
+        "field_strength": record.field_strength, "pathology": record.pathology,
+        "label": record.label, "split_official": record.split_official,
+        "ed_frame": record.ed_index, "es_frame": record.es_index,
+        "ed_path": info["ed_path"], "es_path": info["es_path"],
+        "ed_seg_path": info["ed_seg_path"], "es_seg_path": info["es_seg_path"],
+        "crop_source": info["crop_source"],
+        "source_cine": str(Path(record.cine).resolve()) if record.cine else "",
+        "height": record.height, "weight": record.weight,
+    }
+
+
+def summarize(metadata: pd.DataFrame) -> pd.DataFrame:
+    """Subjects per vendor, label and federated split (the table printed after a run)."""
+    table = (metadata.groupby(["vendor", "label", "split"]).size()
+             .unstack("split", fill_value=0)
+             .reindex(columns=["train", "val", "test"], fill_value=0))
+    table["total"] = table.sum(axis=1)
+    return table
+
+
+def harmonize_datasets(*, acdc: Path | None = None, mnms: Path | None = None,
+                       mnms2: Path | None = None, out: Path, seed: int = 0,
+                       workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Harmonize every subject of the given roots into ``out``; returns the metadata table.
+
+    Raises ``KitError`` when no subject at all could be harmonized (bad roots, all broken).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, skips = collect_records(acdc, mnms, mnms2)
+    rows: list[dict] = []
+    todo: list[SubjectRecord] = []
+    for record in records:
+        info = _completed(out, record)
+        if info is None:
+            todo.append(record)
+        else:
+            rows.append(_row(record, info))
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    bar = tqdm(total=len(records), initial=len(rows), desc="harmonize", unit="subject",
+               disable=not progress)
+    for record, result in _run_all(todo, out, n_workers):
+        if isinstance(result, Skip):
+            skips.append(result)
+            log.warning("skipped %s: %s", result.subject_id, result.reason)
+        else:
+            rows.append(_row(record, result))
+        bar.update(1)
+    bar.close()
+    skipped = pd.DataFrame([s.__dict__ for s in skips], columns=SKIPPED_COLUMNS)
+    _write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
+    if not rows:
+        raise KitError(f"no subject could be harmonized ({len(skips)} skipped, reasons in "
+                       f"{out / 'skipped.csv'})")
+    metadata = pd.DataFrame(rows).sort_values("subject_id").reset_index(drop=True)
+    metadata["split"] = federated_split(metadata, seed)
+    metadata = metadata[METADATA_COLUMNS]
+    _write_text_atomic(out / "metadata.csv", metadata.to_csv(index=False))
+    if progress:
+        print(f"harmonized {len(metadata)} subjects into {out} ({len(skips)} skipped)")
+        print(summarize(metadata).to_string())
+    return metadata

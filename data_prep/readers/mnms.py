@@ -1,0 +1,108 @@
+"""M&Ms (OpenDataset) reader: vendors A Siemens, B Philips, C GE, D Canon.
+
+Quirks: the information CSV starts with an unnamed index column; ED and ES are 0-based indices
+into the 4D ``<code>_sa.nii.gz``; the 4D ``<code>_sa_gt.nii.gz`` is labelled only at ED and ES;
+labels are already 1 LV, 2 MYO, 3 RV. ``Training/Unlabeled`` subjects have no segmentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from data_prep.conventions import binary_label, normalize_vendor
+from data_prep.records import Skip, SubjectRecord, existing
+from duallora.errors import KitError
+
+CSV_GLOB = "*M&Ms_Dataset_information*.csv"
+REQUIRED_COLUMNS = ("External code", "Vendor", "Centre", "ED", "ES", "Pathology")
+SPLIT_FOLDERS = {
+    "Training/Labeled": "train",
+    "Training/Unlabeled": "train",
+    "Validation": "val",
+    "Testing": "test",
+}
+
+
+def find_mnms_csv(root: Path) -> Path:
+    """The dataset information CSV inside the ``OpenDataset/`` root."""
+    matches = sorted(Path(root).glob(CSV_GLOB))
+    if not matches:
+        raise KitError(f"{root}: not an M&Ms OpenDataset root (no {CSV_GLOB} inside)")
+    return matches[0]
+
+
+def read_mnms_table(csv: Path) -> pd.DataFrame:
+    """The information table without its unnamed index column, codes as strings."""
+    table = pd.read_csv(csv, dtype={"External code": str})
+    table = table.loc[:, [c for c in table.columns if not str(c).startswith("Unnamed")]]
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise KitError(f"{csv}: missing columns {missing}")
+    return table.dropna(subset=["External code"])
+
+
+def _index_subject_folders(root: Path) -> dict[str, tuple[Path, str]]:
+    folders: dict[str, tuple[Path, str]] = {}
+    for rel, split in SPLIT_FOLDERS.items():
+        base = root / rel
+        if base.is_dir():
+            for sub in base.iterdir():
+                if sub.is_dir():
+                    folders[sub.name] = (sub, split)
+    return folders
+
+
+def _optional_float(value: object) -> float | None:
+    number = pd.to_numeric(value, errors="coerce")
+    return None if pd.isna(number) else float(number)
+
+
+def _read_row(row: pd.Series, folders: dict[str, tuple[Path, str]], csv: Path) -> SubjectRecord:
+    code = str(row["External code"]).strip()
+    if code not in folders:
+        raise KitError(f"{csv}: subject {code} has no folder under Training/, Validation/ or "
+                       "Testing/")
+    folder, split = folders[code]
+    cine = folder / f"{code}_sa.nii.gz"
+    if not cine.is_file():
+        raise KitError(f"{cine}: missing 4D short-axis cine")
+    try:
+        ed, es = int(row["ED"]), int(row["ES"])
+    except (TypeError, ValueError) as err:
+        raise KitError(f"{csv}: subject {code} has non-integer ED/ES") from err
+    if ed < 0 or es < 0:
+        raise KitError(f"{csv}: subject {code} has negative ED/ES ({ed}, {es}); they are 0-based")
+    pathology = str(row["Pathology"]).strip()
+    try:
+        vendor = normalize_vendor(row["Vendor"])
+    except KitError as err:
+        raise KitError(f"{csv}: subject {code}: {err}") from err
+    return SubjectRecord(
+        subject_id=f"mnms/{code}", dataset="mnms", vendor=vendor,
+        centre=str(row["Centre"]).strip(), scanner=str(row.get("VendorName", "")).strip(),
+        field_strength="", pathology=pathology, label=binary_label(pathology),
+        split_official=split, ed_index=ed, es_index=es, cine=str(cine),
+        cine_seg=existing(folder / f"{code}_sa_gt.nii.gz"),
+        height=_optional_float(row.get("Height")), weight=_optional_float(row.get("Weight")),
+    )
+
+
+def read_mnms(root: Path) -> tuple[list[SubjectRecord], list[Skip]]:
+    """One record per row of the information CSV whose subject folder exists."""
+    root = Path(root)
+    csv = find_mnms_csv(root)
+    table = read_mnms_table(csv)
+    folders = _index_subject_folders(root)
+    records: list[SubjectRecord] = []
+    skips: list[Skip] = []
+    for _, row in table.iterrows():
+        code = str(row["External code"]).strip()
+        try:
+            records.append(_read_row(row, folders, csv))
+        except KitError as err:
+            source = folders.get(code, (csv, ""))[0]
+            skips.append(Skip(f"mnms/{code}", str(source), str(err)))
+    return records, skips

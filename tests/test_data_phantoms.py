@@ -1,0 +1,107 @@
+"""Phantom cohort: counts, determinism, pathology anatomy, vendor appearance, population."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from data_prep.anatomy import Scan, render_stack, sample_heart
+from data_prep.conventions import LV, MYO, RV
+from data_prep.harmonize import harmonize_datasets
+from data_prep.phantoms import (
+    cohort_specs,
+    render_phantom,
+    scaled_counts,
+    write_population_cohort,
+)
+from data_prep.readers import read_mnms, read_mnms2
+from data_prep.vendors import STYLES
+
+
+def test_full_scale_counts_mirror_the_real_datasets() -> None:
+    counts = scaled_counts(1.0)
+    assert counts[("acdc", "Siemens")] == {g: 30 for g in ("NOR", "MINF", "DCM", "HCM", "RV")}
+    per_vendor = {v: sum(counts[("mnms", v)].values()) for v in STYLES}
+    assert per_vendor == {"Siemens": 95, "Philips": 125, "GE": 75, "Canon": 50}
+    assert sum(sum(counts[("mnms2", v)].values()) for v in ("Siemens", "Philips", "GE")) == 360
+    specs = cohort_specs(1.0, seed=0)
+    assert len(specs) == 150 + 345 + 360
+    assert len({(s.dataset, s.code) for s in specs}) == len(specs)
+
+
+def test_small_scales_keep_both_labels_for_every_vendor() -> None:
+    for scale in (0.01, 0.03, 0.1):
+        specs = cohort_specs(scale, seed=3)
+        per = collections.Counter((s.vendor, s.pathology == "NOR") for s in specs)
+        assert all(per[(v, healthy)] >= 3 for v in STYLES for healthy in (True, False)), per
+
+
+def test_phantoms_are_deterministic_for_a_seed() -> None:
+    spec = cohort_specs(0.03, seed=5)[-1]
+    a, b = render_phantom(spec), render_phantom(spec)
+    np.testing.assert_array_equal(a.cine, b.cine)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert cohort_specs(0.03, seed=5) == cohort_specs(0.03, seed=5)
+    assert cohort_specs(0.03, seed=5) != cohort_specs(0.03, seed=6)
+
+
+def _measure(pathology: str, seed: int) -> dict[str, float]:
+    """ED/ES LV volume, wall thickness and RV volume of one heart on a coarse, quick grid."""
+    rng = np.random.default_rng(seed)
+    heart = sample_heart(pathology, rng)
+    scan = Scan(shape=(96, 96), spacing=2.0, thickness=10.0, n_slices=11, n_frames=6,
+                ed_index=0, es_fraction=0.4, centre=(0.0, 0.0), septum_angle=np.pi,
+                top_u=heart.length + 4, myo_level=0.3)
+    _, labels = render_stack(heart, scan, rng)
+    ed, es = labels[..., scan.ed_index], labels[..., scan.es_index]
+    lv_ed, lv_es = (ed == LV).sum(), (es == LV).sum()
+    return {"lv_ed": lv_ed, "ef": 1 - lv_es / lv_ed,
+            "wall": (ed == MYO).sum() / max(lv_ed, 1), "rv_ed": (ed == RV).sum() / lv_ed}
+
+
+def test_pathologies_change_anatomy_like_the_disease() -> None:
+    draws = {p: [_measure(p, seed) for seed in range(8)] for p in ("NOR", "DCM", "HCM", "RV")}
+    mean = {p: {k: float(np.mean([d[k] for d in v])) for k in v[0]} for p, v in draws.items()}
+    assert mean["DCM"]["lv_ed"] > 1.3 * mean["NOR"]["lv_ed"]  # dilated
+    assert mean["DCM"]["ef"] < mean["NOR"]["ef"] - 0.15  # poorly contracting
+    assert mean["HCM"]["wall"] > 1.5 * mean["NOR"]["wall"]  # thick walls, small cavity
+    assert mean["HCM"]["lv_ed"] < mean["NOR"]["lv_ed"]
+    assert mean["RV"]["rv_ed"] > 1.3 * mean["NOR"]["rv_ed"]  # dilated right ventricle
+    for values in draws.values():  # every heart ejects: ES cavity smaller than ED
+        assert all(0.05 < d["ef"] < 0.95 for d in values)
+    # classes overlap: the largest normal heart is bigger than the smallest dilated one
+    assert max(d["lv_ed"] for d in draws["NOR"]) > min(d["lv_ed"] for d in draws["DCM"]) * 0.8
+
+
+def test_vendors_differ_in_appearance(phantom_raw_dir: Path) -> None:
+    records, _ = read_mnms(phantom_raw_dir / "MnM" / "OpenDataset")
+    stats = collections.defaultdict(list)
+    for record in records:
+        image = nib.load(record.cine)
+        stats[record.vendor].append((float(np.asarray(image.dataobj).max()),
+                                     float(image.header.get_zooms()[0]), image.shape[3]))
+    peak = {v: np.median([s[0] for s in rows]) for v, rows in stats.items()}
+    assert peak["Canon"] > 4000 > peak["Siemens"] > peak["Philips"]  # bit depth / range
+    spacing = {v: np.median([s[1] for s in rows]) for v, rows in stats.items()}
+    assert spacing["Canon"] < spacing["Siemens"]
+    affines = [nib.load(r.cine).affine[:3, :3] for r in records]
+    oblique = [not np.allclose(a / np.linalg.norm(a, axis=0), np.eye(3), atol=1e-3)
+               for a in affines]
+    assert all(oblique)  # every stack is tilted against the scanner axes, as in M&Ms
+
+
+def test_population_cohort_harmonizes_without_id_collisions(tmp_path: Path,
+                                                             harmonized_dir: Path) -> None:
+    root = write_population_cohort(tmp_path / "pop", n_subjects=4, seed=0, workers=1)
+    records, skips = read_mnms2(root)
+    assert len(records) == 4 and not skips
+    meta = harmonize_datasets(mnms2=root, out=tmp_path / "h", seed=0, workers=1, progress=False)
+    clients = pd.read_csv(harmonized_dir / "metadata.csv")
+    assert set(meta["subject_id"]).isdisjoint(clients["subject_id"])
+    assert meta["subject_id"].str.match(r"mnms2/1\d{5}$").all()
+    big = write_population_cohort(tmp_path / "pop2", n_subjects=1, seed=0, workers=1)
+    assert read_mnms2(big)[0][0].subject_id == "mnms2/100001"
