@@ -1,0 +1,91 @@
+"""``duallora pretrain``: MAE-pretrain the ConvViT encoder on an unlabelled phantom population.
+
+Either pass a harmonized cohort (``--data``), or let the command build the phantom "population"
+cohort itself (``--population N``: N mostly healthy subjects from all vendors, disjoint from the
+federated clients, harmonized into ``--cache``). The committed phantom FM was made this way; its
+``duallora/weights/*.json`` record holds the exact command. Writes OUT (.safetensors), OUT.json
+(how it was made), OUT_loss.csv and OUT_loss.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from duallora import paths
+from duallora.errors import KitError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("pretrain", help="MAE-pretrain a foundation model on phantoms",
+                            description=__doc__)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="harmonized cohort (metadata.csv + volumes/)")
+    source.add_argument("--population", type=int, metavar="N",
+                        help="build and harmonize a phantom population of N subjects")
+    parser.add_argument("--cache", type=Path, default=paths.default_data_dir(),
+                        help="where --population writes its cohort (default: data/)")
+    parser.add_argument("--out", type=Path, required=True, help="weights file (.safetensors)")
+    # Defaults mirror duallora.pretrain.PretrainConfig (not imported here: keeps --help fast).
+    parser.add_argument("--size", default="tutorial",
+                        help="model preset: tutorial (default), tiny, base, large, huge")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="seed of model, masks and order")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--mask-ratio", type=float, default=0.75, help="share of hidden tokens")
+    parser.add_argument("--norm-target", action="store_true",
+                        help="predict patches standardised per patch (MAE's normalised pixels)")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device for training, e.g. cuda (data stay seeded on the CPU)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.set_defaults(func=run)
+
+
+def build_population(n_subjects: int, cache: Path, seed: int, progress: bool) -> Path:
+    """Phantom population cohort (raw M&Ms-2 layout), harmonized; reused when already built."""
+    from data_prep.harmonize import harmonize_datasets
+    from data_prep.phantoms import write_population_cohort
+
+    base = Path(cache) / f"population_n{n_subjects}_seed{seed}"
+    harmonized = base / "harmonized"
+    if not (harmonized / "metadata.csv").is_file():
+        root = write_population_cohort(base / "raw", n_subjects=n_subjects, seed=seed)
+        harmonize_datasets(mnms2=root, out=harmonized, seed=seed, progress=progress)
+    return harmonized
+
+
+def run(args: argparse.Namespace) -> int:
+    from duallora.model.presets import PRESETS
+    from duallora.pretrain import PretrainConfig, pretrain
+
+    if args.size not in PRESETS:
+        raise KitError(f"unknown --size {args.size!r}; choose one of {', '.join(PRESETS)}")
+    if args.epochs < 1 or args.batch_size < 1:
+        raise KitError("--epochs and --batch-size must be at least 1")
+    if not 0.0 <= args.mask_ratio < 1.0:
+        raise KitError(f"--mask-ratio must be in [0, 1), got {args.mask_ratio}")
+    if args.population is not None:
+        if args.population < 1:
+            raise KitError("--population must be at least 1 subject")
+        data = build_population(args.population, args.cache, args.seed, not args.no_progress)
+        info = {"source": "phantom population (data_prep.phantoms.write_population_cohort)",
+                "population_subjects": args.population, "population_seed": args.seed}
+    else:
+        data = args.data
+        if not (data / "metadata.csv").is_file():
+            raise KitError(f"{data}: not a harmonized cohort (metadata.csv missing); build one "
+                           f"with `python -m data_prep harmonize` or use --population N")
+        info = {"source": "harmonized cohort given with --data"}
+    cfg = PretrainConfig(size=args.size, epochs=args.epochs, seed=args.seed,
+                         batch_size=args.batch_size, lr=args.lr, mask_ratio=args.mask_ratio,
+                         norm_target=args.norm_target)
+    argv = list(sys.argv[1:]) if sys.argv[1:2] == ["pretrain"] else ["pretrain", "..."]
+    command = "python -m duallora " + " ".join(shlex.quote(a) for a in argv)
+    record = pretrain(data, args.out, cfg, command=command, data_info=info,
+                      progress=not args.no_progress, device=args.device)
+    print(f"pretrained {cfg.size} on {record['data']['n_volumes']} volumes in "
+          f"{record['wall_time_s']:.0f} s; final loss {record['final_loss']:.4f} -> {args.out}")
+    return 0

@@ -1,0 +1,32 @@
+"""The foundation model: CineMA's ConvViT (view ``sax``), presets, checkpoints, phantom FM.
+
+Start with :func:`build_convvit` (random init), :func:`load_phantom_fm` (the kit's committed,
+phantom-pretrained encoder) or :func:`load_cinema_fm` (CineMA's published encoder).
+"""
+
+from duallora.model.checkpoints import (
+    CheckpointError,
+    PretrainedLoadReport,
+    load_cinema_pretrained,
+    load_finetuned,
+    read_state_dict,
+    save_weights,
+)
+from duallora.model.convvit import ConvViT, build_convvit
+from duallora.model.foundation import (
+    load_cinema_fm,
+    load_foundation_model,
+    load_phantom_fm,
+    phantom_fm_info,
+    phantom_fm_path,
+)
+from duallora.model.hub import CINEMA_REPO, PRETRAINED_FILE, cinema_file, finetuned_cvd_file
+from duallora.model.presets import CINEMA_SIZES, PRESETS, ConvViTConfig, get_preset
+
+__all__ = [
+    "CINEMA_REPO", "CINEMA_SIZES", "PRESETS", "PRETRAINED_FILE", "CheckpointError", "ConvViT",
+    "ConvViTConfig", "PretrainedLoadReport", "build_convvit", "cinema_file", "finetuned_cvd_file",
+    "get_preset", "load_cinema_fm", "load_cinema_pretrained", "load_finetuned",
+    "load_foundation_model", "load_phantom_fm", "phantom_fm_info", "phantom_fm_path",
+    "read_state_dict", "save_weights",
+]

@@ -1,0 +1,316 @@
+"""CineMA's ConvViT for the short-axis (``sax``) view, re-implemented with identical parameters.
+
+Data flow for one batch ``x`` of shape (B, n_frames, H, W, D), frames stacked as channels:
+
+1. ``enc_down_dict.sax`` (stem): conv stages (strided conv + masked conv blocks) keep a skip
+   feature map each, then a linear patch projection, a linear layer and the fixed sin-cos
+   positional embedding give one token per 16x16x1 voxels.
+2. ``encoder``: a CLS token is prepended; pre-norm transformer blocks; final LayerNorm.
+3. ``enc_fusion_dict.sax``: each skip map is down-sampled by a strided conv to the token grid and
+   added to the patch tokens, then LayerNorm (the CLS token skips the fusion).
+4. ``pred_head_dict``: ``sax`` reads the mean patch token, ``cls`` the CLS token; the logits are
+   averaged (CineMA's ``reduce="all"``).
+
+``forward_prefix``/``forward_suffix`` cut step 2 after any block, so that frozen computation can
+be cached once and only the adapted blocks re-run (the federated loop relies on this).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from duallora.model.layers import (
+    VIT_NORM_EPS,
+    Block,
+    ConvNormAct,
+    MaskedConvBlock,
+    PatchProjection,
+    init_vit_weights,
+    sincos_pos_embed,
+)
+from duallora.model.presets import ConvViTConfig, get_preset
+
+VIEW = "sax"
+TOKENS_KEY = "tokens"
+
+
+def skip_key(stage: int) -> str:
+    """Name of the conv-stage skip map ``stage`` in a :meth:`ConvViT.forward_prefix` state."""
+    return f"skip{stage}"
+
+
+def _scale(size: tuple[int, ...], factor: tuple[int, ...], power: int = 1) -> tuple[int, ...]:
+    return tuple(s * f**power for s, f in zip(size, factor, strict=True))
+
+
+def _upsample_mask(mask: torch.Tensor, factor: tuple[int, int, int]) -> torch.Tensor:
+    """Repeat each voxel of a (B, h, w, d) mask ``factor`` times along each axis."""
+    for axis, f in enumerate(factor, start=1):
+        mask = mask.repeat_interleave(f, dim=axis)
+    return mask
+
+
+class StemStage(nn.Module):
+    """One conv stage: strided conv + norm + GELU (``patch_embed``), then masked conv blocks."""
+
+    def __init__(self, in_chans: int, out_chans: int, kernel: tuple[int, int, int],
+                 n_blocks: int) -> None:
+        super().__init__()
+        self.patch_embed = ConvNormAct(in_chans, out_chans, kernel)
+        self.conv = nn.ModuleList([MaskedConvBlock(out_chans) for _ in range(n_blocks)])
+
+    def forward(self, x: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for block in self.conv:
+            x = block(x, visible)
+        return x
+
+
+class DownsampleEncoder(nn.Module):
+    """Conv stem + patch tokens with positional embedding (CineMA's ``DownsampleEncoder``)."""
+
+    def __init__(self, cfg: ConvViTConfig, in_chans: int) -> None:
+        super().__init__()
+        kernels = [cfg.patch_size] + [cfg.scale_factor] * len(cfg.conv_chans)
+        self.stage_kernels = kernels[:-1]
+        self.token_kernel = kernels[-1]
+        self.grid_size = cfg.grid_size
+        self.pos_embed = nn.Parameter(sincos_pos_embed(cfg.embed_dim, cfg.grid_size),
+                                      requires_grad=False)
+        chans = [in_chans, *cfg.conv_chans]
+        self.conv_blocks = nn.ModuleList(
+            [StemStage(chans[i], chans[i + 1], self.stage_kernels[i], cfg.conv_n_blocks)
+             for i in range(len(cfg.conv_chans))])
+        self.patch_embed = PatchProjection(chans[-1], self.token_kernel, cfg.embed_dim)
+        self.linear = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+
+    def visible_masks(self, removed: torch.Tensor) -> list[torch.Tensor]:
+        """Per-stage voxel masks (1 = visible) from a (B, n_tokens) token mask (1 = removed)."""
+        visible = ~removed.reshape(removed.shape[0], *self.grid_size)
+        masks: list[torch.Tensor] = []
+        for _ in self.conv_blocks:
+            visible = _upsample_mask(visible, self.token_kernel)
+            masks.insert(0, visible)
+        return masks
+
+    def forward(self, image: torch.Tensor, removed: torch.Tensor | None = None,
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Returns the skip map of each stage and all patch tokens (B, n_tokens, embed_dim)."""
+        masks = self.visible_masks(removed) if removed is not None else [None] * len(
+            self.conv_blocks)
+        skips = []
+        x = image
+        for stage, visible in zip(self.conv_blocks, masks, strict=True):
+            x = stage(x, visible)
+            skips.append(x)
+        tokens = self.linear(self.patch_embed(x)) + self.pos_embed
+        return skips, tokens
+
+
+class MultiScaleFusion(nn.Module):
+    """Adds each skip map, down-sampled to the token grid, to the encoded patch tokens."""
+
+    def __init__(self, cfg: ConvViTConfig) -> None:
+        super().__init__()
+        n = len(cfg.conv_chans)
+        self.down_convs = nn.ModuleList()
+        for i, chans in enumerate(cfg.conv_chans):
+            kernel = _scale((1, 1, 1), cfg.scale_factor, power=n - i)
+            self.down_convs.append(nn.Conv3d(chans, cfg.embed_dim, kernel_size=kernel,
+                                             stride=kernel, padding="valid"))
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=VIT_NORM_EPS)
+
+    def forward(self, skips: list[torch.Tensor], patches: torch.Tensor,
+                removed: torch.Tensor | None = None) -> torch.Tensor:
+        """``patches``: (B, n, d) encoder output without CLS; ``removed`` drops masked tokens."""
+        for skip, conv in zip(skips, self.down_convs, strict=True):
+            down = conv(skip).flatten(2).transpose(1, 2)
+            if removed is not None:
+                down = down[~removed].reshape(patches.shape[0], -1, patches.shape[-1])
+            patches = patches + down
+        return self.norm(patches)
+
+
+class ViTEncoder(nn.Module):
+    """CLS token + pre-norm transformer blocks + final LayerNorm (shared across views)."""
+
+    def __init__(self, cfg: ConvViTConfig) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.blocks = nn.ModuleList([Block(cfg.embed_dim, cfg.n_heads, cfg.mlp_ratio)
+                                     for _ in range(cfg.depth)])
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=VIT_NORM_EPS)
+
+    def prepend_cls(self, tokens: torch.Tensor) -> torch.Tensor:
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        return torch.cat((cls, tokens), dim=1)
+
+    def run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        for block in self.blocks[start:stop]:
+            x = block(x)
+        return x
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.run_blocks(self.prepend_cls(tokens), 0, len(self.blocks))
+        return self.norm(x)
+
+
+class ConvViTBackbone(nn.Module):
+    """The parts shared by the classifier and the masked autoencoder (same parameter names)."""
+
+    def __init__(self, cfg: ConvViTConfig, in_chans: int) -> None:
+        super().__init__()
+        for size, eff in zip(cfg.image_size, cfg.effective_patch, strict=True):
+            if size % eff:
+                raise ValueError(f"image_size {cfg.image_size} must be divisible by the "
+                                 f"effective patch {cfg.effective_patch}")
+        self.config = cfg
+        self.in_chans = in_chans
+        self.enc_down_dict = nn.ModuleDict({VIEW: DownsampleEncoder(cfg, in_chans)})
+        self.enc_fusion_dict = nn.ModuleDict({VIEW: MultiScaleFusion(cfg)})
+        self.encoder = ViTEncoder(cfg)
+        self.apply(init_vit_weights)
+        nn.init.normal_(self.encoder.cls_token, std=0.02)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.encoder.blocks)
+
+    @property
+    def n_tokens(self) -> int:
+        return math.prod(self.config.grid_size)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Clear errors for the usual mistakes: wrong rank/size/frames, integer data, NaNs."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"ConvViT input must be a torch.Tensor, got {type(x).__name__}")
+        expected = (self.in_chans, *self.config.image_size)
+        if x.ndim != 5:
+            raise ValueError(f"ConvViT input must be (batch, frames, H, W, D) = (B, {expected}), "
+                             f"got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"ConvViT expects {self.in_chans} frame(s) per sample (ED, ES "
+                             f"stacked on axis 1), got {x.shape[1]} in shape {tuple(x.shape)}")
+        if tuple(x.shape[2:]) != tuple(self.config.image_size):
+            raise ValueError(f"ConvViT expects volumes of size {self.config.image_size}, got "
+                             f"{tuple(x.shape[2:])}; resize with the preset's crop_size "
+                             f"{self.config.crop_size} mm (duallora.data does this)")
+        if not x.is_floating_point():
+            raise ValueError(f"ConvViT input must be floating point in [0, 1], got {x.dtype}; "
+                             f"convert uint8 volumes with x.float() / 255")
+        param_dtype = self.encoder.cls_token.dtype
+        if x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"ConvViT input dtype {x.dtype} differs from the model's "
+                             f"{param_dtype}; call x.to({param_dtype})")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("ConvViT input contains NaN or infinite values")
+
+
+class ConvViT(ConvViTBackbone):
+    """CineMA's ConvViT classifier on view ``sax`` (see the module docstring)."""
+
+    def __init__(self, cfg: ConvViTConfig, size: str = "custom") -> None:
+        super().__init__(cfg, in_chans=cfg.n_frames)
+        self.size = size
+        self.n_frames = cfg.n_frames
+        self.pred_head_dict = nn.ModuleDict({VIEW: nn.Linear(cfg.embed_dim, cfg.n_classes),
+                                             "cls": nn.Linear(cfg.embed_dim, cfg.n_classes)})
+
+    def head_parameter_names(self) -> list[str]:
+        """Names of the classification heads' parameters (trained in every strategy)."""
+        return [f"pred_head_dict.{name}" for name, _ in self.pred_head_dict.named_parameters()]
+
+    def prefix_parameter_names(self, upto_block: int) -> list[str]:
+        """Parameters that :meth:`forward_prefix` (``upto_block``) reads: freeze them to cache."""
+        self._check_split(upto_block)
+
+        def in_prefix(name: str) -> bool:
+            if name.startswith("encoder.blocks."):
+                return int(name.split(".")[2]) < upto_block
+            return name.startswith(f"enc_down_dict.{VIEW}.") or name == "encoder.cls_token"
+
+        return [name for name, _ in self.named_parameters() if in_prefix(name)]
+
+    def _check_split(self, block: int) -> None:
+        if not isinstance(block, int) or not 0 <= block <= self.n_blocks:
+            raise ValueError(f"split point must be an int in [0, {self.n_blocks}], got {block!r}")
+
+    def forward_prefix(self, x: torch.Tensor, upto_block: int) -> dict[str, torch.Tensor]:
+        """Run the stem and blocks ``[0, upto_block)``.
+
+        Returns batch-first tensors: ``tokens`` (B, 1 + n_tokens, d) (CLS first) and one
+        ``skip{i}`` map (B, C_i, h_i, w_i, d_i) per conv stage, everything the suffix needs.
+        """
+        self._check_split(upto_block)
+        self.check_input(x)
+        skips, tokens = self.enc_down_dict[VIEW](x)
+        h = self.encoder.run_blocks(self.encoder.prepend_cls(tokens), 0, upto_block)
+        state = {TOKENS_KEY: h}
+        state.update({skip_key(i): skip for i, skip in enumerate(skips)})
+        return state
+
+    def _check_state(self, state: dict[str, torch.Tensor]) -> None:
+        expected = {TOKENS_KEY} | {skip_key(i) for i in range(len(self.config.conv_chans))}
+        if not isinstance(state, dict) or set(state) != expected:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"forward_suffix needs a forward_prefix state with keys "
+                             f"{sorted(expected)}, got {got}")
+        tokens = state[TOKENS_KEY]
+        if tokens.ndim != 3 or tokens.shape[1:] != (1 + self.n_tokens, self.config.embed_dim):
+            raise ValueError(f"state['tokens'] must be (B, {1 + self.n_tokens}, "
+                             f"{self.config.embed_dim}), got {tuple(tokens.shape)}")
+
+    def suffix_features(self, state: dict[str, torch.Tensor], from_block: int,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocks ``[from_block, n_blocks)``, final norm and fusion -> (CLS (B, 1, d),
+        fused patch tokens (B, n_tokens, d))."""
+        self._check_split(from_block)
+        self._check_state(state)
+        h = self.encoder.run_blocks(state[TOKENS_KEY], from_block, self.n_blocks)
+        h = self.encoder.norm(h)
+        skips = [state[skip_key(i)] for i in range(len(self.config.conv_chans))]
+        patches = self.enc_fusion_dict[VIEW](skips, h[:, 1:])
+        return h[:, :1], patches
+
+    def forward_suffix(self, state: dict[str, torch.Tensor], from_block: int) -> torch.Tensor:
+        """Logits (B, n_classes) from a :meth:`forward_prefix` state cut at ``from_block``."""
+        cls, patches = self.suffix_features(state, from_block)
+        per_head = torch.cat([self.pred_head_dict[VIEW](patches.mean(dim=1, keepdim=True)),
+                              self.pred_head_dict["cls"](cls)], dim=1)
+        return per_head.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, n_classes): CineMA's ``reduce="all"`` (mean of patch-mean and CLS heads)."""
+        return self.forward_suffix(self.forward_prefix(x, self.n_blocks), self.n_blocks)
+
+    def embed_from_state(self, state: dict[str, torch.Tensor], from_block: int) -> torch.Tensor:
+        """Pooled features (B, d) from a prefix state; see :meth:`embed`."""
+        cls, patches = self.suffix_features(state, from_block)
+        return 0.5 * (cls[:, 0] + patches.mean(dim=1))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, d): the average of the CLS token and the mean fused patch token,
+        the two vectors the heads read (so a linear probe sees what the heads see)."""
+        return self.embed_from_state(self.forward_prefix(x, self.n_blocks), self.n_blocks)
+
+
+def build_convvit(size: str, *, image_size: tuple[int, int, int] | None = None,
+                  n_frames: int = 2, n_classes: int = 2, seed: int | None = None,
+                  **overrides: object) -> ConvViT:
+    """A ConvViT of a named size (``tiny|base|large|huge`` as CineMA, or ``tutorial``).
+
+    ``image_size`` defaults to the preset's (192x192x16 for CineMA's sizes); other config fields
+    (e.g. ``conv_chans``, ``depth``) can be overridden for experiments. ``seed`` makes the random
+    initialisation reproducible without touching the global RNG.
+    """
+    cfg = get_preset(size).with_overrides(
+        image_size=tuple(image_size) if image_size is not None else None,
+        n_frames=n_frames, n_classes=n_classes, **overrides)
+    if seed is None:
+        return ConvViT(cfg, size=size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ConvViT(cfg, size=size)

@@ -1,0 +1,89 @@
+"""Foundation models ready to fine-tune: the committed phantom FM, CineMA's, or any weights file.
+
+The kit's phantom FM is stored like CineMA's published checkpoint (MAE encoder, one input
+frame, ``enc_down_dict.sax.* / enc_fusion_dict.sax.* / encoder.*``) plus a safetensors header
+naming its preset, so it goes through exactly the same :func:`load_cinema_pretrained`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from duallora import paths
+from duallora.errors import KitError
+from duallora.model.checkpoints import (
+    FIRST_CONV_KEY,
+    load_cinema_pretrained,
+    load_finetuned,
+    read_metadata,
+    read_state_dict,
+)
+from duallora.model.convvit import ConvViT, build_convvit
+from duallora.model.hub import PRETRAINED_FILE, cinema_file
+
+WEIGHTS_DIR = paths.PACKAGE_DIR / "weights"
+MAE_ENCODER_FORMAT = "cinema-mae-encoder"
+
+
+def phantom_fm_path(size: str = "tutorial") -> Path:
+    return WEIGHTS_DIR / f"phantom_fm_{size}.safetensors"
+
+
+def phantom_fm_info(size: str = "tutorial") -> dict:
+    """The JSON record of how the committed phantom FM was made (command, seed, loss, ...)."""
+    record = phantom_fm_path(size).with_suffix(".json")
+    if not record.is_file():
+        raise KitError(f"no metadata record {record.name} for the {size!r} phantom FM")
+    return json.loads(record.read_text())
+
+
+def load_foundation_model(path: str | Path, *, size: str | None = None, n_classes: int = 2,
+                          seed: int = 0, frame_init: str = "repeat") -> ConvViT:
+    """A ConvViT initialised from ``path``, whatever its kind.
+
+    - MAE-encoder weights (CineMA's ``cinema.safetensors`` or the kit's phantom FM): encoder
+      loaded, heads freshly initialised (``seed``) with ``n_classes`` outputs;
+    - a full ConvViT checkpoint (fine-tuned): loaded strictly (its head decides ``n_classes``).
+
+    ``size`` defaults to the preset recorded in the file's header (kit files) and must be given
+    for upstream files (``base`` for CineMA's).
+    """
+    path = Path(path)
+    header = read_metadata(path)
+    size = size or header.get("size")
+    if size is None:
+        raise KitError(f"{path}: no model size recorded in the file; pass size= "
+                       f"(CineMA's published weights are 'base')")
+    state = read_state_dict(path)
+    if FIRST_CONV_KEY not in state:
+        raise KitError(f"{path} holds no ConvViT sax encoder ({FIRST_CONV_KEY} missing)")
+    is_classifier = any(k.startswith("pred_head_dict.cls.") for k in state)
+    if is_classifier:
+        n_out = int(state["pred_head_dict.cls.weight"].shape[0])
+        n_frames = int(state[FIRST_CONV_KEY].shape[1])
+        model = build_convvit(size, n_frames=n_frames, n_classes=n_out, seed=seed)
+        load_finetuned(model, state)
+        return model
+    model = build_convvit(size, n_classes=n_classes, seed=seed)
+    load_cinema_pretrained(model, state, frame_init=frame_init)
+    return model
+
+
+def load_phantom_fm(size: str = "tutorial", *, n_classes: int = 2, seed: int = 0,
+                    frame_init: str = "repeat") -> ConvViT:
+    """The kit's MAE-pretrained phantom foundation model (committed in ``duallora/weights``)."""
+    path = phantom_fm_path(size)
+    if not path.is_file():
+        raise KitError(f"no committed phantom foundation model for size {size!r} ({path.name}); "
+                       f"create it with `python -m duallora pretrain --size {size}`")
+    return load_foundation_model(path, size=size, n_classes=n_classes, seed=seed,
+                                 frame_init=frame_init)
+
+
+def load_cinema_fm(*, n_classes: int = 2, seed: int = 0, path: str | Path | None = None,
+                   frame_init: str = "repeat") -> ConvViT:
+    """CineMA's published base encoder (downloaded from the hub unless ``path`` is given)."""
+    source = Path(path) if path is not None else cinema_file(PRETRAINED_FILE)
+    return load_foundation_model(source, size="base", n_classes=n_classes, seed=seed,
+                                 frame_init=frame_init)
