@@ -3,4 +3,7 @@
 COMMAND_MODULES: list[str] = [
     "duallora.commands.notebooks",
     "duallora.commands.demo",
+    "duallora.commands.train",
+    "duallora.commands.pretrain",
+    "duallora.commands.flower_local",
 ]

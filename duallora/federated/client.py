@@ -1,0 +1,161 @@
+"""What one client does in a round: train on its own data, or evaluate. Pure functions.
+
+Nothing here knows about the in-process loop or Flower: both call ``train_client`` and
+``evaluate_client`` with a ``ClientModel``, the payload received from the server, the client's
+private state from its previous round, and its data. Randomness (batch order, LoRA dropout,
+augmentation) comes from a seed derived from ``(config.seed, round, client name)``, so a client's
+round gives the same result wherever and whenever it runs; there is no RNG state to carry.
+The optimizer is created fresh each round (the usual FedAvg client), so there is none to carry
+either: a client's whole memory between rounds is its private payload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from duallora.federated.client_model import ClientModel
+from duallora.federated.cohort import ClientData, SplitData
+from duallora.federated.config import TrainConfig
+from duallora.federated.serialization import Payload
+
+
+class ClientError(RuntimeError):
+    """A client could not finish its round (the server leaves it out of the aggregate)."""
+
+
+@dataclass
+class ClientUpdate:
+    """A client's answer to a training round."""
+
+    upload: Payload                 # goes to the server (strategy.shared groups only)
+    n_examples: int                 # aggregation weight
+    metrics: dict[str, float]
+    private: Payload = field(default_factory=dict)  # stays on the client for its next round
+
+
+@dataclass
+class Predictions:
+    subject_ids: list[str]
+    labels: np.ndarray
+    probs: np.ndarray               # P(disease)
+
+
+def client_seed(seed: int, round_idx: int, client: str) -> int:
+    """A stable 63-bit seed for one client's round (independent of process and order)."""
+    text = f"{seed}/{round_idx}/{client}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
+
+
+def should_fail(config: TrainConfig, client: str, round_idx: int) -> bool:
+    """Fault injection for tests and demos: ``NAME`` (every round) or ``NAME@R``."""
+    return client in config.fail_clients or f"{client}@{round_idx}" in config.fail_clients
+
+
+def class_weights(labels: torch.Tensor, n_classes: int = 2) -> torch.Tensor:
+    """Inverse-frequency weights ``n / (C * n_c)`` so the minority class (NOR) counts as much."""
+    counts = torch.bincount(labels, minlength=n_classes).to(torch.float32)
+    weights = torch.where(counts > 0, labels.numel() / (n_classes * counts.clamp(min=1)),
+                          torch.zeros_like(counts))
+    return weights
+
+
+def set_mode(model: ClientModel, training: bool) -> None:
+    """The frozen backbone always runs in eval mode; only LoRA dropout follows ``training``."""
+    model.core.eval()
+    if training:
+        for name, module in model.core.named_modules():
+            if name.endswith("lora_dropout"):
+                module.train()
+
+
+def train_client(model: ClientModel, received: Payload | None, private: Payload | None,
+                 data: ClientData, config: TrainConfig, round_idx: int) -> ClientUpdate:
+    """Load ``received`` over the private state, train ``config.local_epochs`` epochs, report.
+
+    Returns the upload (the strategy's shared tensors), the number of training examples (the
+    aggregation weight), a few metrics, and the new private state.
+    """
+    if should_fail(config, data.name, round_idx):
+        raise ClientError(f"client {data.name} failed in round {round_idx} (injected)")
+    train = data.splits["train"]
+    if len(train) == 0:
+        raise ClientError(f"client {data.name} has no training subjects")
+    seed = client_seed(config.seed, round_idx, data.name)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # LoRA dropout draws from the global generator
+    model.set_state(received, private)
+    model.use_adapters(model.strategy.adapters)
+    weights = class_weights(train.labels) if config.class_weighting else None
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    set_mode(model, training=True)
+    losses = []
+    for _ in range(config.local_epochs):
+        order = torch.randperm(len(train), generator=generator)
+        for start in range(0, len(train), config.batch_size):
+            batch = train.take(order[start:start + config.batch_size])
+            inputs = batch.inputs
+            if config.augment and data.from_block is None:
+                inputs = {"x": augment(inputs["x"], generator)}
+            logits = model.forward(inputs, data.from_block)
+            loss = F.cross_entropy(logits, batch.labels, weight=weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    set_mode(model, training=False)
+    if not np.all(np.isfinite(losses)):
+        raise ClientError(f"client {data.name}: non-finite training loss in round {round_idx}")
+    metrics = {"loss": float(np.mean(losses)), "n_examples": float(len(train)),
+               "steps": float(len(losses))}
+    return ClientUpdate(model.shared_payload(), len(train), metrics, model.private_payload())
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mild intensity augmentation (scale, shift, Gaussian noise), clipped back to [0, 1].
+
+    Geometric augmentation is left out on purpose: harmonization already centres the LV and the
+    phantoms' vendor differences are intensity- and noise-like.
+    """
+    batch = images.shape[0]
+    shape = (batch,) + (1,) * (images.dim() - 1)
+    scale = 1.0 + 0.1 * (2 * torch.rand(shape, generator=generator) - 1)
+    shift = 0.05 * (2 * torch.rand(shape, generator=generator) - 1)
+    noise = 0.02 * torch.randn(images.shape, generator=generator)
+    return (images * scale + shift + noise).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def predict(model: ClientModel, split: SplitData, from_block: int | None,
+            batch_size: int) -> Predictions:
+    """P(disease) for every subject of ``split`` with the model as it is now."""
+    set_mode(model, training=False)
+    probs = []
+    for start in range(0, len(split), batch_size):
+        batch = split.take(list(range(start, min(start + batch_size, len(split)))))
+        logits = model.forward(batch.inputs, from_block)
+        probs.append(torch.softmax(logits.float(), dim=1)[:, 1])
+    values = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
+    return Predictions(list(split.subject_ids), split.labels.numpy().copy(), values)
+
+
+def evaluate_client(model: ClientModel, received: Payload | None, private: Payload | None,
+                    data: ClientData, split: str, config: TrainConfig,
+                    global_only: bool = False) -> Predictions:
+    """Predict ``split`` with the personalized model (global + private parts), or with the
+    global-only model (``global_only``: private parts reset, local adapter switched off)."""
+    if global_only:
+        model.set_state(received, None)
+        model.use_adapters(model.strategy.global_adapters)
+    else:
+        model.set_state(received, private)
+        model.use_adapters(model.strategy.adapters)
+    try:
+        return predict(model, data.splits[split], data.from_block, config.eval_batch_size)
+    finally:
+        model.use_adapters(model.strategy.adapters)

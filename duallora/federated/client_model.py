@@ -1,0 +1,165 @@
+"""The model one client trains: frozen foundation model + the strategy's adapters and heads.
+
+``ClientModel`` knows, for every parameter, which strategy group it belongs to, so it can hand
+out exactly the tensors a client uploads (``shared_payload``) or keeps (``private_payload``), and
+load what it receives. Every client (and the server, for evaluation) builds it the same way from
+the same seed, so all start from identical weights, as if the server had sent the init.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from duallora.errors import KitError
+from duallora.federated.adapters import (
+    AdapterSpec,
+    attach_adapters,
+    core_model,
+    resolve_blocks,
+    set_active_adapters,
+)
+from duallora.federated.config import TrainConfig
+from duallora.federated.serialization import Payload
+from duallora.federated.strategies import FROZEN, Strategy, get_strategy, parameter_group
+
+
+def load_foundation(config: TrainConfig) -> nn.Module:
+    """The frozen backbone: committed phantom FM, random init (``none``) or a weights file.
+
+    A file may hold CineMA's MAE pretraining checkpoint or a fine-tuned classifier
+    (``duallora.model.load_foundation_model`` tells them apart). Heads not in the file are
+    initialised from ``config.seed``.
+    """
+    from duallora import model as model_lib
+
+    if config.fm == "phantom":
+        if config.model_overrides:
+            raise KitError("--model-overrides needs --fm none (the phantom FM has fixed shapes)")
+        return model_lib.load_phantom_fm(config.model_size, seed=config.seed)
+    if config.fm != "none":
+        path = Path(config.fm)
+        if not path.is_file():
+            raise KitError(f"--fm {config.fm}: no such weights file")
+        return model_lib.load_foundation_model(path, size=config.model_size, seed=config.seed)
+    overrides = dict(config.model_overrides)
+    image_size = overrides.pop("image_size", None)
+    if "conv_chans" in overrides:
+        overrides["conv_chans"] = tuple(overrides["conv_chans"])
+    return model_lib.build_convvit(config.model_size, image_size=image_size, seed=config.seed,
+                                   **overrides)
+
+
+def model_input_size(config: TrainConfig) -> tuple[tuple[int, int, int], int]:
+    """``(image_size, crop_size)`` that ``duallora.data`` should feed this model preset."""
+    from duallora.model import PRESETS
+
+    if config.model_size not in PRESETS:
+        raise KitError(f"unknown model size {config.model_size!r}; choose one of "
+                       f"{', '.join(PRESETS)}")
+    preset = PRESETS[config.model_size]
+    image_size = config.model_overrides.get("image_size", preset.image_size)
+    crop_size = config.model_overrides.get("crop_size", preset.crop_size)
+    return tuple(int(v) for v in image_size), int(crop_size)  # type: ignore[return-value]
+
+
+class ClientModel:
+    """A strategy's trainable view of the model, with payload get/set by parameter name."""
+
+    def __init__(self, module: nn.Module, strategy: Strategy, blocks: Sequence[int]):
+        self.module = module
+        self.core = core_model(module)
+        self.strategy = strategy
+        self.blocks = list(blocks)
+        head_names = list(self.core.head_parameter_names())
+        self.groups = {name: parameter_group(name, self.blocks, head_names)
+                       for name, _ in module.named_parameters()}
+        self.params = dict(module.named_parameters())
+        self.trainable_names = sorted(n for n, g in self.groups.items() if g in strategy.trainable)
+        self.shared_names = sorted(n for n, g in self.groups.items() if g in strategy.shared)
+        self.private_names = sorted(n for n, g in self.groups.items() if g in strategy.private)
+        if not self.trainable_names:
+            raise KitError(f"strategy {strategy.name} trains nothing with --blocks {blocks}")
+        self.use_adapters(strategy.adapters)
+        self.initial = self.payload(self.trainable_names)
+
+    # -- which parameters train -------------------------------------------------------------
+    def use_adapters(self, names: Sequence[str]) -> None:
+        """Activate adapters ``names`` and (re)mark exactly the strategy's groups trainable."""
+        if self.strategy.adapters:
+            set_active_adapters(self.module, list(names))
+        for name, param in self.params.items():
+            param.requires_grad_(self.groups[name] in self.strategy.trainable)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.params[name] for name in self.trainable_names]
+
+    def count(self, names: Sequence[str]) -> int:
+        return int(sum(self.params[name].numel() for name in names))
+
+    # -- payloads ---------------------------------------------------------------------------
+    def payload(self, names: Sequence[str]) -> Payload:
+        return {name: self.params[name].detach().clone() for name in names}
+
+    def shared_payload(self) -> Payload:
+        """What this client uploads (and what the server broadcasts back after averaging)."""
+        return self.payload(self.shared_names)
+
+    def private_payload(self) -> Payload:
+        """What never leaves the client."""
+        return self.payload(self.private_names)
+
+    def load(self, payload: Payload) -> None:
+        """Copy received tensors into the model; only trainable parameter names are accepted."""
+        unknown = sorted(set(payload) - set(self.trainable_names))
+        if unknown:
+            raise ValueError(f"payload holds parameters this strategy does not train: "
+                             f"{unknown[:3]}")
+        with torch.no_grad():
+            for name, tensor in payload.items():
+                self.params[name].copy_(tensor)
+
+    def set_state(self, received: Payload | None, private: Payload | None) -> None:
+        """Start from the shared init, then this client's private part, then the global part."""
+        self.load(self.initial)
+        if private:
+            self.load(private)
+        if received:
+            self.load(received)
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self, inputs: dict[str, torch.Tensor], from_block: int | None) -> torch.Tensor:
+        """Logits from images (``from_block=None``) or from cached prefix states."""
+        if from_block is None:
+            return self.core(inputs["x"])
+        return self.core.forward_suffix(inputs, from_block)
+
+    def frozen_prefix_end(self) -> int:
+        """First block whose weights train: every block before it is frozen and cacheable."""
+        return min(self.blocks) if self.blocks else 0
+
+
+def build_client_model(config: TrainConfig, strategy: Strategy | None = None) -> ClientModel:
+    """Build the foundation model and attach the strategy's adapters (same result every call)."""
+    strategy = strategy or get_strategy(config.strategy, config.head)
+    network = load_foundation(config)
+    network.eval()  # the backbone is frozen: no dropout / norm statistics updates in it
+    blocks = resolve_blocks(config.blocks, int(network.n_blocks))
+    torch.manual_seed(config.seed + 1)  # adapter init, identical on every client
+    specs = [_adapter_spec(name, config) for name in strategy.adapters]
+    module = (attach_adapters(network, specs, blocks, config.targets, config.lora_dropout)
+              if specs else network)
+    client_model = ClientModel(module, strategy, blocks)
+    if not any(group != FROZEN for group in client_model.groups.values()):
+        raise KitError("no parameter would be trained; check --blocks and the LoRA targets")
+    return client_model
+
+
+def _adapter_spec(name: str, config: TrainConfig) -> AdapterSpec:
+    """Med-DualLoRA's local adapter has its own rank/alpha; every other adapter uses --rank."""
+    if name == "local" and config.strategy == "med_duallora":
+        return AdapterSpec(name, config.local_rank, config.local_alpha)
+    return AdapterSpec(name, config.rank, config.alpha)

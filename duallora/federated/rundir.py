@@ -1,0 +1,108 @@
+"""The run directory of DESIGN.md, written atomically so a crash never leaves half a file.
+
+    RUN_DIR/config.json        the TrainConfig
+    RUN_DIR/metrics.csv        round, client, split, metric, value
+    RUN_DIR/predictions.csv    subject_id, client, split, label, prob, pred (final models)
+    RUN_DIR/comm.jsonl         one message per line: round, client, direction, keys, bytes
+    RUN_DIR/checkpoints/       last.pt (everything needed to continue) and final/ (adapters)
+    RUN_DIR/timing.json        wall-clock seconds (kept apart: it is the only non-deterministic
+                               output, so the files above are bit-identical across reruns)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from duallora.errors import KitError
+from duallora.federated.config import TrainConfig
+
+METRIC_COLUMNS = ["round", "client", "split", "metric", "value"]
+PREDICTION_COLUMNS = ["subject_id", "client", "split", "label", "prob", "pred"]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, flush to disk, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(partial, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class RunDir:
+    """Paths and atomic writers of one run folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.config = self.root / "config.json"
+        self.metrics = self.root / "metrics.csv"
+        self.predictions = self.root / "predictions.csv"
+        self.comm = self.root / "comm.jsonl"
+        self.checkpoints = self.root / "checkpoints"
+        self.last_checkpoint = self.checkpoints / "last.pt"
+        self.final = self.checkpoints / "final"
+        self.timing = self.root / "timing.json"
+
+    def holds_a_run(self) -> bool:
+        return self.config.is_file() or self.last_checkpoint.is_file()
+
+    def prepare(self, resume: bool, overwrite: bool) -> None:
+        """Refuse to mix two runs in one folder unless asked to resume or overwrite."""
+        if self.root.exists() and not self.root.is_dir():
+            raise KitError(f"--out {self.root}: exists and is not a folder")
+        if self.holds_a_run() and not (resume or overwrite):
+            raise KitError(f"--out {self.root} already holds a run; pass --resume to continue "
+                           "it or --overwrite to start again")
+        if overwrite and not resume:
+            for path in (self.config, self.metrics, self.predictions, self.comm,
+                         self.last_checkpoint, self.timing):
+                path.unlink(missing_ok=True)
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, config: TrainConfig) -> None:
+        atomic_write_text(self.config, config.to_json() + "\n")
+
+    def read_config(self) -> TrainConfig:
+        return TrainConfig.load(self.config)
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        frame = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+        atomic_write_text(self.metrics, frame.to_csv(index=False, float_format="%.10g"))
+
+    def write_predictions(self, rows: list[dict[str, Any]]) -> None:
+        frame = pd.DataFrame(rows, columns=PREDICTION_COLUMNS)
+        atomic_write_text(self.predictions, frame.to_csv(index=False, float_format="%.10g"))
+
+    def write_comm(self, rows: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+        atomic_write_text(self.comm, text)
+
+    def write_json(self, path: Path, value: Any) -> None:
+        atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.last_checkpoint, buffer.getvalue())
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        if not self.last_checkpoint.is_file():
+            return None
+        try:
+            return torch.load(self.last_checkpoint, map_location="cpu", weights_only=False)
+        except Exception as err:  # a damaged file is the user's to delete, with a clear message
+            raise KitError(f"{self.last_checkpoint}: cannot read the checkpoint ({err})") from err

@@ -1,0 +1,144 @@
+"""The seven training strategies as small declarative objects.
+
+A strategy says which parameter groups a client trains, which of them it uploads (the rest stay
+private on the client), and how the server combines uploads (a sample-weighted mean). It holds no
+model and no data, so the in-process loop (``duallora.federated.loop``) and the Flower apps
+(``duallora.flower``) use the very same objects.
+
+Parameter groups (see ``parameter_group``): ``global.A``/``global.B`` and ``local.A``/``local.B``
+are LoRA factors of the named adapters, ``head`` the classification heads, ``block`` the full
+weights of the adapted blocks (only ``fedavg_full`` trains those), ``frozen`` everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from duallora.errors import KitError
+from duallora.federated.config import STRATEGY_NAMES
+from duallora.federated.serialization import Payload
+
+GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B = "global.A", "global.B", "local.A", "local.B"
+HEAD, BLOCK, FROZEN = "head", "block", "frozen"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What a client trains and shares, and how the server aggregates."""
+
+    name: str
+    adapters: tuple[str, ...]       # LoRA adapters attached (and active) on every client
+    trainable: frozenset[str]       # parameter groups the client optimizes
+    shared: frozenset[str]          # groups uploaded and averaged (subset of trainable)
+    federated: bool = True          # False: no server at all (each client alone)
+    pooled: bool = False            # True: one client holding every site's data (centralized)
+    description: str = ""
+
+    @property
+    def private(self) -> frozenset[str]:
+        """Trained groups that never leave the client."""
+        return self.trainable - self.shared
+
+    @property
+    def has_global_model(self) -> bool:
+        """Whether the shared parts alone make a usable model (evaluated on every vendor).
+
+        True when nothing that the forward pass needs is private: every trained group is shared.
+        """
+        if self.name == "med_duallora":
+            return HEAD not in self.private  # global adapter + shared head; local switched off
+        return not self.private and (self.federated or self.pooled)
+
+    @property
+    def global_adapters(self) -> tuple[str, ...]:
+        """Adapters active in the global-only model (Med-DualLoRA drops the local one)."""
+        return tuple(name for name in self.adapters if name != "local" or self.name == "local")
+
+    def aggregate(self, uploads: Sequence[tuple[Payload, int]]) -> Payload:
+        """Sample-weighted mean of the uploads (FedAvg), key by key, in float64."""
+        return weighted_average(uploads)
+
+
+def weighted_average(uploads: Sequence[tuple[Payload, int]]) -> Payload:
+    """``sum_k n_k p_k / sum_k n_k`` per tensor name; every upload must carry the same keys."""
+    if not uploads:
+        raise ValueError("nothing to aggregate")
+    keys = sorted(uploads[0][0])
+    for payload, _ in uploads[1:]:
+        if sorted(payload) != keys:
+            raise ValueError("uploads carry different parameter names; cannot average them")
+    total = float(sum(n for _, n in uploads))
+    if total <= 0:
+        raise ValueError("aggregation weights (sample counts) must be positive")
+    averaged: Payload = {}
+    for key in keys:
+        acc = torch.zeros_like(uploads[0][0][key], dtype=torch.float64)
+        for payload, n in uploads:
+            acc += payload[key].to(torch.float64) * (n / total)
+        averaged[key] = acc.to(uploads[0][0][key].dtype)
+    return averaged
+
+
+def parameter_group(name: str, adapted_blocks: Iterable[int], head_names: Iterable[str]) -> str:
+    """Which group a parameter of the (PEFT-wrapped) model belongs to, from its name alone."""
+    for adapter in ("global", "local"):
+        if f".lora_A.{adapter}." in name:
+            return f"{adapter}.A"
+        if f".lora_B.{adapter}." in name:
+            return f"{adapter}.B"
+    bare = name.removeprefix("base_model.model.")
+    if bare in set(head_names):
+        return HEAD
+    prefixes = tuple(f"encoder.blocks.{block}." for block in adapted_blocks)
+    if bare.startswith(prefixes):
+        return BLOCK
+    return FROZEN
+
+
+def _lora(*groups: str) -> frozenset[str]:
+    return frozenset(groups)
+
+
+_STRATEGIES: dict[str, Strategy] = {
+    "local": Strategy(
+        "local", ("local",), _lora(LOCAL_A, LOCAL_B, HEAD), frozenset(), federated=False,
+        description="each vendor trains its own LoRA and head alone; nothing is exchanged"),
+    "centralized": Strategy(
+        "centralized", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD),
+        _lora(GLOBAL_A, GLOBAL_B, HEAD), federated=False, pooled=True,
+        description="one LoRA trained on the pooled data of every vendor (not private)"),
+    "fedavg_full": Strategy(
+        "fedavg_full", (), _lora(BLOCK, HEAD), _lora(BLOCK, HEAD),
+        description="every weight of the adapted blocks and the head trained and averaged"),
+    "fedavg_lora": Strategy(
+        "fedavg_lora", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD),
+        _lora(GLOBAL_A, GLOBAL_B, HEAD),
+        description="FedIT: LoRA A and B and the head averaged"),
+    "ffa_lora": Strategy(
+        "ffa_lora", ("global",), _lora(GLOBAL_B, HEAD), _lora(GLOBAL_B, HEAD),
+        description="A frozen at a shared random init; B and the head trained and averaged"),
+    "fedsa_lora": Strategy(
+        "fedsa_lora", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD), _lora(GLOBAL_A),
+        description="A shared and averaged; B and the head stay on the client"),
+    "med_duallora": Strategy(
+        "med_duallora", ("global", "local"), _lora(GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B, HEAD),
+        _lora(GLOBAL_A, GLOBAL_B, HEAD),
+        description="global adapter and head averaged; the local adapter never leaves the site"),
+}
+
+
+def get_strategy(name: str, head: str = "shared") -> Strategy:
+    """The strategy called ``name``; ``head='local'`` keeps the head private (an ablation)."""
+    if name not in _STRATEGIES:
+        raise KitError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}")
+    strategy = _STRATEGIES[name]
+    if head == "local" and HEAD in strategy.shared:
+        strategy = replace(strategy, shared=strategy.shared - {HEAD})
+    return strategy
+
+
+def all_strategies() -> list[Strategy]:
+    return [get_strategy(name) for name in STRATEGY_NAMES]
