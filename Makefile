@@ -31,7 +31,7 @@ notebooks: setup
 	$(PY) -m duallora notebooks
 
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
