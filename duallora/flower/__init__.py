@@ -1,0 +1,12 @@
+"""Multi-site training with Flower (flwr 1.42, Message API), reusing the federated core.
+
+- ``app/pyproject.toml``: the Flower app that ``flwr run`` ships (components + run config).
+- ``server_app``: the ServerApp; runs ``duallora.federated.loop``'s rounds with remote sites.
+- ``client_app``: the ClientApp; one site (vendor) per SuperNode, ``train_client`` /
+  ``evaluate_client`` on the site's data, private state kept on the site (``node_state``).
+- ``messaging``: site discovery by name and request/reply exchanges that survive node restarts.
+- ``wire``: payload <-> ArrayRecord, and the audit of what reaches the server.
+- ``run_config``: ``TrainConfig`` <-> Flower run config (same names and defaults).
+- ``launcher`` / ``local_run``: a real SuperLink and SuperNodes on 127.0.0.1, torn down always.
+- ``report``: build-or-reuse runs, comparisons, tables and plots for notebook 05.
+"""

@@ -1,0 +1,231 @@
+"""The Flower ClientApp: one site (vendor) trains and evaluates with the federated core.
+
+A SuperNode is one site. Its node config says who it is and where its files are::
+
+    client-name = "Siemens"          # the vendor this site holds (metadata.csv's vendor column)
+    data-dir    = "/data/harmonized"  # the site's harmonized cohort (python -m data_prep harmonize)
+    state-dir   = "/data/duallora"    # node-local: private adapters, prefix cache, event log
+
+Flower starts a fresh ClientApp process for every message, so each handler builds the model
+and loads the site's data with the federated core (``build_client_model``, ``prepare_cohort``;
+the prefix cache under ``state-dir`` makes the second time cheap) and then calls exactly what
+the in-process loop calls (``train_client``, ``evaluate_client``). The private payload returned
+by ``train_client`` is kept in ``context.state`` and in ``state-dir`` (see ``node_state``); the
+reply carries only the strategy's shared tensors.
+
+Message types: ``query.hello`` (who are you, how many training subjects), ``train`` (one round)
+and ``evaluate`` (a list of prediction requests; the final one also exports the site's own
+adapter into ``state-dir``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+
+from duallora.errors import KitError
+from duallora.flower.node_state import (
+    NodeStateStore,
+    PrivateState,
+    payload_digest,
+    private_for_round,
+    remember,
+)
+from duallora.flower.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    PREDICTIONS,
+    payload_to_record,
+    record_to_payload,
+)
+
+CLIPPING_NORM_KEY = "clipping_norm"  # the key Flower's fixedclipping_mod reads
+NODE_KEYS = ("client-name", "data-dir", "state-dir")
+
+app = ClientApp()
+
+
+@dataclass(frozen=True)
+class Site:
+    """Who this SuperNode is, from its node config."""
+
+    name: str
+    data_dir: Path
+    state_dir: Path
+
+    @classmethod
+    def from_context(cls, context: Context) -> Site:
+        node = context.node_config
+        missing = [key for key in NODE_KEYS if not str(node.get(key, "")).strip()]
+        if missing:
+            raise KitError(f"SuperNode node config lacks {', '.join(missing)} (start it with "
+                           "--node-config 'client-name=\"Siemens\" data-dir=\"...\" "
+                           "state-dir=\"...\"')")
+        return cls(str(node["client-name"]), Path(str(node["data-dir"])),
+                   Path(str(node["state-dir"])))
+
+
+def site_config(site: Site, instructions: ConfigRecord) -> Any:
+    """The server's TrainConfig with this site's own data folder and prefix-cache folder."""
+    from duallora.federated.config import TrainConfig
+
+    values = json.loads(str(instructions["train-config"]))
+    values["data"] = str(site.data_dir)
+    values["cache_dir"] = str(site.state_dir / "prefix-cache")
+    return TrainConfig.from_dict(values)
+
+
+def load_site(site: Site, config: Any) -> tuple[Any, Any]:
+    """The site's ``ClientModel`` and ``ClientData`` (its vendor, or the held-out vendor)."""
+    from duallora.federated.client_model import build_client_model
+    from duallora.federated.prepare import prepare_cohort
+
+    model = build_client_model(config)
+    cohort = prepare_cohort(config, model)
+    if site.name in cohort.vendors:
+        return model, cohort.vendors[site.name]
+    if cohort.holdout is not None and cohort.holdout.name == site.name:
+        return model, cohort.holdout
+    raise KitError(f"node config client-name={site.name!r}: {site.data_dir} holds vendors "
+                   f"{sorted(cohort.vendors)}")
+
+
+def store_for(site: Site, instructions: ConfigRecord) -> NodeStateStore:
+    return NodeStateStore(site.state_dir, str(instructions["run-key"]))
+
+
+def error_reply(msg: Message, site_name: str, err: Exception) -> Message:
+    """A failed round, reported as data (type and text), so the server logs it exactly like
+    the in-process loop logs a failing client."""
+    return Message(RecordDict({CONFIG: ConfigRecord({
+        "client-name": site_name, "error-type": type(err).__name__, "error": str(err)})}),
+        reply_to=msg)
+
+
+@app.query("hello")
+def hello(msg: Message, context: Context) -> Message:
+    """Tell the server which site this node is and how many training subjects it has.
+
+    Reads only ``metadata.csv`` (fast): the server needs the count before round 1 to know
+    which sites train (as the in-process loop, it leaves out sites without training data).
+    """
+    from duallora.data import read_metadata
+
+    site = Site.from_context(context)
+    frame = read_metadata(site.data_dir)
+    mine = frame[frame["vendor"].astype(str) == site.name]
+    if mine.empty:
+        raise KitError(f"node config client-name={site.name!r}: {site.data_dir} holds vendors "
+                       f"{sorted(frame['vendor'].astype(str).unique())}")
+    return Message(RecordDict({CONFIG: ConfigRecord({
+        "client-name": site.name, "n-train": int((mine["split"] == "train").sum())})}),
+        reply_to=msg)
+
+
+def optional_clipping(msg: Message, context: Context, call_next: Any) -> Message:
+    """Flower's ``fixedclipping_mod`` when the server asks for DP clipping, else a no-op."""
+    instructions = msg.content.config_records.get(CONFIG)
+    if instructions is not None and CLIPPING_NORM_KEY in instructions:
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+@app.train(mods=[optional_clipping])
+def train(msg: Message, context: Context) -> Message:
+    """One round: start from the private state the server names, train, keep the new private
+    state on site, upload the shared tensors."""
+    from duallora.federated.client import train_client
+
+    site = Site.from_context(context)
+    instructions = msg.content[CONFIG]
+    round_idx = int(instructions["round"])
+    store = store_for(site, instructions)
+    try:
+        config = site_config(site, instructions)
+        model, data = load_site(site, config)
+        base = private_for_round(context.state, store, int(instructions["private-round"]))
+        received = record_to_payload(msg.content[ARRAYS])
+        update = train_client(model, received, base.payload or None, data, config, round_idx)
+    except Exception as err:  # a failing site must not stop the federation (as in-process)
+        store.log_event(kind="train", round=round_idx, error=f"{type(err).__name__}: {err}")
+        return error_reply(msg, site.name, err)
+    store.save(round_idx, update.private)
+    remember(context.state, store.folder.name, round_idx, update.private)
+    store.log_event(kind="train", round=round_idx, base_round=base.round, base_source=base.source,
+                    base_digest=payload_digest(base.payload),
+                    new_digest=payload_digest(update.private))
+    metrics = {key: float(value) for key, value in update.metrics.items()}
+    metrics[NUM_EXAMPLES] = int(update.n_examples)
+    return Message(RecordDict({
+        ARRAYS: payload_to_record(update.upload),
+        METRICS: MetricRecord(metrics),
+        CONFIG: ConfigRecord({"client-name": site.name}),
+    }), reply_to=msg)
+
+
+def _payloads(content: RecordDict) -> dict[int, Any]:
+    return {int(name.split("-", 1)[1]): record_to_payload(record)
+            for name, record in content.array_records.items() if name.startswith("payload-")}
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Answer each prediction request: ``split``, ``global-only``, which payload and which
+    round's private state. Returns subject ids, labels and probabilities for the run directory."""
+    from duallora.federated.client import evaluate_client
+
+    site = Site.from_context(context)
+    instructions = msg.content[CONFIG]
+    store = store_for(site, instructions)
+    config = site_config(site, instructions)
+    model, data = load_site(site, config)
+    payloads = _payloads(msg.content)
+    requests = json.loads(str(instructions["requests"]))
+    answers: dict[str, Any] = {}
+    for index, request in enumerate(requests):
+        received = payloads.get(int(request["payload"]))
+        private: PrivateState | None = None
+        if not request["global-only"]:
+            private = private_for_round(context.state, store, int(request["private-round"]))
+        preds = evaluate_client(model, received, private.payload if private else None, data,
+                                str(request["split"]), config,
+                                global_only=bool(request["global-only"]))
+        answers[f"r{index}-ids"] = list(preds.subject_ids)
+        answers[f"r{index}-labels"] = [int(v) for v in preds.labels]
+        answers[f"r{index}-probs"] = [float(v) for v in preds.probs]
+        store.log_event(kind="evaluate", round=int(instructions.get("round", 0)),
+                        split=str(request["split"]), global_only=bool(request["global-only"]),
+                        base_round=private.round if private else None,
+                        base_source=private.source if private else None)
+        if request.get("export") and private is not None:
+            export_site_model(store.folder / "final", model, received, private.payload)
+    return Message(RecordDict({
+        PREDICTIONS: ConfigRecord(answers),
+        CONFIG: ConfigRecord({"client-name": site.name}),
+    }), reply_to=msg)
+
+
+def export_site_model(folder: Path, model: Any, received: Any, private: Any) -> None:
+    """The site's selected private payload and (Med-DualLoRA) its local adapter as a PEFT
+    folder: what ``export_final_models`` writes per client in-process, kept on the site."""
+    from safetensors.torch import save_file
+
+    from duallora.federated.adapters import save_adapters
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if private:
+        save_file({k: v.contiguous() for k, v in private.items()},
+                  str(folder / "private.safetensors"))
+    if "local" in model.strategy.adapters:
+        model.set_state(received, private)
+        save_adapters(model.module, folder / "peft", ["local"])
+        model.set_state(None, None)
+

@@ -1,0 +1,426 @@
+"""A real Flower federation on this machine: one SuperLink and N SuperNodes on 127.0.0.1.
+
+Every part is a separate operating-system process, exactly as on real sites: ``flower-superlink``
+(the server side; it starts its own SuperExec, which starts the ServerApp), one
+``flower-supernode`` per client (each starts its own SuperExec, which starts a ClientApp process
+per message), and the ``flwr run`` command that ships the app and streams its log.
+
+Why the care about processes: each Flower process spawns children (SuperExec, app processes).
+Every process we start gets its own process group, and teardown signals the whole group, first
+politely (SIGTERM, which makes a SuperNode deregister) and then with SIGKILL. Teardown runs on
+success, on error and on Ctrl-C, so nothing is left running.
+
+``--insecure`` is used only because everything listens on the loopback interface. Real sites use
+TLS certificates and SuperNode authentication (see the README section "Real sites with Flower").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from duallora.errors import KitError
+
+LOOPBACK = "127.0.0.1"
+CONNECTION_NAME = "local"
+ConfigValue = str | int | float | bool
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    """Whether something accepts TCP connections on ``127.0.0.1:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def toml_value(value: ConfigValue) -> str:
+    """One TOML scalar. JSON string escapes are valid TOML basic-string escapes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def write_flat_toml(path: Path, values: Mapping[str, ConfigValue]) -> Path:
+    """A flat ``key = value`` TOML file: how node and run config reach Flower without quoting
+    trouble (``--node-config`` and ``--run-config`` accept a ``.toml`` path)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{key} = {toml_value(val)}\n" for key, val in values.items()))
+    return path
+
+
+def flower_executable(name: str) -> str:
+    """A Flower console script from the environment running this Python (the kit's venv)."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise KitError(f"{name} not found beside {sys.executable} nor on PATH; install flwr "
+                       "into this environment (pip install 'flwr>=1.20')")
+    return found
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for one Flower process: a private FLWR_HOME, no telemetry or update checks
+    (sites are often offline), never installing app dependencies (every site runs the kit from
+    its own, already installed environment), and a short SuperExec poll interval."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update({
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last lines of a process log, ready to paste into an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "    (no log written)"
+    kept = text.strip().splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in kept) or "    (log is empty)"
+
+
+@dataclass
+class ManagedProcess:
+    """One process we started, in its own process group, logging to a file."""
+
+    name: str
+    command: list[str]
+    log_path: Path
+    env: dict[str, str]
+    popen: subprocess.Popen | None = None
+    _log_file: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log_path.open("ab")
+        self.popen = subprocess.Popen(  # noqa: S603 - fixed executables, no shell
+            self.command, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def describe_failure(self, what: str) -> str:
+        code = self.popen.poll() if self.popen else None
+        state = f"exited with code {code}" if code is not None else "is still running"
+        return f"{what}: {self.name} {state}; last lines of {self.log_path}:\n" \
+               f"{log_tail(self.log_path)}"
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the whole process group, wait, then SIGKILL whatever is left in it."""
+        stop_all([self], grace)
+
+
+def stop_all(processes: list[ManagedProcess], grace: float = 5.0) -> None:
+    """Stop several processes together: SIGTERM every group at once (a SuperNode uses it to
+    deregister), wait up to ``grace`` seconds for all of them, then SIGKILL what is left."""
+    started = [proc for proc in processes if proc.popen is not None]
+    groups = [proc.popen.pid for proc in started]  # start_new_session: group id = leader pid
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc, pgid in zip(started, groups, strict=True):
+        _wait_group_gone(pgid, max(0.0, deadline - time.monotonic()))
+        if proc.popen.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+    for proc, pgid in zip(started, groups, strict=True):
+        _signal_group(pgid, signal.SIGKILL)
+        proc.popen.wait()
+        _wait_group_gone(pgid, grace)
+        if proc._log_file is not None:
+            proc._log_file.close()
+            proc._log_file = None
+        proc.popen = None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still exists (zombies excluded)."""
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and group_alive(pgid):
+        time.sleep(0.1)
+
+
+@dataclass
+class NodeSpec:
+    """One SuperNode: its client name and the node config it starts with."""
+
+    name: str
+    node_config: dict[str, ConfigValue]
+
+
+@dataclass
+class FlowerRunResult:
+    """What ``flwr run`` left behind: run id, final status text and the streamed log."""
+
+    run_id: int | None
+    status: str
+    log_path: Path
+    wall_seconds: float
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "finished:completed"
+
+
+@dataclass
+class LocalFederation:
+    """A SuperLink plus SuperNodes on 127.0.0.1, as a context manager that always tears down.
+
+    ``work_dir`` receives one private FLWR_HOME per process (``homes/``), the process logs
+    (``logs/``) and the node-config files. Use ``run_app`` to submit a Flower app.
+    """
+
+    work_dir: Path
+    nodes: list[NodeSpec]
+    startup_timeout: float = 60.0
+    superlink_port: int = 0
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    def __enter__(self) -> LocalFederation:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.work_dir = Path(self.work_dir).resolve()
+        names = [node.name for node in self.nodes]
+        if len(set(names)) != len(names):
+            raise KitError(f"SuperNode names must be unique, got {names}")
+        self.superlink_port = free_port()
+        self._write_cli_config()
+        link = ManagedProcess(
+            "superlink",
+            [flower_executable("flower-superlink"), "--insecure", "--host", LOOPBACK,
+             "--port", str(self.superlink_port), "--disable-runtime-dependency-installation"],
+            self.work_dir / "logs" / "superlink.log", flower_env(self.home("superlink")))
+        self.processes["superlink"] = link
+        link.start()
+        self._wait_listening(link, self.superlink_port)
+        for node in self.nodes:
+            self.start_node(node.name)
+
+    def home(self, who: str) -> Path:
+        path = self.work_dir / "homes" / who
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _write_cli_config(self) -> None:
+        """``flwr`` reads its SuperLink connections from ``$FLWR_HOME/config.toml``."""
+        (self.home("cli") / "config.toml").write_text(
+            "[superlink]\n"
+            f'default = "{CONNECTION_NAME}"\n\n'
+            f"[superlink.{CONNECTION_NAME}]\n"
+            f'address = "{LOOPBACK}:{self.superlink_port}"\n'
+            "insecure = true\n")
+
+    def node_spec(self, name: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KitError(f"no SuperNode named {name!r} (have {[n.name for n in self.nodes]})")
+
+    def start_node(self, name: str) -> ManagedProcess:
+        """Start (or restart, with the same node config) the SuperNode ``name``."""
+        spec = self.node_spec(name)
+        config_file = write_flat_toml(self.work_dir / "node-config" / f"{name}.toml",
+                                      spec.node_config)
+        port = free_port()
+        proc = ManagedProcess(
+            f"supernode {name}",
+            [flower_executable("flower-supernode"), "--insecure",
+             "--superlink", f"{LOOPBACK}:{self.superlink_port}",
+             "--host", LOOPBACK, "--port", str(port), "--node-config", str(config_file)],
+            self.work_dir / "logs" / f"supernode-{name}.log", flower_env(self.home(name)))
+        self.processes[f"node:{name}"] = proc
+        proc.start()
+        self._wait_listening(proc, port)
+        return proc
+
+    def stop_node(self, name: str) -> None:
+        """Stop one SuperNode (and its SuperExec and ClientApp processes)."""
+        proc = self.processes.pop(f"node:{name}", None)
+        if proc is not None:
+            proc.stop()
+
+    def _wait_listening(self, proc: ManagedProcess, port: int) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise KitError(proc.describe_failure("Flower failed to start"))
+            if port_open(port):
+                return
+            time.sleep(0.2)
+        raise KitError(proc.describe_failure(
+            f"Flower did not start listening on {LOOPBACK}:{port} within "
+            f"{self.startup_timeout:.0f} s"))
+
+    # -- run -------------------------------------------------------------------------------
+    def check_alive(self) -> None:
+        """Raise with the log tail of the first of our processes that died."""
+        for proc in self.processes.values():
+            if not proc.alive():
+                raise KitError(proc.describe_failure("a Flower process stopped during the run"))
+
+    def submit(self, app_dir: Path, run_config: Mapping[str, ConfigValue],
+               tag: str = "run") -> ManagedProcess:
+        """Start ``flwr run APP local --stream`` in the background; see ``wait``."""
+        overrides = write_flat_toml(self.work_dir / "run-config" / f"{tag}.toml", run_config)
+        proc = ManagedProcess(
+            f"flwr run ({tag})",
+            [flower_executable("flwr"), "run", str(Path(app_dir).resolve()), CONNECTION_NAME,
+             "--stream", "--run-config", str(overrides)],
+            self.work_dir / "logs" / f"flwr-{tag}.log", flower_env(self.home("cli")))
+        self.processes[f"flwr:{tag}"] = proc
+        proc.start()
+        return proc
+
+    def wait(self, proc: ManagedProcess, timeout: float, watch_nodes: bool = True,
+             finished_marker: Path | None = None) -> FlowerRunResult:
+        """Wait for a submitted run; fail early (with logs) if a Flower process dies.
+
+        ``finished_marker``: a file the app writes when it is done; when it exists, the
+        SuperLink's status is asked only briefly (it may lag behind the end of the stream).
+        """
+        start = time.monotonic()
+        deadline = start + timeout
+        while proc.alive():
+            if time.monotonic() > deadline:
+                run_id = self._run_id(proc.log_path)
+                self._stop_run(run_id)
+                raise KitError(proc.describe_failure(
+                    f"the Flower run did not finish within {timeout:.0f} s")
+                    + "\n" + self._all_tails())
+            others = [p for key, p in self.processes.items()
+                      if not key.startswith("flwr:") and (watch_nodes or key == "superlink")]
+            for other in others:
+                if not other.alive():
+                    raise KitError(other.describe_failure(
+                        "a Flower process stopped during the run"))
+            time.sleep(0.3)
+        wall = time.monotonic() - start
+        self.processes.pop(next(k for k, v in self.processes.items() if v is proc), None)
+        proc.stop()
+        run_id = self._run_id(proc.log_path)
+        patience = 10.0 if finished_marker is not None and finished_marker.is_file() else 90.0
+        status = self._run_status(run_id, patience) if run_id is not None else "not started"
+        return FlowerRunResult(run_id, status, proc.log_path, wall)
+
+    def run_app(self, app_dir: Path, run_config: Mapping[str, ConfigValue],
+                timeout: float = 600.0) -> FlowerRunResult:
+        """Submit an app, stream its log to a file, and raise with every log tail unless it
+        finished as ``completed``."""
+        result = self.wait(self.submit(app_dir, run_config), timeout)
+        if not result.completed:
+            raise KitError(f"the Flower run ended as {result.status!r}\n"
+                           + self.describe_logs(result.log_path))
+        return result
+
+    def describe_logs(self, run_log: Path) -> str:
+        """The end of the run's log and of every running process's log (for error messages)."""
+        return (f"last lines of {run_log}:\n{log_tail(run_log, 40)}\n" + self._all_tails())
+
+    @staticmethod
+    def _run_id(log_path: Path) -> int | None:
+        found = re.search(r"Successfully started run (\d+)",
+                          log_path.read_text(errors="replace") if log_path.exists() else "")
+        return int(found.group(1)) if found else None
+
+    def _flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        env = flower_env(self.home("cli"))
+        env["COLUMNS"] = "100000"  # rich wraps long JSON strings at the terminal width
+        return subprocess.run(  # noqa: S603 - fixed executable, no shell
+            [flower_executable("flwr"), *args], capture_output=True, text=True, env=env,
+            timeout=timeout, check=False)
+
+    def _run_status(self, run_id: int, patience: float = 90.0) -> str:
+        """``finished:completed`` / ``finished:failed`` / ... as the SuperLink reports it."""
+        deadline = time.monotonic() + patience
+        status = "unknown"
+        while time.monotonic() < deadline:
+            try:
+                done = self._flwr("ls", CONNECTION_NAME, "--run-id", str(run_id),
+                                  "--format", "json")
+            except subprocess.TimeoutExpired:
+                continue
+            found = re.search(r'"status":\s*"([^"]+)"', done.stdout)
+            status = found.group(1) if found else "unknown"
+            if status.startswith("finished"):
+                break
+            time.sleep(0.5)
+        return status
+
+    def _stop_run(self, run_id: int | None) -> None:
+        if run_id is not None and self.processes.get("superlink") is not None:
+            self._flwr("stop", str(run_id), CONNECTION_NAME, timeout=30)
+
+    def _all_tails(self) -> str:
+        return "\n".join(f"last lines of {proc.log_path}:\n{log_tail(proc.log_path, 15)}"
+                         for proc in self.processes.values())
+
+    # -- stop ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop every process we started (the run, the SuperNodes and the SuperLink)."""
+        processes = list(self.processes.values())
+        self.processes.clear()
+        stop_all(processes)
+
+    def process_groups(self) -> list[int]:
+        """The process-group ids still held (empty after ``stop``)."""
+        return [proc.pid for proc in self.processes.values() if proc.pid is not None]

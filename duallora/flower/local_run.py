@@ -1,0 +1,145 @@
+"""Run the kit's Flower app on this machine: N sites as N real SuperNodes on 127.0.0.1.
+
+This is what ``python -m duallora flower-local`` and notebook 05 call. Each site gets its own
+folder under ``work_dir/sites/<vendor>`` (node-local state: private adapters, prefix cache,
+event log) and reads the harmonized cohort through its node config, as a hospital would read
+its own copy. The server writes the run directory, in the same format as ``duallora train``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from duallora.errors import KitError
+from duallora.federated.config import TrainConfig
+from duallora.flower.launcher import FlowerRunResult, LocalFederation, NodeSpec
+from duallora.flower.run_config import APP_DIR, to_run_config
+from duallora.flower.server_app import FINISHED
+
+VENDOR_ORDER = ("Siemens", "Philips", "GE", "Canon")
+
+
+@dataclass
+class LocalRun:
+    """Where a local Flower run put things."""
+
+    run_dir: Path
+    work_dir: Path
+    sites: list[str]
+    result: FlowerRunResult
+
+
+def cohort_vendors(data_dir: Path) -> list[str]:
+    """Vendors of a harmonized cohort, in the kit's usual order."""
+    from duallora.data import read_metadata
+
+    present = set(read_metadata(data_dir)["vendor"].astype(str))
+    return [v for v in VENDOR_ORDER if v in present] + sorted(present - set(VENDOR_ORDER))
+
+
+def site_data_view(data_dir: Path, vendor: str, dest: Path) -> Path:
+    """A harmonized folder holding only ``vendor``'s subjects, as a hospital's own copy would.
+
+    ``metadata.csv`` is filtered (row order kept, so the site sees exactly the subjects the
+    in-process loop gives that client); every other entry is a symbolic link to the original,
+    so no volume is copied.
+    """
+    from duallora.data import read_metadata
+
+    source = Path(data_dir).resolve()
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    frame = read_metadata(source)
+    raw = pd.read_csv(source / "metadata.csv", dtype=str, keep_default_na=False)
+    raw[frame["vendor"].astype(str).to_numpy() == vendor].to_csv(dest / "metadata.csv",
+                                                                 index=False)
+    for entry in source.iterdir():
+        if entry.name != "metadata.csv":
+            (dest / entry.name).symlink_to(entry)
+    return dest
+
+
+def site_nodes(data_dir: Path, work_dir: Path, n_clients: int) -> list[NodeSpec]:
+    """One SuperNode per vendor (the first ``n_clients`` vendors of the cohort), each reading
+    its own data view and keeping its state in ``work_dir/sites/<vendor>``."""
+    vendors = cohort_vendors(data_dir)
+    if n_clients < 1 or n_clients > len(vendors):
+        raise KitError(f"--clients {n_clients}: {data_dir} holds {len(vendors)} vendors "
+                       f"({', '.join(vendors)})")
+    nodes = []
+    for vendor in vendors[:n_clients]:
+        site_dir = work_dir / "sites" / vendor
+        view = site_data_view(data_dir, vendor, site_dir / "data")
+        nodes.append(NodeSpec(vendor, {"client-name": vendor, "data-dir": str(view),
+                                       "state-dir": str(site_dir / "state")}))
+    return nodes
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while the federation runs, so a killed launcher
+    still tears down its processes (Ctrl-C already raises KeyboardInterrupt)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signal handling alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_local(config: TrainConfig, out_dir: Path, n_clients: int, *,
+              work_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
+              dp_noise_multiplier: float = 0.0, dp_clipping_norm: float = 1.0,
+              timeout: float = 3600.0, keep_work: bool = True,
+              during_run: Callable[[LocalFederation, Path], None] | None = None) -> LocalRun:
+    """Start a SuperLink and ``n_clients`` SuperNodes, run the app, tear everything down.
+
+    ``config.data`` is the harmonized folder every local site reads. ``during_run(federation,
+    run_dir)`` is called once the run is submitted (tests stop and restart a node there).
+    """
+    data_dir = Path(config.data)
+    if not (data_dir / "metadata.csv").is_file():
+        raise KitError(f"--data {data_dir}: not a harmonized cohort (no metadata.csv)")
+    out_dir = Path(out_dir).resolve()
+    own_work = work_dir is None
+    work = Path(work_dir or tempfile.mkdtemp(prefix="duallora-flower-")).resolve()
+    nodes = site_nodes(data_dir, work, n_clients)
+    run_config = {**to_run_config(config), "out-dir": str(out_dir), "num-clients": n_clients,
+                  "resume": resume, "overwrite": overwrite,
+                  "dp-noise-multiplier": float(dp_noise_multiplier),
+                  "dp-clipping-norm": float(dp_clipping_norm)}
+    finished = out_dir / "flower" / FINISHED
+    finished.unlink(missing_ok=True)
+    try:
+        with terminate_as_interrupt(), LocalFederation(work / "flower", nodes) as federation:
+            submitted = federation.submit(APP_DIR, run_config)
+            if during_run is not None:
+                during_run(federation, out_dir)
+            result = federation.wait(submitted, timeout, watch_nodes=during_run is None,
+                                     finished_marker=finished)
+            # The ServerApp's marker is the ground truth; the SuperLink's status confirms it.
+            if not finished.is_file() or result.status in ("finished:failed",
+                                                            "finished:stopped"):
+                raise KitError(f"the Flower run ended as {result.status!r} without finishing "
+                               f"the run directory {out_dir}\n"
+                               + federation.describe_logs(result.log_path))
+    finally:
+        if own_work and not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    return LocalRun(out_dir, work, [node.name for node in nodes], result)

@@ -1,0 +1,226 @@
+"""Fast checks of the Flower pieces: run config, wire format, node state, launcher, DP noise."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.common.config import parse_config_args, validate_config
+
+from duallora.errors import KitError
+from duallora.federated.config import TrainConfig, quick_overrides
+from duallora.federated.strategies import get_strategy
+from duallora.flower import launcher
+from duallora.flower.node_state import (
+    MissingPrivateStateError,
+    NodeStateStore,
+    private_for_round,
+    remember,
+)
+from duallora.flower.run_config import (
+    APP_DIR,
+    render_app_pyproject,
+    run_config_defaults,
+    to_run_config,
+    train_config_from_run_config,
+)
+from duallora.flower.server_app import GaussianNoiseOnAggregate, private_ref, ref_round
+from duallora.flower.wire import (
+    content_names,
+    forbidden_names,
+    payload_to_record,
+    record_to_payload,
+)
+
+
+# -- run config and the app folder ----------------------------------------------------------
+def test_app_pyproject_is_rendered_from_train_config():
+    committed = (APP_DIR / "pyproject.toml").read_text()
+    assert committed == render_app_pyproject(), \
+        "duallora/flower/app/pyproject.toml is stale: run python -m duallora.flower.run_config"
+    parsed = tomllib.loads(committed)
+    assert parsed["tool"]["flwr"]["app"]["config"] == run_config_defaults()
+    valid, errors, _ = validate_config(parsed, check_module=True, project_dir=APP_DIR)
+    assert valid, errors
+
+
+def test_run_config_round_trips_every_training_setting():
+    config = TrainConfig(strategy="fedsa_lora", rounds=3, seed=7, targets=["attn.q", "mlp.fc1"],
+                         fail_clients=["GE@2"], lr=0.01, quick=False,
+                         model_overrides={"depth": 2})
+    back = train_config_from_run_config(to_run_config(config))
+    expected = dataclasses.replace(config, data="", cache_dir="")
+    assert back == expected
+
+
+def test_quick_in_run_config_matches_train_quick_but_explicit_values_win():
+    quick = train_config_from_run_config({**run_config_defaults(), "quick": True})
+    for name, value in quick_overrides().items():
+        assert getattr(quick, name) == value
+    kept = train_config_from_run_config({**run_config_defaults(), "quick": True, "rounds": 5})
+    assert kept.rounds == 5 and kept.local_epochs == quick_overrides()["local_epochs"]
+
+
+def test_bad_run_config_values_are_one_clear_error():
+    with pytest.raises(KitError, match="rounds must be an integer"):
+        train_config_from_run_config({"rounds": "many"})
+    with pytest.raises(KitError, match="unknown strategy"):
+        train_config_from_run_config({"strategy": "fedfoo"})
+
+
+# -- wire -------------------------------------------------------------------------------------
+def test_payload_travels_exactly_and_names_are_audited():
+    payload = {"b.weight": torch.randn(3, 4), "a.bias": torch.randn(5).double()}
+    back = record_to_payload(payload_to_record(payload))
+    assert sorted(back) == sorted(payload)
+    for key in payload:
+        assert back[key].dtype == payload[key].dtype and torch.equal(back[key], payload[key])
+    content = RecordDict({"arrays": payload_to_record(payload),
+                          "metrics": MetricRecord({"loss": 1.0}),
+                          "config": ConfigRecord({"client-name": "GE"})})
+    names = content_names(content)
+    assert "arrays/a.bias" in names and "metrics/loss" in names
+    assert forbidden_names(names, private_keys=["x.lora_A.local.weight"]) == []
+    leaky = names + ["arrays/x.lora_A.local.weight", "metrics/local_loss", "arrays/head.w"]
+    assert forbidden_names(leaky, private_keys=["head.w"]) == [
+        "arrays/head.w", "arrays/x.lora_A.local.weight", "metrics/local_loss"]
+
+
+# -- node-local private state -----------------------------------------------------------------
+def test_private_state_comes_from_memory_else_from_the_site_folder(tmp_path):
+    store = NodeStateStore(tmp_path, "run-1")
+    round1 = {"x.lora_A.local.weight": torch.randn(2, 3)}
+    round2 = {"x.lora_A.local.weight": torch.randn(2, 3)}
+    store.save(1, round1)
+    store.save(2, round2)
+    memory = RecordDict()
+    remember(memory, "run-1", 2, round2)
+    from_memory = private_for_round(memory, store, 2)
+    assert from_memory.source == "memory"
+    key = "x.lora_A.local.weight"
+    assert torch.equal(from_memory.payload[key], round2[key])
+    # a restarted node has an empty context: the folder answers, for any kept round
+    restarted = private_for_round(RecordDict(), store, 1)
+    assert restarted.source == "disk" and restarted.round == 1
+    assert torch.equal(restarted.payload["x.lora_A.local.weight"], round1["x.lora_A.local.weight"])
+    assert private_for_round(RecordDict(), store, 0).source == "fresh"
+    # memory of another run never leaks into this one
+    other = RecordDict()
+    remember(other, "run-0", 2, round1)
+    assert private_for_round(other, store, 2).source == "disk"
+    with pytest.raises(MissingPrivateStateError, match="round 3"):
+        private_for_round(memory, store, 3)
+    with pytest.raises(ValueError):
+        NodeStateStore(tmp_path, "../escape")
+
+
+def test_the_server_only_ever_holds_a_round_number_for_private_state():
+    assert ref_round(private_ref(4)) == 4
+    assert ref_round(None) == 0 and ref_round({}) == 0
+    with pytest.raises(KitError):
+        ref_round({"x.lora_A.local.weight": torch.zeros(1)})
+
+
+# -- launcher ---------------------------------------------------------------------------------
+def test_node_config_file_is_read_back_by_flower_exactly(tmp_path):
+    values = {"client-name": "GE", "data-dir": str(tmp_path / 'a dir "quoted"' / "x\\y"),
+              "n": 3, "f": 0.5, "on": True}
+    path = launcher.write_flat_toml(tmp_path / "node.toml", values)
+    assert parse_config_args([str(path)]) == values
+
+
+def test_a_process_that_fails_to_start_is_reported_with_its_log_and_reaped(tmp_path, monkeypatch):
+    failing = tmp_path / "fake-superlink"
+    failing.write_text("#!/bin/sh\necho 'cannot bind: address in use' >&2\nsleep 0.2\nexit 3\n")
+    failing.chmod(0o755)
+    monkeypatch.setattr(launcher, "flower_executable", lambda name: str(failing))
+    federation = launcher.LocalFederation(tmp_path / "fed", [launcher.NodeSpec("GE", {})],
+                                          startup_timeout=20)
+    with pytest.raises(KitError) as err, federation:
+        pass
+    message = str(err.value)
+    assert "superlink exited with code 3" in message
+    assert "cannot bind: address in use" in message
+    assert federation.process_groups() == []
+
+
+def test_stop_all_kills_the_whole_process_group(tmp_path):
+    script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \
+             "'import time; time.sleep(60)']); time.sleep(60)"
+    proc = launcher.ManagedProcess("parent", [sys.executable, "-c", script],
+                                   tmp_path / "p.log", env={"PATH": "/usr/bin:/bin"})
+    proc.start()
+    pgid = proc.pid
+    deadline = 50
+    while deadline and len(_group_members(pgid)) < 2:
+        subprocess.run(["sleep", "0.1"], check=True)
+        deadline -= 1
+    assert len(_group_members(pgid)) == 2  # the parent and its child
+    launcher.stop_all([proc], grace=2)
+    assert not launcher.group_alive(pgid)
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+# -- differential privacy -----------------------------------------------------------------------
+def test_gaussian_noise_on_the_aggregate_is_calibrated_and_reproducible():
+    strategy = get_strategy("med_duallora")
+    uploads = [({"w": torch.zeros(200, 200)}, 1), ({"w": torch.ones(200, 200)}, 3)]
+    plain = strategy.aggregate(uploads)
+    noisy = GaussianNoiseOnAggregate(strategy, noise_multiplier=2.0, clipping_norm=0.5, seed=1,
+                                     round_idx=3)
+    first = noisy.aggregate(uploads)
+    again = noisy.aggregate(uploads)
+    assert torch.equal(first["w"], again["w"])
+    noise = (first["w"] - plain["w"]).double().numpy()
+    expected_std = 2.0 * 0.5 * (3 / 4)  # z * C * heaviest weight
+    assert abs(noise.std() - expected_std) < 0.02 * expected_std
+    assert abs(noise.mean()) < 0.01
+    noisy.round_idx = 4
+    assert not torch.equal(noisy.aggregate(uploads)["w"], first["w"])
+    assert noisy.federated and noisy.shared == strategy.shared
+    assert np.isfinite(noise).all()
+
+
+def test_sites_clip_their_update_with_flowers_mod_only_when_dp_is_on(monkeypatch):
+    from flwr.app import Message
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from duallora.flower.client_app import optional_clipping
+
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+    received = {"w": torch.full((10,), 2.0)}
+
+    def request(extra: dict) -> Message:
+        return Message(RecordDict({"arrays": payload_to_record(received),
+                                   "config": ConfigRecord({"round": 1, **extra})}),
+                       dst_node_id=1, message_type="train")
+
+    def site(msg: Message, context: object) -> Message:  # an update of norm sqrt(10)
+        return Message(RecordDict({"arrays": payload_to_record({"w": torch.full((10,), 3.0)}),
+                                   "metrics": MetricRecord({"num-examples": 3})}), reply_to=msg)
+
+    clipped = optional_clipping(request({"clipping_norm": 0.5}), None, site)
+    update = record_to_payload(clipped.content["arrays"])["w"] - received["w"]
+    assert torch.allclose(update.norm(), torch.tensor(0.5))
+    assert torch.allclose(update / update.norm(), torch.ones(10) / 10 ** 0.5)
+    plain = optional_clipping(request({}), None, site)
+    assert torch.equal(record_to_payload(plain.content["arrays"])["w"], torch.full((10,), 3.0))

@@ -1,0 +1,196 @@
+"""End to end: the kit's Flower app on a real SuperLink and four real SuperNodes.
+
+One run of 2 rounds of med_duallora on the small phantom cohort, during which the GE site's
+SuperNode is stopped and started again, compared with the in-process loop of the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from duallora.federated.config import TrainConfig, quick_overrides
+from duallora.federated.loop import run_training
+from duallora.flower.launcher import LocalFederation, group_alive
+from duallora.flower.local_run import run_local
+
+pytestmark = pytest.mark.slow
+SITES = ["Canon", "GE", "Philips", "Siemens"]
+RESTARTED = "GE"
+
+
+@pytest.fixture(scope="module")
+def config(harmonized_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainConfig:
+    cache = tmp_path_factory.mktemp("prefix-cache")
+    return TrainConfig(data=str(harmonized_dir), strategy="med_duallora", fm="none",
+                       cache_dir=str(cache), **{**quick_overrides(), "bootstrap": 20})
+
+
+@pytest.fixture(scope="module")
+def in_process(config: TrainConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_training(config, tmp_path_factory.mktemp("inproc") / "run", progress=False)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line or environment mentions ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            blob = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in blob:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def flower(config: TrainConfig, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("flower")
+    groups: list[int] = []
+    restarted: dict[str, float] = {}
+
+    def stop_and_restart_one_site(federation: LocalFederation, run_dir: Path) -> None:
+        """Once the server holds GE's round-1 upload, stop GE's SuperNode and start it again."""
+        groups.extend(federation.process_groups())
+        wire = run_dir / "flower" / "wire.jsonl"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            lines = wire.read_text().splitlines() if wire.exists() else []
+            if any(json.loads(line)["site"] == RESTARTED and json.loads(line)["group"] == "1"
+                   and json.loads(line)["type"] == "train" for line in lines):
+                break
+            federation.check_alive()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the server never received GE's round-1 upload")
+        federation.stop_node(RESTARTED)
+        restarted["at"] = time.time()
+        federation.start_node(RESTARTED)
+        groups.extend(federation.process_groups())
+
+    start = time.perf_counter()
+    local = run_local(config, base / "run", len(SITES), work_dir=base / "work",
+                      during_run=stop_and_restart_one_site, timeout=1200)
+    return {"local": local, "groups": groups, "restarted": restarted,
+            "seconds": time.perf_counter() - start, "work": base / "work"}
+
+
+def test_flower_run_completes_with_metrics_for_every_site(flower: dict):
+    local = flower["local"]
+    assert local.result.completed and sorted(local.sites) == SITES
+    metrics = pd.read_csv(local.run_dir / "metrics.csv")
+    for site in SITES:
+        losses = metrics[(metrics.client == site) & (metrics.split == "train")
+                         & (metrics.metric == "loss")]
+        assert sorted(losses["round"]) == [1, 2]
+        assert losses["value"].notna().all()
+        val = metrics[(metrics.client == site) & (metrics.split == "val")]
+        assert set(val.metric) >= {"balanced_accuracy", "auc"}
+    predictions = pd.read_csv(local.run_dir / "predictions.csv")
+    assert set(predictions.client) == set(SITES)
+    timing = json.loads((local.run_dir / "timing.json").read_text())
+    assert timing["flower"] and len(timing["rounds"]) == 2
+
+
+def test_nothing_private_reaches_the_server(flower: dict, in_process: Path):
+    run_dir = flower["local"].run_dir
+    replies = [json.loads(line)
+               for line in (run_dir / "flower" / "wire.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in replies} >= {"train", "evaluate"}
+    assert {r["site"] for r in replies} == set(SITES)
+    for reply in replies:
+        assert not [name for name in reply["names"] if "local" in name.lower()], reply
+    uploaded = {name.split("/", 1)[1] for r in replies if r["type"] == "train"
+                for name in r["names"] if name.startswith("arrays/")}
+    expected = {key for row in map(json.loads, (in_process / "comm.jsonl").read_text()
+                                   .splitlines()) if row["direction"] == "up"
+                for key in row["keys"]}
+    assert uploaded == expected and uploaded
+    # the site folders hold the local adapter; the run directory on the server does not
+    site_files = list((flower["work"] / "sites" / "GE" / "state").rglob("*.safetensors"))
+    assert site_files
+    server_tensors = [load_file(str(p)) for p in run_dir.rglob("*.safetensors")]
+    assert all("local" not in key for tensors in server_tensors for key in tensors)
+
+
+def test_flower_matches_the_in_process_loop_with_the_same_seed(flower: dict, in_process: Path):
+    run_dir = flower["local"].run_dir
+    ours = load_file(str(run_dir / "checkpoints" / "final" / "global.safetensors"))
+    reference = load_file(str(in_process / "checkpoints" / "final" / "global.safetensors"))
+    assert sorted(ours) == sorted(reference)
+    assert any(".lora_A.global." in key for key in ours)
+    for key in reference:
+        torch.testing.assert_close(ours[key], reference[key], rtol=1e-5, atol=1e-6)
+    flower_metrics = pd.read_csv(run_dir / "metrics.csv")
+    reference_metrics = pd.read_csv(in_process / "metrics.csv")
+    pd.testing.assert_frame_equal(flower_metrics.drop(columns="value"),
+                                  reference_metrics.drop(columns="value"))
+    pd.testing.assert_series_equal(flower_metrics["value"], reference_metrics["value"],
+                                   rtol=1e-5, atol=1e-6)
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "predictions.csv"),
+                                  pd.read_csv(in_process / "predictions.csv"),
+                                  rtol=1e-5, atol=1e-6)
+    assert (run_dir / "comm.jsonl").read_text() == (in_process / "comm.jsonl").read_text()
+
+
+def test_restarted_site_resumes_its_local_adapter_from_its_folder(flower: dict):
+    assert flower["restarted"], "the SuperNode was not restarted"
+    events_files = list((flower["work"] / "sites" / RESTARTED / "state" / "runs")
+                        .glob("*/events.jsonl"))
+    assert len(events_files) == 1
+    events = [json.loads(line) for line in events_files[0].read_text().splitlines()]
+    trained = {e["round"]: e for e in events if e["kind"] == "train" and "error" not in e}
+    assert sorted(trained) == [1, 2]
+    round2 = trained[2]
+    assert round2["time"] > flower["restarted"]["at"]
+    assert round2["base_round"] == 1 and round2["base_source"] == "disk"
+    assert round2["base_digest"] == trained[1]["new_digest"] != "empty"
+
+
+def test_no_flower_process_is_left_running(flower: dict):
+    assert flower["groups"]
+    assert not [pgid for pgid in flower["groups"] if group_alive(pgid)]
+    assert processes_mentioning(str(flower["work"])) == []
+
+
+def test_flower_local_cli_rejects_bad_input_in_one_line(harmonized_dir: Path, tmp_path: Path):
+    done = subprocess.run([sys.executable, "-m", "duallora", "flower-local", "--clients", "9",
+                           "--data", str(harmonized_dir), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "--clients 9" in done.stderr
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_ctrl_c_stops_every_process_the_launcher_started(harmonized_dir: Path, tmp_path: Path):
+    work = tmp_path / "work"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "duallora", "flower-local", "--clients", "2", "--quick",
+         "--fm", "none", "--data", str(harmonized_dir), "--out", str(tmp_path / "run"),
+         "--work-dir", str(work)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    submitted = work / "flower" / "logs" / "flwr-run.log"
+    deadline = time.monotonic() + 300
+    while not submitted.exists() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert submitted.exists(), launcher.communicate(timeout=60)
+    assert len(processes_mentioning(str(work))) >= 3  # SuperLink + 2 SuperNodes (+ children)
+    launcher.send_signal(signal.SIGINT)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert processes_mentioning(str(work)) == []
