@@ -134,8 +134,10 @@ def test_flower_matches_the_in_process_loop_with_the_same_seed(flower: dict, in_
     reference = load_file(str(in_process / "checkpoints" / "final" / "global.safetensors"))
     assert sorted(ours) == sorted(reference)
     assert any(".lora_A.global." in key for key in ours)
+    # Flower's processes run one OpenMP thread each (launcher default), this process may run
+    # more: reduction order differs, so equality holds to float tolerance, not bit for bit.
     for key in reference:
-        torch.testing.assert_close(ours[key], reference[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ours[key], reference[key], rtol=1e-5, atol=1e-5)
     flower_metrics = pd.read_csv(run_dir / "metrics.csv")
     reference_metrics = pd.read_csv(in_process / "metrics.csv")
     pd.testing.assert_frame_equal(flower_metrics.drop(columns="value"),

@@ -25,8 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from duallora.reports import write_reports_readme
 
     start = time.perf_counter()
-    run_notebooks(out_dir=args.out, data_dir=args.data, quick=False, seed=args.seed,
-                  only=args.only, cell_timeout=args.timeout)
-    readme = write_reports_readme(args.out, wall_seconds=time.perf_counter() - start)
+    results = run_notebooks(out_dir=args.out, data_dir=args.data, quick=False, seed=args.seed,
+                            only=args.only, cell_timeout=args.timeout)
+    readme = write_reports_readme(args.out, wall_seconds=time.perf_counter() - start,
+                                  notebook_seconds={r.name: r.seconds for r in results})
     print(f"demo done: {readme}")
     return 0

@@ -95,6 +95,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
         "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2",
         "PYTHONUNBUFFERED": "1",
     })
+    # All sites share this machine's cores: one thread per process avoids the heavy slowdown of
+    # oversubscribed OpenMP threads (a real site sets its own value, which is kept).
+    env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 

@@ -1,0 +1,415 @@
+"""Build-or-reuse the data and the training runs that the notebooks share.
+
+Every notebook receives the same ``data_dir``; this module gives it one folder per mode
+(``data_dir/quick`` and ``data_dir/full``) holding the phantom cohort in its raw layouts, the
+harmonized cohort, the prefix-feature cache and every training run. Each step leaves a small
+JSON marker when it finishes, so the next notebook (or the next ``make demo``) reuses the result
+instead of computing it again, and a changed setting (scale, seed, run configuration) redoes it.
+
+Notebooks call only these functions; the algorithms live in ``data_prep`` and
+``duallora.federated``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from duallora.errors import KitError
+
+# Phantom cohort size (fraction of the real datasets' subject counts). Quick mode keeps the
+# minimum the phantom writer allows (three subjects per vendor and label, 24 in all), which
+# still gives every vendor both labels in every federated split.
+QUICK_SCALE = 0.01
+FULL_SCALE = 0.2
+PHANTOM_MARKER = "phantoms.json"
+COHORT_MARKER = "cohort.json"
+RUN_MARKER = "kit_run.json"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The per-mode cache folder shared by every notebook of one series."""
+
+    root: Path
+    quick: bool
+    seed: int
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "phantoms"
+
+    @property
+    def harmonized(self) -> Path:
+        return self.root / "harmonized"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def prefix_cache(self) -> Path:
+        return self.root / "prefix_cache"
+
+    @property
+    def default_scale(self) -> float:
+        return QUICK_SCALE if self.quick else FULL_SCALE
+
+
+def workspace(data_dir: str | Path, quick: bool, seed: int = 0) -> Workspace:
+    """``data_dir/quick`` or ``data_dir/full`` (created), for this seed."""
+    root = Path(data_dir).expanduser().resolve() / ("quick" if quick else "full")
+    root.mkdir(parents=True, exist_ok=True)
+    return Workspace(root, bool(quick), int(seed))
+
+
+def _read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_marker(path: Path, values: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+# -- data ------------------------------------------------------------------------------------
+def raw_roots(raw: Path) -> dict[str, Path]:
+    """The three dataset roots inside a phantom folder, as ``harmonize_datasets`` expects them."""
+    return {"acdc": raw / "ACDC" / "database", "mnms": raw / "MnM" / "OpenDataset",
+            "mnms2": raw / "MnM2"}
+
+
+def ensure_phantoms(ws: Workspace, scale: float | None = None) -> Path:
+    """The phantom cohort in the raw ACDC / M&Ms / M&Ms-2 layouts, written once per setting."""
+    from data_prep.phantoms import write_phantom_cohort
+
+    wanted = {"scale": float(scale or ws.default_scale), "seed": ws.seed}
+    if _read_marker(ws.raw / PHANTOM_MARKER) == wanted:
+        return ws.raw
+    if ws.raw.exists():
+        shutil.rmtree(ws.raw)
+    write_phantom_cohort(ws.raw, scale=wanted["scale"], seed=ws.seed)
+    _write_marker(ws.raw / PHANTOM_MARKER, wanted)
+    return ws.raw
+
+
+def ensure_cohort(ws: Workspace, scale: float | None = None, *, acdc: str | Path | None = None,
+                  mnms: str | Path | None = None, mnms2: str | Path | None = None) -> Path:
+    """The harmonized cohort (``metadata.csv`` + volumes), built once and then reused.
+
+    With no real root given, the phantom cohort is written first and harmonized; ``scale=None``
+    reuses the cohort already built (at any scale), else builds the mode's default. With real
+    roots, those are harmonized instead (into ``harmonized_real``, never mixed with phantoms).
+    """
+    from data_prep.harmonize import harmonize_datasets
+
+    real = {k: str(Path(v).resolve()) for k, v in
+            (("acdc", acdc), ("mnms", mnms), ("mnms2", mnms2)) if v}
+    if real:
+        out = ws.root / "harmonized_real"
+        wanted: dict[str, Any] = {"roots": real, "seed": ws.seed}
+        roots = {k: Path(v) for k, v in real.items()}
+    else:
+        out = ws.harmonized
+        if scale is None:  # reuse whatever scale notebook 01 built, else the mode default
+            built = (_read_marker(out / COHORT_MARKER) or {}).get("settings", {})
+            scale = built.get("phantom_scale") if built.get("seed") == ws.seed else None
+        wanted = {"phantom_scale": float(scale or ws.default_scale), "seed": ws.seed}
+        roots = raw_roots(ws.raw)
+    marker = _read_marker(out / COHORT_MARKER)
+    if marker is not None and marker.get("settings") == wanted \
+            and (out / "metadata.csv").is_file():
+        return out
+    if not real:
+        ensure_phantoms(ws, wanted["phantom_scale"])
+    if marker is not None and marker.get("settings") != wanted and out.exists():
+        shutil.rmtree(out)  # built from other settings: start clean, never mix cohorts
+    harmonize_datasets(out=out, seed=ws.seed, **roots)
+    _write_marker(out / COHORT_MARKER, {"settings": wanted})
+    return out
+
+
+def dataset_roots(ws: Workspace, *, acdc: str | Path | None = None,
+                  mnms: str | Path | None = None, mnms2: str | Path | None = None
+                  ) -> dict[str, Path]:
+    """The raw roots the cohort came from: the real ones when given, else the phantoms'."""
+    real = {k: Path(v) for k, v in (("acdc", acdc), ("mnms", mnms), ("mnms2", mnms2)) if v}
+    return real or raw_roots(ws.raw)
+
+
+def cohort_is_ready(ws: Workspace) -> bool:
+    return (ws.harmonized / COHORT_MARKER).is_file()
+
+
+def subject_records(roots: dict[str, Path]) -> dict[str, Any]:
+    """``subject_id -> data_prep.records.SubjectRecord`` for the raw dataset roots (no image is
+    read: the readers only parse folders and tables)."""
+    from data_prep.harmonize import collect_records
+
+    records, _ = collect_records(roots.get("acdc"), roots.get("mnms"), roots.get("mnms2"))
+    return {record.subject_id: record for record in records}
+
+
+def intensity_samples(metadata: pd.DataFrame, harmonized: Path, records: dict[str, Any],
+                      per_vendor: int = 3, voxels: int = 20000, seed: int = 0) -> pd.DataFrame:
+    """ED voxel intensities of a few subjects per vendor, before and after harmonization.
+
+    Returns long rows ``vendor, subject_id, stage (raw|harmonized), intensity``; raw values are
+    in the scanner's own units, harmonized ones in [0, 1].
+    """
+    import nibabel as nib
+    import numpy as np
+
+    from data_prep.volumes import read_frames
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for vendor, part in metadata.groupby("vendor", sort=True):
+        chosen = part.sort_values("subject_id").head(per_vendor)
+        for _, row in chosen.iterrows():
+            record = records.get(row["subject_id"])
+            after = np.asarray(nib.load(harmonized / row["ed_path"]).dataobj, dtype=np.float32)
+            after = after / 255.0 if after.max() > 1.0 else after
+            stages = [("harmonized", after.ravel())]
+            if record is not None:
+                stages.insert(0, ("raw", read_frames(record).ed.ravel()))
+            for stage, values in stages:
+                pick = rng.choice(values.size, size=min(voxels, values.size), replace=False)
+                rows.append(pd.DataFrame({"vendor": vendor, "subject_id": row["subject_id"],
+                                          "stage": stage, "intensity": values[pick]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+# -- training runs ---------------------------------------------------------------------------
+def phantom_fm_available(size: str = "tutorial") -> bool:
+    from duallora.model import phantom_fm_path
+
+    return phantom_fm_path(size).is_file()
+
+
+def train_config(ws: Workspace, strategy: str, **overrides: Any):
+    """A ``TrainConfig`` for this workspace: its cohort, seed, cache, quick settings.
+
+    ``fm`` defaults to the committed phantom foundation model, or a random init (``none``)
+    when this checkout does not have it yet (the notebook prints which one it used).
+    """
+    from duallora.federated.config import TrainConfig, quick_overrides
+
+    values: dict[str, Any] = {"data": str(ws.harmonized), "strategy": strategy,
+                              "seed": ws.seed, "cache_dir": str(ws.prefix_cache),
+                              "fm": "phantom" if phantom_fm_available() else "none"}
+    if ws.quick:
+        values.update(quick_overrides())
+    values.update(overrides)
+    return TrainConfig.from_dict(values)
+
+
+def fm_description(config) -> str:
+    """What a run's ``fm`` setting means, for the notebooks' printouts."""
+    if config.fm == "phantom":
+        return f"committed phantom FM ({config.model_size})"
+    if config.fm == "none":
+        return "random init: this checkout has no committed phantom FM yet"
+    return f"weights from {config.fm}"
+
+
+def ensure_run(ws: Workspace, name: str, strategy: str, *, progress: bool = True,
+               **overrides: Any) -> Path:
+    """Train ``strategy`` into ``ws.runs/name`` unless the same configuration finished there.
+
+    An interrupted run with the same configuration is resumed (bit-identical to an
+    uninterrupted one); a run with another configuration is replaced. Med-DualLoRA and the
+    other LoRA strategies also log adapter norms per round (``adapter_norms.csv``).
+    """
+    from duallora.adapter_norms import NormLogger
+    from duallora.federated.loop import run_training
+
+    config = train_config(ws, strategy, **overrides)
+    out = ws.runs / name
+    wanted = json.loads(config.to_json())
+    marker = _read_marker(out / RUN_MARKER)
+    if marker is not None and marker.get("config") == wanted and (out / "metrics.csv").is_file():
+        return out
+    stored = _read_marker(out / "config.json")
+    resume = stored == wanted
+    if out.exists() and not resume:
+        shutil.rmtree(out)
+    logger = NormLogger(out, config)
+    if not resume:
+        logger.reset()
+    run_training(config, out, resume=resume, progress=progress, after_round=logger)
+    _write_marker(out / RUN_MARKER, {"config": wanted})
+    return out
+
+
+def ensure_runs(ws: Workspace, specs: dict[str, dict[str, Any]], progress: bool = True
+                ) -> dict[str, Path]:
+    """``{name: {"strategy": ..., **overrides}}`` -> ``{name: run folder}``, in order."""
+    from tqdm.auto import tqdm
+
+    done = {}
+    for name, spec in tqdm(list(specs.items()), desc="runs", unit="run", disable=not progress):
+        spec = dict(spec)
+        done[name] = ensure_run(ws, name, spec.pop("strategy"), progress=progress, **spec)
+    return done
+
+
+@dataclass
+class RunResults:
+    """The files of one run directory, read into frames."""
+
+    name: str
+    path: Path
+    config: dict[str, Any]
+    metrics: pd.DataFrame
+    predictions: pd.DataFrame
+    comm: pd.DataFrame
+    norms: pd.DataFrame
+
+
+def load_run(path: str | Path, name: str | None = None) -> RunResults:
+    """Read ``config.json``, ``metrics.csv``, ``predictions.csv``, ``comm.jsonl`` (+ norms)."""
+    path = Path(path)
+    if not (path / "metrics.csv").is_file():
+        raise KitError(f"{path}: not a finished run directory (metrics.csv missing)")
+    comm_file = path / "comm.jsonl"
+    comm_rows = [json.loads(line) for line in comm_file.read_text().splitlines() if line.strip()] \
+        if comm_file.is_file() else []
+    comm = pd.DataFrame(comm_rows, columns=["round", "client", "direction", "keys", "bytes"])
+    norms_file = path / "adapter_norms.csv"
+    predictions_file = path / "predictions.csv"
+    return RunResults(
+        name=name or path.name, path=path,
+        config=json.loads((path / "config.json").read_text()),
+        metrics=pd.read_csv(path / "metrics.csv"),
+        predictions=pd.read_csv(predictions_file) if predictions_file.is_file()
+        else pd.DataFrame(columns=["subject_id", "client", "split", "label", "prob", "pred"]),
+        comm=comm,
+        norms=pd.read_csv(norms_file) if norms_file.is_file() else pd.DataFrame(),
+    )
+
+
+def load_runs(paths: dict[str, Path]) -> dict[str, RunResults]:
+    return {name: load_run(path, name) for name, path in paths.items()}
+
+
+def existing_runs(ws: Workspace, names: Iterable[str]) -> dict[str, Path]:
+    """Runs of ``names`` already finished in this workspace (notebook 04 reuses 03's)."""
+    return {name: ws.runs / name for name in names
+            if (ws.runs / name / RUN_MARKER).is_file()}
+
+
+# -- foundation model ------------------------------------------------------------------------
+def foundation_model(size: str = "tutorial", weights: str | Path | None = None, seed: int = 0):
+    """``(model, description)``: CineMA-format weights when given, else the committed phantom
+    FM, else (only while this checkout has no phantom FM) a random init, said so plainly."""
+    from duallora.model import build_convvit, load_foundation_model, load_phantom_fm
+
+    if weights:
+        model = load_foundation_model(weights, size=size, seed=seed)
+        return model, f"weights from {Path(weights).name} (size {size})"
+    if phantom_fm_available(size):
+        return load_phantom_fm(size, seed=seed), f"committed phantom FM ({size})"
+    return (build_convvit(size, seed=seed),
+            f"random init ({size}): no committed phantom FM in this checkout yet")
+
+
+def cohort_images(harmonized: Path, size: str = "tutorial"):
+    """``(x (N, 2, H, W, D), metadata)`` at the input size of model preset ``size``."""
+    from duallora.data import load_cohort_arrays
+    from duallora.model import PRESETS
+
+    cfg = PRESETS[size]
+    return load_cohort_arrays(harmonized, image_size=cfg.image_size, crop_size=cfg.crop_size)
+
+
+def cohort_features(model, images, batch_size: int = 16):
+    """Pooled features ``model.embed`` of every subject, ``(N, d)`` numpy, in batches."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        parts = [model.embed(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    return torch.cat(parts).numpy()
+
+
+def mae_demo(images, size: str = "tutorial", epochs: int = 2, seed: int = 0,
+             max_subjects: int | None = None, progress: bool = True):
+    """A short MAE pretraining run (the kit's CineMA recipe) on the cohort's ED and ES frames,
+    to look at what the objective learns; returns ``(mae, loss log)``. The committed phantom FM
+    comes from the same code run for longer on a separate population cohort."""
+    from duallora.pretrain import PretrainConfig, train_mae
+
+    images = images[:max_subjects] if max_subjects else images
+    frames = images.reshape(-1, 1, *images.shape[2:]).float().contiguous()
+    cfg = PretrainConfig(size=size, epochs=epochs, seed=seed, warmup_epochs=min(1, epochs))
+    return train_mae(frames, cfg, progress=progress)
+
+
+def mae_reconstructions(mae, images, mask_ratio: float = 0.75, seed: int = 0):
+    """``(original, masked, reconstruction)``, each ``(N, 1, H, W, D)``: one ED frame per
+    subject, the same random 75% of tokens hidden, and the MAE's painting of them."""
+    import torch
+
+    from duallora.model.layers import patchify, unpatchify
+    from duallora.model.mae import random_token_mask
+
+    frames = images[:, :1].float().contiguous()
+    gen = torch.Generator().manual_seed(seed)
+    removed = random_token_mask(len(frames), mae.n_tokens, mask_ratio, gen)
+    mae.eval()
+    recon = mae.reconstruct(frames, removed)
+    patches = patchify(frames, mae.patch).clone()
+    patches[removed] = 0.0
+    masked = unpatchify(patches, mae.patch, mae.config.grid_size)
+    return frames.numpy(), masked.numpy(), recon.numpy()
+
+
+# -- the runs of notebooks 03 and 04 ---------------------------------------------------------
+BASELINES = ("local", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora", "fedsa_lora")
+
+
+def _common(rounds: int | None, blocks: str, rank: int) -> dict[str, Any]:
+    values: dict[str, Any] = {"blocks": blocks, "rank": rank, "local_rank": rank,
+                              "alpha": 2.0 * rank, "local_alpha": 2.0 * rank}
+    if rounds is not None:
+        values["rounds"] = int(rounds)
+    return values
+
+
+def strategy_specs(names: Iterable[str] = BASELINES, rounds: int | None = None,
+                   blocks: str = "last2", rank: int = 4) -> dict[str, dict[str, Any]]:
+    """One run per strategy with the same settings (notebooks 03 and 04 share these runs)."""
+    return {name: {"strategy": name, **_common(rounds, blocks, rank)} for name in names}
+
+
+def ablation_specs(ranks: Iterable[int] = (2, 8), holdout_vendor: str = "Canon",
+                   holdout_baselines: Iterable[str] = ("fedavg_lora",),
+                   rounds: int | None = None, rank: int = 4) -> dict[str, dict[str, Any]]:
+    """Med-DualLoRA variants: all blocks, other ranks, private head; and the held-out vendor
+    runs (Med-DualLoRA and the given baselines never see ``holdout_vendor``)."""
+    base = {"strategy": "med_duallora", **_common(rounds, "last2", rank)}
+    specs = {"med_duallora_all_blocks": {**base, "blocks": "all"},
+             "med_duallora_local_head": {**base, "head": "local"}}
+    for r in ranks:
+        if r != rank:
+            specs[f"med_duallora_r{r}"] = {**base, **_common(rounds, "last2", r)}
+    if holdout_vendor:
+        specs[f"med_duallora_holdout_{holdout_vendor}"] = {**base,
+                                                           "holdout_vendor": holdout_vendor}
+        for name in holdout_baselines:
+            specs[f"{name}_holdout_{holdout_vendor}"] = {
+                "strategy": name, **_common(rounds, "last2", rank),
+                "holdout_vendor": holdout_vendor}
+    return specs
