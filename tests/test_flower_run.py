@@ -111,11 +111,13 @@ def test_nothing_private_reaches_the_server(flower: dict, in_process: Path):
     run_dir = flower["local"].run_dir
     replies = [json.loads(line)
                for line in (run_dir / "flower" / "wire.jsonl").read_text().splitlines()]
-    assert {r["type"] for r in replies} >= {"train", "evaluate"}
+    assert {r["type"] for r in replies} >= {"train", "evaluate", "query.head_moments"}
     assert {r["site"] for r in replies} == set(SITES)
     for reply in replies:
         assert not [name for name in reply["names"] if "local" in name.lower()], reply
-    uploaded = {name.split("/", 1)[1] for r in replies if r["type"] == "train"
+    # round 0's feature moments and every round's shared tensors: the in-process uploads
+    uploaded = {name.split("/", 1)[1] for r in replies
+                if r["type"] in ("train", "query.head_moments")
                 for name in r["names"] if name.startswith("arrays/")}
     expected = {key for row in map(json.loads, (in_process / "comm.jsonl").read_text()
                                    .splitlines()) if row["direction"] == "up"

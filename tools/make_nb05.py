@@ -22,6 +22,7 @@ measure what differential privacy on the global update costs.
 """),
     parameters("""
 n_clients = 4               # SuperNodes (one per vendor)
+flower_rounds = 3           # rounds of the Flower runs (quick mode: the quick default, 2)
 dp_noise_multiplier = 0.1   # central DP: noise std is z times clipping norm times largest weight
 dp_clipping_norm = 0.1      # L2 bound of one site's update of the shared tensors per round
 """),
@@ -42,6 +43,10 @@ harmonized = experiments.ensure_cohort(ws)  # built by notebook 01, reused here
 # notebook 04's Med-DualLoRA settings, so its in-process run is reused below
 overrides = {k: v for k, v in experiments.strategy_specs(["med_duallora"])["med_duallora"].items()
              if k != "strategy"}
+# Flower starts a new ClientApp process per message (a few seconds each on a laptop), so the
+# demo runs fewer rounds than notebook 04; the in-process reference uses the same number.
+if not quick:
+    overrides["rounds"] = flower_rounds
 config = experiments.train_config(ws, "med_duallora", **overrides)
 print(f"cohort: {harmonized}")
 print(f"strategy {config.strategy}, {config.rounds} rounds, fm={config.fm}, seed={config.seed}")
@@ -49,10 +54,12 @@ print(f"strategy {config.strategy}, {config.rounds} rounds, fm={config.fm}, seed
     md(r"""
 ## 1 · The reference: the in-process loop
 
-The same configuration notebook 04 trains (reused when it is already there).
+Notebook 04's configuration, with `flower_rounds` rounds (in quick mode it is exactly notebook
+04's run and is reused).
 """),
     code("""
-in_process = experiments.ensure_run(ws, "med_duallora", "med_duallora", progress=False,
+reference_name = "med_duallora" if quick else f"med_duallora_r{config.rounds}"
+in_process = experiments.ensure_run(ws, reference_name, "med_duallora", progress=False,
                                     **overrides)
 print(in_process)
 """),

@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(disables the prefix cache)")
     parser.add_argument("--no-prefix-cache", action="store_true",
                         help="always run the full forward pass")
+    parser.add_argument("--no-head-norm", action="store_true",
+                        help="heads read raw features (no round-0 standardization)")
     parser.add_argument("--cache-dir", help="prefix cache folder (default data/prefix_cache)")
     parser.add_argument("--drop-prob", type=float, help="chance a client misses a round")
     parser.add_argument("--min-clients", type=int, help="fewer answers -> the round is skipped")
@@ -95,6 +97,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             raise KitError(f"--model-overrides is not valid JSON ({err})") from None
     values["augment"] = bool(args.augment)
     values["prefix_cache"] = not args.no_prefix_cache
+    values["head_norm"] = not args.no_head_norm
     return TrainConfig.from_dict(values)
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from duallora.federated.client_model import ClientModel
 from duallora.federated.cohort import ClientData, SplitData
 from duallora.federated.config import TrainConfig
+from duallora.federated.head_norm import apply_head_norm
 from duallora.federated.serialization import Payload
 
 
@@ -90,6 +91,7 @@ def train_client(model: ClientModel, received: Payload | None, private: Payload 
     torch.manual_seed(seed)  # LoRA dropout draws from the global generator
     model.set_state(received, private)
     model.use_adapters(model.strategy.adapters)
+    apply_head_norm(model, data.head_norm)
     weights = class_weights(train.labels) if config.class_weighting else None
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
@@ -149,6 +151,7 @@ def evaluate_client(model: ClientModel, received: Payload | None, private: Paylo
                     global_only: bool = False) -> Predictions:
     """Predict ``split`` with the personalized model (global + private parts), or with the
     global-only model (``global_only``: private parts reset, local adapter switched off)."""
+    apply_head_norm(model, data.head_norm)
     if global_only:
         model.set_state(received, None)
         model.use_adapters(model.strategy.global_adapters)

@@ -51,6 +51,9 @@ class ClientData:
     splits: dict[str, SplitData]
     from_block: int | None = None
     vendors: list[str] = field(default_factory=list)
+    # Standardization of the head inputs this client uses ({"mean", "std"}; None = identity),
+    # set once per run by ``head_norm.setup_head_norm``.
+    head_norm: dict[str, torch.Tensor] | None = None
 
     def n_train(self) -> int:
         return len(self.splits["train"])

@@ -43,6 +43,7 @@ class TrainConfig:
     targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
     head: str = "shared"                # shared | local (ablation: keep the head private)
     class_weighting: bool = True        # inverse-frequency class weights (NOR is the minority)
+    head_norm: bool = True              # standardize the heads' inputs (see federated/head_norm)
     augment: bool = False               # MONAI intensity augmentation (disables the prefix cache)
     prefix_cache: bool = True
     cache_dir: str = ""                 # "" -> <data dir of the kit>/prefix_cache

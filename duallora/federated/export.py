@@ -4,8 +4,13 @@
     final/private/<client>.safetensors each client's selected private payload
     final/peft/global/                 the global LoRA adapter in PEFT's folder format
     final/peft/<client>/local/         a client's local adapter (Med-DualLoRA, ``local``)
+    final/head_norm/<owner>.safetensors
+                                       ``mean``/``std`` in front of the heads (``global``, or
+                                       per client for ``local``); see ``head_norm``
 
-Heads are plain tensors inside the payload files (they are not LoRA modules).
+Heads are plain tensors inside the payload files (they are not LoRA modules). They read
+standardized features: load the head_norm file with ``ConvViT.set_head_standardization`` (or
+fold it into the heads with ``fold_head_standardization``) to reproduce the run's predictions.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ def export_final_models(folder: Path, model: ClientModel, state: dict[str, Any])
         if "local" in adapters:
             model.set_state(best["received"], private)
             save_adapters(model.module, folder / "peft" / client, ["local"])
+    for owner, stats in sorted((state.get("head_norm") or {}).items()):
+        (folder / "head_norm").mkdir(exist_ok=True)
+        save_file(_contiguous(stats), str(folder / "head_norm" / f"{owner}.safetensors"))
     model.set_state(None, None)
 
 

@@ -29,6 +29,7 @@ from duallora.federated.cohort import ClientData
 from duallora.federated.config import TrainConfig
 from duallora.federated.evaluation import prediction_rows, summary_rows
 from duallora.federated.export import export_final_models
+from duallora.federated.head_norm import setup_head_norm
 from duallora.federated.prepare import FederatedCohort, prepare_cohort
 from duallora.federated.rundir import RunDir
 from duallora.federated.serialization import Payload, decode, encode
@@ -56,8 +57,16 @@ def run_training(config: TrainConfig, out_dir: Path, *, resume: bool = False,
     cohort = prepare_cohort(config, model)
     rundir.write_config(config)
     state = rundir.load_checkpoint() if resume else None
+    fresh = state is None
     if state is None:
         state = initial_state(model, cohort)
+    # Round 0: pooled statistics for the heads' input standardization (recomputed, identically,
+    # on resume; logged once).
+    def send_round0(payload: Payload, name: str, direction: str) -> Payload:
+        return send_logged(state, payload, 0, name, direction)
+
+    state["head_norm"] = setup_head_norm(config, strategy, model, cohort,
+                                         send=send_round0 if fresh else None)
     if state.get("finished"):
         return rundir.root
     started = time.perf_counter()
@@ -98,7 +107,7 @@ def _metric(state: dict[str, Any], round_idx: int, client: str, split: str, metr
                              "metric": metric, "value": float(value)})
 
 
-def _send(state: dict[str, Any], payload: Payload, round_idx: int, client: str,
+def send_logged(state: dict[str, Any], payload: Payload, round_idx: int, client: str,
           direction: str) -> Payload:
     """Serialize, log the message size, and hand back what the receiver decodes."""
     blob = encode(payload)
@@ -135,7 +144,7 @@ def run_round(round_idx: int, config: TrainConfig, strategy: Strategy, model: Cl
             state["events"].append({"round": round_idx, "client": name, "event": "dropped"})
             _metric(state, round_idx, name, "train", "dropped", 1)
             continue
-        received = (_send(state, state["global"], round_idx, name, "down")
+        received = (send_logged(state, state["global"], round_idx, name, "down")
                     if strategy.federated else state["global"])
         try:
             update = train(model, received, state["private"].get(name),
@@ -145,7 +154,7 @@ def run_round(round_idx: int, config: TrainConfig, strategy: Strategy, model: Cl
                                     "error": f"{type(err).__name__}: {err}"})
             _metric(state, round_idx, name, "train", "failed", 1)
             continue
-        upload = (_send(state, update.upload, round_idx, name, "up")
+        upload = (send_logged(state, update.upload, round_idx, name, "up")
                   if strategy.federated else update.upload)
         results[name] = (upload, update)
         _metric(state, round_idx, name, "train", "loss", update.metrics["loss"])

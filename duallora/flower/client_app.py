@@ -13,9 +13,12 @@ the in-process loop calls (``train_client``, ``evaluate_client``). The private p
 by ``train_client`` is kept in ``context.state`` and in ``state-dir`` (see ``node_state``); the
 reply carries only the strategy's shared tensors.
 
-Message types: ``query.hello`` (who are you, how many training subjects), ``train`` (one round)
-and ``evaluate`` (a list of prediction requests; the final one also exports the site's own
-adapter into ``state-dir``).
+Message types: ``query.hello`` (who are you, how many training subjects),
+``query.head_moments`` (round 0: count, sum and sum of squares of the site's training features,
+for the pooled standardization in front of the heads; see ``federated.head_norm``), ``train``
+(one round) and ``evaluate`` (a list of prediction requests; the final one also exports the
+site's own adapter into ``state-dir``). Every train/evaluate message carries the pooled
+``head-norm-mean``/``head-norm-std``.
 """
 
 from __future__ import annotations
@@ -83,17 +86,35 @@ def site_config(site: Site, instructions: ConfigRecord) -> Any:
     return TrainConfig.from_dict(values)
 
 
-def load_site(site: Site, config: Any) -> tuple[Any, Any]:
-    """The site's ``ClientModel`` and ``ClientData`` (its vendor, or the held-out vendor)."""
+def head_norm_from(instructions: ConfigRecord, embed_dim: int) -> Any:
+    """The pooled head standardization the server sent (None when the run has none)."""
+    import torch
+
+    if "head-norm-mean" not in instructions:
+        return None
+    return {key: torch.tensor(list(instructions[f"head-norm-{key}"]),
+                              dtype=torch.float32).reshape(2, embed_dim)
+            for key in ("mean", "std")}
+
+
+def load_site(site: Site, config: Any, instructions: ConfigRecord | None = None
+              ) -> tuple[Any, Any]:
+    """The site's ``ClientModel`` and ``ClientData`` (its vendor, or the held-out vendor),
+    with the server's head standardization when ``instructions`` carry one."""
     from duallora.federated.client_model import build_client_model
     from duallora.federated.prepare import prepare_cohort
 
     model = build_client_model(config)
     cohort = prepare_cohort(config, model)
+    data = None
     if site.name in cohort.vendors:
-        return model, cohort.vendors[site.name]
-    if cohort.holdout is not None and cohort.holdout.name == site.name:
-        return model, cohort.holdout
+        data = cohort.vendors[site.name]
+    elif cohort.holdout is not None and cohort.holdout.name == site.name:
+        data = cohort.holdout
+    if data is not None:
+        if instructions is not None:
+            data.head_norm = head_norm_from(instructions, int(model.core.config.embed_dim))
+        return model, data
     raise KitError(f"node config client-name={site.name!r}: {site.data_dir} holds vendors "
                    f"{sorted(cohort.vendors)}")
 
@@ -130,6 +151,23 @@ def hello(msg: Message, context: Context) -> Message:
         reply_to=msg)
 
 
+@app.query("head_moments")
+def head_moments(msg: Message, context: Context) -> Message:
+    """Round 0: this site's training-feature moments (count, sum, sum of squares), computed
+    with the shared initial model; the server pools them into the heads' standardization."""
+    from duallora.federated.head_norm import client_moments
+
+    site = Site.from_context(context)
+    instructions = msg.content[CONFIG]
+    config = site_config(site, instructions)
+    model, data = load_site(site, config)
+    moments = client_moments(model, data.splits["train"], data.from_block,
+                             config.eval_batch_size)
+    return Message(RecordDict({ARRAYS: payload_to_record(moments),
+                               CONFIG: ConfigRecord({"client-name": site.name})}),
+                   reply_to=msg)
+
+
 def optional_clipping(msg: Message, context: Context, call_next: Any) -> Message:
     """Flower's ``fixedclipping_mod`` when the server asks for DP clipping, else a no-op."""
     instructions = msg.content.config_records.get(CONFIG)
@@ -150,7 +188,7 @@ def train(msg: Message, context: Context) -> Message:
     store = store_for(site, instructions)
     try:
         config = site_config(site, instructions)
-        model, data = load_site(site, config)
+        model, data = load_site(site, config, instructions)
         base = private_for_round(context.state, store, int(instructions["private-round"]))
         received = record_to_payload(msg.content[ARRAYS])
         update = train_client(model, received, base.payload or None, data, config, round_idx)
@@ -186,7 +224,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     instructions = msg.content[CONFIG]
     store = store_for(site, instructions)
     config = site_config(site, instructions)
-    model, data = load_site(site, config)
+    model, data = load_site(site, config, instructions)
     payloads = _payloads(msg.content)
     requests = json.loads(str(instructions["requests"]))
     answers: dict[str, Any] = {}

@@ -25,6 +25,7 @@ from duallora.errors import KitError
 from duallora.flower.wire import CONFIG
 
 HELLO = f"{MessageType.QUERY}.hello"
+HEAD_MOMENTS = f"{MessageType.QUERY}.head_moments"
 POLL_SECONDS = 0.25
 # Errors after which the same request is sent again once the site is back.
 RETRY_CODES = {ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE,

@@ -31,7 +31,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from duallora.errors import KitError
-from duallora.flower.messaging import SiteDirectory, SiteFailed, exchange
+from duallora.flower.messaging import HEAD_MOMENTS, SiteDirectory, SiteFailed, exchange
 from duallora.flower.run_config import flower_settings, train_config_from_run_config
 from duallora.flower.wire import (
     ARRAYS,
@@ -129,6 +129,7 @@ class RemoteSites:
     private_names: list[str]
     settings: dict[str, Any]
     wire_log: Path
+    head_norm: dict[str, torch.Tensor] | None = None  # pooled, sent with every message
     train_results: dict[str, Any] = field(default_factory=dict)
     eval_results: dict[tuple[str, str, bool], tuple[Any, dict | None, Any]] = \
         field(default_factory=dict)
@@ -137,6 +138,9 @@ class RemoteSites:
     def instructions(self, round_idx: int, **extra: Any) -> ConfigRecord:
         values = {"round": round_idx, "run-key": self.sites.run_key,
                   "train-config": self.config.to_json()}
+        if self.head_norm is not None:
+            values.update({f"head-norm-{key}": [float(v) for v in self.head_norm[key].flatten()]
+                           for key in ("mean", "std")})
         values.update(extra)
         return ConfigRecord(values)
 
@@ -156,6 +160,18 @@ class RemoteSites:
         return exchange(self.grid, self.sites, requests, message_type, group,
                         float(self.settings["round-timeout"]),
                         on_reply=lambda site, reply: self.check_reply(group, site, reply))
+
+    # -- round 0: the heads' input standardization ---------------------------------------
+    def head_moments(self, clients: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+        """Every training site's feature moments (``query.head_moments``)."""
+        requests = {name: RecordDict({CONFIG: self.instructions(0)}) for name in clients}
+        replies = self.send(requests, HEAD_MOMENTS, "0")
+        moments = {}
+        for name, reply in replies.items():
+            if isinstance(reply, SiteFailed):
+                raise KitError(f"round 0 (head statistics) failed: {reply}")
+            moments[name] = record_to_payload(reply.content[ARRAYS])
+        return moments
 
     # -- training -------------------------------------------------------------------------
     def prefetch_train(self, round_idx: int, state: dict[str, Any], clients: list[str]) -> None:
@@ -320,7 +336,14 @@ def run_flower_training(grid: Grid, config: Any, settings: dict[str, Any]) -> Pa
     from tqdm.auto import tqdm
 
     from duallora.federated.client_model import build_client_model
-    from duallora.federated.loop import finish, initial_state, run_round, validate_round
+    from duallora.federated.head_norm import setup_head_norm
+    from duallora.federated.loop import (
+        finish,
+        initial_state,
+        run_round,
+        send_logged,
+        validate_round,
+    )
     from duallora.federated.prepare import FederatedCohort
     from duallora.federated.rundir import RunDir
     from duallora.federated.strategies import get_strategy
@@ -382,6 +405,19 @@ def run_flower_training(grid: Grid, config: Any, settings: dict[str, Any]) -> Pa
     if settings["dp-noise-multiplier"] > 0:
         aggregator = GaussianNoiseOnAggregate(strategy, float(settings["dp-noise-multiplier"]),
                                               float(settings["dp-clipping-norm"]), config.seed)
+    # Round 0 (as in-process): pooled statistics for the heads' input standardization; asked
+    # again on resume (same numbers), logged in comm.jsonl only the first time.
+    fresh = state["round"] == 0 and not state["comm"]
+    if config.head_norm:
+        moments = remote.head_moments(trainers)
+
+        def send_round0(payload: Any, name: str, direction: str) -> Any:
+            return send_logged(state, payload, 0, name, direction)
+
+        state["head_norm"] = setup_head_norm(config, strategy, model, cohort,
+                                             send=send_round0 if fresh else None,
+                                             moments_of=moments.__getitem__)
+        remote.head_norm = state["head_norm"].get("global")
     timing: dict[str, Any] = {"rounds": {}, "setup_seconds": time.perf_counter() - started}
     bar = tqdm(disable=True)
     if not state.get("finished"):

@@ -218,6 +218,49 @@ class ConvViT(ConvViTBackbone):
         self.n_frames = cfg.n_frames
         self.pred_head_dict = nn.ModuleDict({VIEW: nn.Linear(cfg.embed_dim, cfg.n_classes),
                                              "cls": nn.Linear(cfg.embed_dim, cfg.n_classes)})
+        # Fixed standardization of the two head inputs (row 0: mean patch token, row 1: CLS).
+        # Identity by default, so the model is CineMA's; not in the state dict, so CineMA
+        # checkpoints load strictly. See set_head_standardization for why it exists.
+        self.register_buffer("head_input_mean", torch.zeros(2, cfg.embed_dim), persistent=False)
+        self.register_buffer("head_input_std", torch.ones(2, cfg.embed_dim), persistent=False)
+
+    def set_head_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardize what the heads read: ``head((v - mean) / std)`` per head input.
+
+        After the final LayerNorm, a frozen encoder's pooled features differ little between
+        subjects (a few percent of their size), so a linear head trained by SGD/Adam mostly
+        chases the common part and learns slowly. Standardizing with statistics of the training
+        features (fixed for a run) is the usual cure; :meth:`fold_head_standardization` turns it
+        back into plain CineMA heads. ``mean``/``std`` are (2, d): patch-mean row, CLS row.
+        """
+        shape = tuple(self.head_input_mean.shape)
+        if tuple(mean.shape) != shape or tuple(std.shape) != shape:
+            raise ValueError(f"head standardization needs mean and std of shape {shape}, got "
+                             f"{tuple(mean.shape)} and {tuple(std.shape)}")
+        if not bool((std > 0).all()) or not bool(torch.isfinite(mean).all()):
+            raise ValueError("head standardization needs finite means and positive stds")
+        self.head_input_mean.copy_(mean)
+        self.head_input_std.copy_(std)
+
+    @torch.no_grad()
+    def fold_head_standardization(self) -> None:
+        """Fold the standardization into the heads' weights and reset it to the identity.
+
+        ``W (v - m) / s + b == (W / s) v + (b - W m / s)``: same logits, CineMA-format heads.
+        """
+        for row, name in enumerate((VIEW, "cls")):
+            head = self.pred_head_dict[name]
+            mean, std = self.head_input_mean[row], self.head_input_std[row]
+            head.bias.sub_(head.weight @ (mean / std))
+            head.weight.div_(std)
+        self.head_input_mean.zero_()
+        self.head_input_std.fill_(1.0)
+
+    def head_inputs(self, state: dict[str, torch.Tensor], from_block: int) -> torch.Tensor:
+        """The two vectors the heads read, standardized: (B, 2, d) (mean patch token, CLS)."""
+        cls, patches = self.suffix_features(state, from_block)
+        raw = torch.cat([patches.mean(dim=1, keepdim=True), cls], dim=1)
+        return (raw - self.head_input_mean) / self.head_input_std
 
     def head_parameter_names(self) -> list[str]:
         """Names of the classification heads' parameters (trained in every strategy)."""
@@ -277,9 +320,9 @@ class ConvViT(ConvViTBackbone):
 
     def forward_suffix(self, state: dict[str, torch.Tensor], from_block: int) -> torch.Tensor:
         """Logits (B, n_classes) from a :meth:`forward_prefix` state cut at ``from_block``."""
-        cls, patches = self.suffix_features(state, from_block)
-        per_head = torch.cat([self.pred_head_dict[VIEW](patches.mean(dim=1, keepdim=True)),
-                              self.pred_head_dict["cls"](cls)], dim=1)
+        inputs = self.head_inputs(state, from_block)
+        per_head = torch.stack([self.pred_head_dict[VIEW](inputs[:, 0]),
+                                self.pred_head_dict["cls"](inputs[:, 1])], dim=1)
         return per_head.mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
