@@ -5,15 +5,14 @@ head learn on features that differ little between subjects."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_fed_loop import _config  # the same tiny model and short runs
 
 from duallora.federated.client_model import build_client_model
 from duallora.federated.cohort import SplitData
-from duallora.federated.config import TrainConfig
 from duallora.federated.head_norm import (
     client_moments,
     combine_moments,
@@ -24,21 +23,10 @@ from duallora.federated.loop import run_training
 from duallora.federated.prepare import prepare_cohort
 from duallora.model import build_convvit
 
-TINY = {"image_size": [32, 32, 16], "embed_dim": 32, "depth": 3, "n_heads": 2,
-        "conv_chans": [8, 8]}
-
 
 def _tiny_model(seed: int = 0) -> torch.nn.Module:
     return build_convvit("tutorial", image_size=(32, 32, 16), embed_dim=32, depth=3, n_heads=2,
                          conv_chans=(8, 8), seed=seed).eval()
-
-
-def _config(data: Path, cache: Path, **changes) -> TrainConfig:
-    values = {"data": str(data), "fm": "none", "model_overrides": TINY, "rounds": 2,
-              "local_epochs": 1, "bootstrap": 20, "max_train_per_client": 8,
-              "cache_dir": str(cache), "strategy": "med_duallora"}
-    values.update(changes)
-    return TrainConfig.from_dict(values)
 
 
 def test_default_is_identity_and_not_in_the_state_dict() -> None:

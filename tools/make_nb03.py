@@ -101,6 +101,9 @@ plt.show()
 Bytes are measured on the serialized messages (`comm.jsonl`), down (server to client) and up.
 Full fine-tuning of two blocks sends every weight of them; LoRA sends two thin matrices per
 layer; FFA-LoRA and FedSA-LoRA halve that again. `local` and `centralized` have no server.
+Round 0 is the same small message for every federated strategy: each client's feature count,
+sum and sum of squares, pooled by the server into the standardization in front of the heads
+(see the README, "Training").
 """),
     code("""
 costs = summaries.cost_table(runs)
