@@ -151,7 +151,8 @@ fig = report.plot_metric_bars(cost, "Test metrics (macro over vendors)")
 save_figure(fig, out, "05_dp_cost")
 """),
     md(r"""
-In quick mode the cohort is tiny and training is two short rounds, so the numbers are noisy;
+In quick mode the cohort is tiny and training is two short rounds, and the demo runs only
+`flower_rounds` rounds, so these numbers are noisy and below notebook 04's eight-round result;
 the point is the mechanics. Note the scale: the noise is added to every shared coordinate
 (about $10^4$ of them), so its norm grows like $\sqrt{d}$ while one round's averaged update is
 small. Noise multipliers that give meaningful privacy guarantees ($z \gtrsim 1$) need many
