@@ -156,3 +156,17 @@ def test_standardized_head_learns_where_the_raw_head_does_not() -> None:
             optimizer.step()
         losses[name] = float(loss)
     assert losses["standardized"] < 0.4 < 0.6 < losses["raw"]
+
+
+def test_command_line_switch_turns_it_off(tmp_path) -> None:
+    import argparse
+
+    from duallora.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.register(parser.add_subparsers())
+    base = ["train", "--data", str(tmp_path), "--strategy", "med_duallora", "--out",
+            str(tmp_path / "run")]
+    assert train_command.config_from_args(parser.parse_args(base)).head_norm is True
+    assert train_command.config_from_args(
+        parser.parse_args([*base, "--no-head-norm"])).head_norm is False
