@@ -74,7 +74,11 @@ def test_quick_cli_run_writes_the_run_directory(strategy, harmonized_dir, cache,
         return
     assert {m["direction"] for m in messages} == {"up", "down"}
     assert all(m["bytes"] > 0 and m["keys"] for m in messages)
-    ups = [m for m in messages if m["direction"] == "up"]
+    # round 0: every client's feature moments for the head standardization (same size each)
+    stats_ups = [m for m in messages if m["direction"] == "up" and m["round"] == 0]
+    assert {m["client"] for m in stats_ups} == vendors
+    assert len({m["bytes"] for m in stats_ups}) == 1
+    ups = [m for m in messages if m["direction"] == "up" and m["round"] > 0]
     assert {m["client"] for m in ups} == vendors
     if strategy == "med_duallora":
         assert not any("local" in key for m in ups for key in m["keys"])
@@ -157,7 +161,9 @@ def test_dropped_and_failing_clients_are_left_out(harmonized_dir, cache, tmp_pat
     events = json.loads((out / "events.json").read_text())
     assert {e["event"] for e in events} >= {"failed"}
     assert all(e["client"] == failing for e in events if e["event"] == "failed")
-    messages = [json.loads(line) for line in (out / "comm.jsonl").read_text().splitlines()]
+    messages = [json.loads(line) for line in (out / "comm.jsonl").read_text().splitlines()
+                if json.loads(line)["round"] > 0]  # round 0 is the feature-statistics exchange
+    assert messages
     assert failing not in {m["client"] for m in messages if m["direction"] == "up"}
     metrics = pd.read_csv(out / "metrics.csv")
     aggregated = metrics[metrics["metric"] == "clients_aggregated"]
