@@ -32,17 +32,18 @@ MIN_STD = 1e-6  # a constant feature is left unscaled rather than divided by zer
 @torch.no_grad()
 def raw_head_inputs(model: ClientModel, split: SplitData, from_block: int | None,
                     batch_size: int) -> torch.Tensor:
-    """(N, 2, d): the unstandardized head inputs of every subject of ``split``."""
+    """(N, 2, d): the unstandardized head inputs of every subject of ``split`` (images, or
+    cached prefix states cut at ``from_block``)."""
     core = model.core
     core.eval()
     rows = []
     for start in range(0, len(split), batch_size):
         batch = split.take(list(range(start, min(start + batch_size, len(split)))))
-        state = (core.forward_prefix(batch.inputs["x"], core.n_blocks)
-                 if from_block is None else batch.inputs)
-        cls, patches = core.suffix_features(state, core.n_blocks if from_block is None
-                                            else from_block)
-        rows.append(torch.cat([patches.mean(dim=1, keepdim=True), cls], dim=1).float())
+        if from_block is None:
+            state, cut = core.forward_prefix(batch.inputs["x"], core.n_blocks), core.n_blocks
+        else:
+            state, cut = batch.inputs, from_block
+        rows.append(core.raw_head_inputs(state, cut).float())
     return torch.cat(rows)
 
 

@@ -256,10 +256,15 @@ class ConvViT(ConvViTBackbone):
         self.head_input_mean.zero_()
         self.head_input_std.fill_(1.0)
 
-    def head_inputs(self, state: dict[str, torch.Tensor], from_block: int) -> torch.Tensor:
-        """The two vectors the heads read, standardized: (B, 2, d) (mean patch token, CLS)."""
+    def raw_head_inputs(self, state: dict[str, torch.Tensor], from_block: int) -> torch.Tensor:
+        """The two vectors the heads read, before standardization: (B, 2, d) (mean patch
+        token, CLS), from a :meth:`forward_prefix` state cut at ``from_block``."""
         cls, patches = self.suffix_features(state, from_block)
-        raw = torch.cat([patches.mean(dim=1, keepdim=True), cls], dim=1)
+        return torch.cat([patches.mean(dim=1, keepdim=True), cls], dim=1)
+
+    def head_inputs(self, state: dict[str, torch.Tensor], from_block: int) -> torch.Tensor:
+        """:meth:`raw_head_inputs`, standardized as the heads read them."""
+        raw = self.raw_head_inputs(state, from_block)
         return (raw - self.head_input_mean) / self.head_input_std
 
     def head_parameter_names(self) -> list[str]:
@@ -331,8 +336,7 @@ class ConvViT(ConvViTBackbone):
 
     def embed_from_state(self, state: dict[str, torch.Tensor], from_block: int) -> torch.Tensor:
         """Pooled features (B, d) from a prefix state; see :meth:`embed`."""
-        cls, patches = self.suffix_features(state, from_block)
-        return 0.5 * (cls[:, 0] + patches.mean(dim=1))
+        return self.raw_head_inputs(state, from_block).mean(dim=1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features (B, d): the average of the CLS token and the mean fused patch token,
