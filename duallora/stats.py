@@ -88,13 +88,22 @@ def bootstrap_metrics(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray,
     return result
 
 
+def _paired_difference(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray,
+                       groups: np.ndarray, statistic: Statistic
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """The inputs as arrays, and the observed difference ``statistic(a) - statistic(b)``."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    probs_a, probs_b = np.asarray(probs_a), np.asarray(probs_b)
+    observed = statistic(labels, probs_a, groups) - statistic(labels, probs_b, groups)
+    return labels, probs_a, probs_b, groups, observed
+
+
 def paired_bootstrap(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray,
                      groups: np.ndarray, statistic: Statistic, n_boot: int = 1000,
                      seed: int = 0) -> dict[str, float]:
     """Difference ``a - b`` with a 95% interval and a two-sided bootstrap p-value."""
-    labels, groups = np.asarray(labels), np.asarray(groups)
-    probs_a, probs_b = np.asarray(probs_a), np.asarray(probs_b)
-    diff = statistic(labels, probs_a, groups) - statistic(labels, probs_b, groups)
+    labels, probs_a, probs_b, groups, diff = _paired_difference(labels, probs_a, probs_b,
+                                                                groups, statistic)
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n_boot):
@@ -115,9 +124,8 @@ def paired_permutation(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndar
                        groups: np.ndarray, statistic: Statistic, n_perm: int = 1000,
                        seed: int = 0) -> dict[str, float]:
     """Swap the two strategies' outputs per subject at random; p = share of |diff| >= observed."""
-    labels, groups = np.asarray(labels), np.asarray(groups)
-    probs_a, probs_b = np.asarray(probs_a), np.asarray(probs_b)
-    observed = statistic(labels, probs_a, groups) - statistic(labels, probs_b, groups)
+    labels, probs_a, probs_b, groups, observed = _paired_difference(labels, probs_a, probs_b,
+                                                                    groups, statistic)
     rng = np.random.default_rng(seed)
     extreme = 0
     for _ in range(n_perm):
