@@ -19,6 +19,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from duallora.errors import KitError
 from duallora.model.checkpoints import encoder_state, save_weights
 from duallora.model.foundation import MAE_ENCODER_FORMAT
-from duallora.model.mae import MaskedAutoencoder, random_token_mask
+from duallora.model.mae import MaskedAutoencoder, slab_token_mask
 from duallora.model.presets import ConvViTConfig, get_preset
 
 
@@ -45,6 +46,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     clip_grad: float = 5.0
     mask_ratio: float = 0.75
+    mask_slab: int = 1  # slices hidden together (1: CineMA's per-token masking)
     max_shift: int = 4  # random in-plane translation (pixels), CineMA also translates
     dec_dim: int = 64
     dec_depth: int = 2
@@ -93,12 +95,18 @@ def build_mae(cfg: PretrainConfig) -> MaskedAutoencoder:
                                  norm_target=cfg.norm_target)
 
 
+EpochHook = Callable[[int, MaskedAutoencoder], None]
+
+
 def train_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
-              device: str = "cpu") -> tuple[MaskedAutoencoder, list[dict]]:
+              device: str = "cpu", on_epoch_end: EpochHook | None = None,
+              ) -> tuple[MaskedAutoencoder, list[dict]]:
     """Train the MAE; returns it (on the CPU) and one log row per optimisation step.
 
     Shuffling, shifts and masks are drawn on the CPU from the seed whatever ``device`` is, so a
     GPU run sees the same batches and masks as a CPU run (only float rounding differs).
+    ``on_epoch_end(epoch, model)`` runs after every epoch (snapshots, probes); it must leave the
+    model as it found it (on ``device``, parameters untouched) so training is not perturbed.
     """
     model = build_mae(cfg).to(device)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
@@ -118,7 +126,8 @@ def train_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
         order = torch.randperm(len(frames), generator=gen)
         for start in range(0, len(frames), cfg.batch_size):
             batch = random_shift(frames[order[start:start + cfg.batch_size]], cfg.max_shift, gen)
-            removed = random_token_mask(len(batch), model.n_tokens, cfg.mask_ratio, gen)
+            removed = slab_token_mask(len(batch), model.config.grid_size, cfg.mask_ratio,
+                                      cfg.mask_slab, gen)
             lr = lr_at(step, total, warmup, cfg)
             for group in optim.param_groups:
                 group["lr"] = lr
@@ -132,6 +141,9 @@ def train_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
             step += 1
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+            model.train()
     bar.close()
     return model.cpu(), log
 

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--mask-ratio", type=float, default=0.75, help="share of hidden tokens")
+    parser.add_argument("--mask-slab", type=int, default=1,
+                        help="hide runs of this many slices together (1: per token, as CineMA; "
+                             "the token grid's depth: whole tubes)")
     parser.add_argument("--norm-target", action="store_true",
                         help="predict patches standardised per patch (MAE's normalised pixels)")
     parser.add_argument("--device", default="cpu",
@@ -67,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
         raise KitError("--epochs and --batch-size must be at least 1")
     if not 0.0 <= args.mask_ratio < 1.0:
         raise KitError(f"--mask-ratio must be in [0, 1), got {args.mask_ratio}")
+    depth = PRESETS[args.size].grid_size[2]
+    if args.mask_slab < 1 or depth % args.mask_slab:
+        raise KitError(f"--mask-slab must divide the {args.size} token grid's depth ({depth} "
+                       f"slices), got {args.mask_slab}")
     if args.population is not None:
         if args.population < 1:
             raise KitError("--population must be at least 1 subject")
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         info = {"source": "harmonized cohort given with --data"}
     cfg = PretrainConfig(size=args.size, epochs=args.epochs, seed=args.seed,
                          batch_size=args.batch_size, lr=args.lr, mask_ratio=args.mask_ratio,
-                         norm_target=args.norm_target)
+                         mask_slab=args.mask_slab, norm_target=args.norm_target)
     argv = list(sys.argv[1:]) if sys.argv[1:2] == ["pretrain"] else ["pretrain", "..."]
     command = "python -m duallora " + " ".join(shlex.quote(a) for a in argv)
     record = pretrain(data, args.out, cfg, command=command, data_info=info,

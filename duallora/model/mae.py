@@ -44,6 +44,22 @@ def random_token_mask(batch: int, n_tokens: int, ratio: float,
     return torch.gather(removed, 1, torch.argsort(order, dim=1))
 
 
+def slab_token_mask(batch: int, grid: tuple[int, int, int], ratio: float, slab: int = 1,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Like :func:`random_token_mask`, but hides runs of ``slab`` consecutive slices together.
+
+    Why: neighbouring short-axis slices look alike, so with per-token masking (``slab=1``,
+    CineMA's) a hidden patch can often be copied from the slice above or below. Hiding slabs
+    (``slab = grid depth`` is VideoMAE's "tube" masking) forces the encoder to infer the anatomy
+    from other in-plane positions. ``slab=1`` draws exactly what :func:`random_token_mask` does.
+    """
+    h, w, d = grid
+    if slab < 1 or d % slab:
+        raise ValueError(f"mask slab must divide the token grid's depth {d}, got {slab}")
+    cells = random_token_mask(batch, h * w * (d // slab), ratio, generator)
+    return cells.repeat_interleave(slab, dim=1)  # tokens are in (h, w, d) order, d fastest
+
+
 class DecoderEmbedding(nn.Module):
     """Fixed sin-cos positions and the learnable mask token of the decoder."""
 
