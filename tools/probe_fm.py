@@ -1,9 +1,12 @@
 """Linear-probe foundation-model weights on a harmonized cohort (NOR vs disease).
 
     python tools/probe_fm.py --data HARMONIZED [--weights W.safetensors ...] [--seeds 0 1 2]
+                             [--readout pooled|tokens|per_frame] [--fold-seeds 0 1 2]
 
-Prints one JSON line: AUC and balanced accuracy for each weights file and for randomly
-initialised models of the same size (one per seed), all under the same probe.
+Prints one JSON line: AUC and balanced accuracy for each weights file (MAE encoder checkpoints,
+CineMA layout) and for randomly initialised models of the same size (one per seed), all under
+the same probe and readout (see duallora.model.probe). Scores are averaged over the probe's
+fold shuffles (--fold-seeds), which matters on small cohorts.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from duallora.data import load_cohort_arrays  # noqa: E402
 from duallora.model import build_convvit  # noqa: E402
-from duallora.model.foundation import load_foundation_model  # noqa: E402
-from duallora.model.probe import embed_all, linear_probe_scores  # noqa: E402
+from duallora.model.checkpoints import load_cinema_pretrained  # noqa: E402
+from duallora.model.probe import READOUTS, linear_probe_scores, probe_features  # noqa: E402
 
 
 def main() -> None:
@@ -26,19 +29,29 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--weights", type=Path, nargs="*", default=[])
     parser.add_argument("--size", default="tutorial")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+                        help="random-init baselines, one per seed")
+    parser.add_argument("--readout", choices=READOUTS, default="pooled")
+    parser.add_argument("--fold-seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
+    n_frames = 1 if args.readout == "per_frame" else 2
     preset = build_convvit(args.size).config
     x, frame = load_cohort_arrays(args.data, image_size=preset.image_size,
                                   crop_size=preset.crop_size)
     labels = frame["label"].to_numpy()
-    result: dict[str, object] = {"n": len(labels), "n_disease": int(labels.sum())}
+    models = {f"random_seed{seed}": build_convvit(args.size, n_frames=n_frames, seed=seed)
+              for seed in args.seeds}
     for weights in args.weights:
-        model = load_foundation_model(str(weights), size=args.size)
-        result[str(weights)] = linear_probe_scores(embed_all(model, x), labels)
-    for seed in args.seeds:
-        result[f"random_seed{seed}"] = linear_probe_scores(
-            embed_all(build_convvit(args.size, seed=seed), x), labels)
+        model = build_convvit(args.size, n_frames=n_frames, seed=0)
+        load_cinema_pretrained(model, weights)
+        models[str(weights)] = model
+    result: dict[str, object] = {"n": len(labels), "n_disease": int(labels.sum()),
+                                 "readout": args.readout, "fold_seeds": args.fold_seeds}
+    for name, model in models.items():
+        features = probe_features(model, x, args.readout)
+        runs = [linear_probe_scores(features, labels, seed=s) for s in args.fold_seeds]
+        result[name] = {"auc": round(sum(r[0] for r in runs) / len(runs), 4),
+                        "balanced_accuracy": round(sum(r[1] for r in runs) / len(runs), 4)}
     print(json.dumps(result))
 
 

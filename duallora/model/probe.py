@@ -3,6 +3,15 @@
 The standard yardstick for a foundation model: freeze it, embed every subject, and fit only a
 logistic regression on top. Out-of-fold predictions from fixed stratified folds make the score
 deterministic and free of train/test leakage.
+
+Three readouts (:func:`probe_features`), because a probe can only find what its readout keeps:
+
+- ``pooled``: what the classification heads read (mean of CLS and mean fused patch token).
+- ``tokens``: every encoder token after the final norm, flattened: keeps where things are, which
+  mean pooling throws away.
+- ``per_frame``: a one-frame model (the MAE's native input) embeds each frame on its own and the
+  pooled features are concatenated, so a pretrained encoder never sees the ED+ES blend that the
+  two-frame classifier feeds it.
 """
 
 from __future__ import annotations
@@ -15,12 +24,43 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from duallora.model.convvit import TOKENS_KEY
+
 
 @torch.no_grad()
 def embed_all(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16) -> np.ndarray:
     """``model.embed`` over ``x`` in batches, in eval mode -> (N, d) numpy features."""
     model.eval()
     return torch.cat([model.embed(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+                     ).cpu().numpy()
+
+
+READOUTS = ("pooled", "tokens", "per_frame")
+
+
+def _token_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    state = model.forward_prefix(x, model.n_blocks)
+    return model.encoder.norm(state[TOKENS_KEY])[:, 1:].flatten(1)
+
+
+def _per_frame_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([model.embed(x[:, f:f + 1]) for f in range(x.shape[1])], dim=1)
+
+
+@torch.no_grad()
+def probe_features(model: torch.nn.Module, x: torch.Tensor, readout: str = "pooled",
+                   batch_size: int = 16) -> np.ndarray:
+    """Frozen features of ``x`` (N, frames, H, W, D) for one of :data:`READOUTS` -> (N, k)."""
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
+    if readout == "per_frame" and model.n_frames != 1:
+        raise ValueError(f"the per_frame readout needs a one-frame model (build it with "
+                         f"n_frames=1), got {model.n_frames} frames")
+    if readout == "pooled":
+        return embed_all(model, x, batch_size)
+    read = _token_features if readout == "tokens" else _per_frame_features
+    model.eval()
+    return torch.cat([read(model, x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
                      ).cpu().numpy()
 
 
