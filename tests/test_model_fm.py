@@ -14,6 +14,8 @@ from duallora.model.checkpoints import read_metadata
 from duallora.model.probe import embed_all, linear_probe_scores
 
 SIZE = "tutorial"
+FOLD_SEEDS = (0, 1, 2)
+RANDOM_SEEDS = (0, 1, 2)
 
 
 def test_committed_fm_exists_with_its_record() -> None:
@@ -38,11 +40,18 @@ def test_fm_beats_random_init_under_the_same_linear_probe(harmonized_dir: Path) 
     x, frame = load_cohort_arrays(harmonized_dir, image_size=preset.image_size,
                                   crop_size=preset.crop_size)
     labels = frame["label"].to_numpy()
-    fm_auc, fm_bacc = linear_probe_scores(embed_all(load_phantom_fm(SIZE, seed=0), x), labels)
-    rnd_auc, rnd_bacc = linear_probe_scores(embed_all(build_convvit(SIZE, seed=0), x), labels)
-    print(f"linear probe (n={len(labels)}): phantom FM AUC {fm_auc:.3f} / balanced accuracy "
-          f"{fm_bacc:.3f}; random init AUC {rnd_auc:.3f} / balanced accuracy {rnd_bacc:.3f}")
-    assert fm_auc > rnd_auc
+
+    def probe_auc(model: torch.nn.Module) -> float:
+        """Mean AUC over three fold shuffles: one shuffle moves a small cohort's AUC a lot."""
+        features = embed_all(model, x)
+        return float(np.mean([linear_probe_scores(features, labels, seed=s)[0]
+                              for s in FOLD_SEEDS]))
+
+    fm_auc = probe_auc(load_phantom_fm(SIZE, seed=0))
+    random_aucs = [probe_auc(build_convvit(SIZE, seed=seed)) for seed in RANDOM_SEEDS]
+    print(f"linear probe (n={len(labels)}): phantom FM AUC {fm_auc:.3f}; random init AUC "
+          + ", ".join(f"{auc:.3f}" for auc in random_aucs))
+    assert fm_auc > float(np.mean(random_aucs))
 
 
 def test_fm_gives_finite_logits_on_real_samples(real_samples_dir: Path) -> None:
