@@ -11,7 +11,7 @@ import torch
 from duallora.data import centre_crop, load_cohort_arrays, load_real_sample, resize
 from duallora.model import build_convvit, load_phantom_fm, phantom_fm_info, phantom_fm_path
 from duallora.model.checkpoints import read_metadata
-from duallora.model.probe import embed_all, linear_probe_scores
+from duallora.model.probe import embed_all, mean_probe_scores
 
 SIZE = "tutorial"
 FOLD_SEEDS = (0, 1, 2)
@@ -42,10 +42,7 @@ def test_fm_beats_random_init_under_the_same_linear_probe(harmonized_dir: Path) 
     labels = frame["label"].to_numpy()
 
     def probe_auc(model: torch.nn.Module) -> float:
-        """Mean AUC over three fold shuffles: one shuffle moves a small cohort's AUC a lot."""
-        features = embed_all(model, x)
-        return float(np.mean([linear_probe_scores(features, labels, seed=s)[0]
-                              for s in FOLD_SEEDS]))
+        return mean_probe_scores(embed_all(model, x), labels, FOLD_SEEDS)[0]
 
     fm_auc = probe_auc(load_phantom_fm(SIZE, seed=0))
     random_aucs = [probe_auc(build_convvit(SIZE, seed=seed)) for seed in RANDOM_SEEDS]

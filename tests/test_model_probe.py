@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from duallora.model import build_convvit
-from duallora.model.probe import linear_probe_scores, probe_features
+from duallora.model.probe import linear_probe_scores, mean_probe_scores, probe_features
 
 IMAGE = (32, 32, 16)  # 2 x 2 x 16 tokens with the tutorial preset's 16x16x1 patches
 
@@ -52,3 +52,7 @@ def test_probe_finds_a_planted_signal_and_not_a_shuffled_one() -> None:
     assert auc > 0.8 and bacc > 0.7
     shuffled_auc, _ = linear_probe_scores(features, rng.permutation(labels))
     assert shuffled_auc < 0.7
+    runs = [linear_probe_scores(features, labels, seed=s) for s in (0, 1, 2)]
+    assert mean_probe_scores(features, labels) == pytest.approx(
+        (np.mean([r[0] for r in runs]), np.mean([r[1] for r in runs])))
+    assert mean_probe_scores(features, labels, seeds=[0]) == (auc, bacc)

@@ -37,7 +37,7 @@ from duallora.model.checkpoints import (  # noqa: E402
     save_weights,
 )
 from duallora.model.foundation import MAE_ENCODER_FORMAT  # noqa: E402
-from duallora.model.probe import linear_probe_scores  # noqa: E402
+from duallora.model.probe import embed_all, linear_probe_scores  # noqa: E402
 from duallora.pretrain import PretrainConfig, load_frames, train_mae  # noqa: E402
 
 SIZE = "tutorial"
@@ -164,17 +164,12 @@ def build_probe_cohort(work: Path, name: str, scale: float, seed: int) -> Path:
     return out
 
 
-@torch.no_grad()
-def embed(model: torch.nn.Module, x: torch.Tensor, device: str) -> torch.Tensor:
-    model = model.to(device).eval()
-    return torch.cat([model.embed(x[i:i + 64].to(device)).cpu() for i in range(0, len(x), 64)])
-
-
 def probe(model: torch.nn.Module, cohorts: dict, device: str) -> dict:
     """AUC and balanced accuracy per probe cohort (mean over the probe's fold seeds)."""
+    model.to(device)
     scores = {}
     for name, (x, y) in cohorts.items():
-        feats = embed(model, x, device).numpy()
+        feats = embed_all(model, x, batch_size=64)
         runs = [linear_probe_scores(feats, y, seed=s) for s in PROBE_SEEDS]
         scores[name] = {"auc": round(sum(r[0] for r in runs) / len(runs), 4),
                         "bacc": round(sum(r[1] for r in runs) / len(runs), 4),

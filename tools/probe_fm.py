@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from duallora.data import load_cohort_arrays  # noqa: E402
 from duallora.model import build_convvit  # noqa: E402
 from duallora.model.checkpoints import load_cinema_pretrained  # noqa: E402
-from duallora.model.probe import READOUTS, linear_probe_scores, probe_features  # noqa: E402
+from duallora.model.probe import READOUTS, mean_probe_scores, probe_features  # noqa: E402
 
 
 def main() -> None:
@@ -48,10 +48,9 @@ def main() -> None:
     result: dict[str, object] = {"n": len(labels), "n_disease": int(labels.sum()),
                                  "readout": args.readout, "fold_seeds": args.fold_seeds}
     for name, model in models.items():
-        features = probe_features(model, x, args.readout)
-        runs = [linear_probe_scores(features, labels, seed=s) for s in args.fold_seeds]
-        result[name] = {"auc": round(sum(r[0] for r in runs) / len(runs), 4),
-                        "balanced_accuracy": round(sum(r[1] for r in runs) / len(runs), 4)}
+        auc, bacc = mean_probe_scores(probe_features(model, x, args.readout), labels,
+                                      args.fold_seeds)
+        result[name] = {"auc": round(auc, 4), "balanced_accuracy": round(bacc, 4)}
     print(json.dumps(result))
 
 
