@@ -160,11 +160,9 @@ def write_loss_curve(log: list[dict], csv_path: Path, png_path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["step"] for r in log], [r["loss"] for r in log], lw=0.8, alpha=0.5, label="step")
-    epochs = sorted({r["epoch"] for r in log})
-    ends = [max(r["step"] for r in log if r["epoch"] == e) for e in epochs]
-    means = [sum(r["loss"] for r in log if r["epoch"] == e)
-             / sum(1 for r in log if r["epoch"] == e) for e in epochs]
-    ax.plot(ends, means, marker="o", ms=3, label="epoch mean")
+    means = epoch_mean_losses(log)
+    ends = [max(r["step"] for r in log if r["epoch"] == e) for e in means]
+    ax.plot(ends, list(means.values()), marker="o", ms=3, label="epoch mean")
     ax.set(xlabel="optimisation step", ylabel="masked-patch MSE", title="MAE pretraining loss")
     ax.legend()
     fig.tight_layout()
@@ -172,11 +170,17 @@ def write_loss_curve(log: list[dict], csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
+def epoch_mean_losses(log: list[dict]) -> dict[int, float]:
+    """Mean loss of each epoch, in epoch order (less noisy than single steps)."""
+    sums: dict[int, list[float]] = {}
+    for row in log:
+        sums.setdefault(row["epoch"], []).append(row["loss"])
+    return {epoch: sum(values) / len(values) for epoch, values in sorted(sums.items())}
+
+
 def final_loss(log: list[dict]) -> float:
     """Mean loss over the last epoch (less noisy than the last step)."""
-    last = log[-1]["epoch"]
-    values = [r["loss"] for r in log if r["epoch"] == last]
-    return sum(values) / len(values)
+    return epoch_mean_losses(log)[log[-1]["epoch"]]
 
 
 def pretrain(data_dir: Path, out: Path, cfg: PretrainConfig, *, command: str = "",
@@ -199,8 +203,7 @@ def pretrain(data_dir: Path, out: Path, cfg: PretrainConfig, *, command: str = "
         "config": asdict(cfg),
         "data": {"n_volumes": len(frames), "n_subjects": len(frames) // 2, **(data_info or {})},
         "final_loss": round(final_loss(log), 6),
-        "first_epoch_loss": round(sum(r["loss"] for r in log if r["epoch"] == 0)
-                                  / sum(1 for r in log if r["epoch"] == 0), 6),
+        "first_epoch_loss": round(epoch_mean_losses(log)[0], 6),
         "steps": len(log),
         "wall_time_s": round(wall, 1),
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -11,7 +11,14 @@ import torch
 from duallora.cli import main
 from duallora.model import build_convvit, load_foundation_model, read_state_dict
 from duallora.model.mae import MaskedAutoencoder, random_token_mask, slab_token_mask
-from duallora.pretrain import PretrainConfig, build_mae, pretrain, train_mae
+from duallora.pretrain import (
+    PretrainConfig,
+    build_mae,
+    epoch_mean_losses,
+    final_loss,
+    pretrain,
+    train_mae,
+)
 
 SMALL = (32, 32, 4)
 
@@ -108,6 +115,13 @@ def test_epoch_hook_sees_every_epoch_without_changing_the_training() -> None:
         assert torch.equal(seen[-1][1][name], value), name
     weight = "encoder.blocks.0.attn.q.weight"
     assert not torch.equal(seen[0][1][weight], seen[1][1][weight])
+
+
+def test_epoch_means_of_the_loss_log() -> None:
+    log = [{"step": 0, "epoch": 0, "loss": 1.0}, {"step": 1, "epoch": 0, "loss": 0.5},
+           {"step": 2, "epoch": 1, "loss": 0.25}]
+    assert epoch_mean_losses(log) == {0: 0.75, 1: 0.25}
+    assert final_loss(log) == 0.25
 
 
 def test_pretrain_writes_weights_record_and_curve_that_load_as_a_foundation_model(

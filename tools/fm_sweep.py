@@ -38,7 +38,12 @@ from duallora.model.checkpoints import (  # noqa: E402
 )
 from duallora.model.foundation import MAE_ENCODER_FORMAT  # noqa: E402
 from duallora.model.probe import embed_all, linear_probe_scores  # noqa: E402
-from duallora.pretrain import PretrainConfig, load_frames, train_mae  # noqa: E402
+from duallora.pretrain import (  # noqa: E402
+    PretrainConfig,
+    epoch_mean_losses,
+    load_frames,
+    train_mae,
+)
 
 SIZE = "tutorial"
 # Phantom client cohorts used only for probing: (scale, seed). seed 0 / 0.2 is the demo cohort,
@@ -109,11 +114,6 @@ def append_result(out: Path, row: dict) -> None:
         handle.write(json.dumps(row) + "\n")
 
 
-def population_dir(work: Path, n: int) -> Path:
-    """Where :func:`build_population` puts an N-subject population (seed 0) under ``work``."""
-    return work / "cache" / f"population_n{n}_seed0" / "harmonized"
-
-
 def save_snapshot(model: torch.nn.Module, path: Path) -> None:
     """Write atomically (the prober polls the folder)."""
     state = {k: v.detach().cpu() for k, v in encoder_state(model).items()}
@@ -125,7 +125,8 @@ def save_snapshot(model: torch.nn.Module, path: Path) -> None:
 def run_worker(variant: Variant, work: Path, device: str, deadline: float) -> None:
     """Train one recipe, saving the encoder at its snapshot epochs (and at the deadline)."""
     cfg = PretrainConfig(size=SIZE, seed=0, **variant.config)
-    frames = load_frames(population_dir(work, variant.population), cfg)
+    # the orchestrator built it already; build_population only returns its path then
+    frames = load_frames(build_population(variant.population, work / "cache", 0, False), cfg)
     snaps = work / "snaps"
 
     def hook(epoch: int, model: torch.nn.Module) -> None:
@@ -144,10 +145,7 @@ def run_worker(variant: Variant, work: Path, device: str, deadline: float) -> No
         return
     final = work / "final" / f"{variant.tag}.safetensors"
     save_snapshot(model, final)
-    epochs = {}
-    for row in losses:
-        epochs.setdefault(row["epoch"], []).append(row["loss"])
-    curve = [round(sum(v) / len(v), 6) for _, v in sorted(epochs.items())]
+    curve = [round(loss, 6) for loss in epoch_mean_losses(losses).values()]
     (work / f"{variant.tag}.done").write_text(json.dumps({
         "stopped": "finished", "wall_s": round(time.time() - started, 1),
         "steps": len(losses), "epoch_loss": curve, "config": asdict(cfg)}))
