@@ -143,3 +143,44 @@ def load_real_sample(directory: str | Path) -> torch.Tensor:
             raise KitError(f"{path}: expected 192 x 192 slices, got {volume.shape[:2]}")
         frames.append(pad_depth(volume))
     return torch.from_numpy(np.stack(frames))
+
+
+# Label values of harmonized segmentations (data_prep.conventions: 1 LV cavity, 2 myocardium,
+# 3 RV cavity), repeated here so the model side does not import the data-prep package.
+SEGMENT_LABELS = {"lv": 1, "myo": 2, "rv": 3}
+MEASURE_NAMES = ("lv_ed_ml", "myo_ed_ml", "rv_ed_ml", "lv_es_ml", "myo_es_ml", "rv_es_ml",
+                 "lv_ef", "rv_ef")
+
+
+def _segment_volumes_ml(path: Path, subject: str) -> list[float]:
+    """LV, MYO and RV volumes (mL) of one harmonized segmentation."""
+    if not path.is_file():
+        raise KitError(f"{path}: missing segmentation of subject {subject}")
+    try:
+        image = nib.load(str(path))
+        labels = np.asarray(image.dataobj)
+    except Exception as err:  # nibabel raises many types for damaged files
+        raise KitError(f"{path}: unreadable segmentation of subject {subject} ({err})") from err
+    voxel_ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+    return [float((labels == value).sum()) * voxel_ml for value in SEGMENT_LABELS.values()]
+
+
+def cardiac_measures(root: str | Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Cavity and myocardium volumes (mL) at ED and ES plus LV/RV ejection fractions, one row
+    per metadata row, read from the harmonized segmentations.
+
+    Why: they are the anatomy a cardiac foundation model should encode, continuous and exact on
+    phantoms, so a probe of them is far more sensitive than a NOR-vs-disease label on a small
+    cohort. Subjects without segmentations (M&Ms "Unlabeled") get a row of NaN.
+    """
+    root = Path(root)
+    rows = []
+    for _, row in frame.iterrows():
+        if not row["ed_seg_path"] or not row["es_seg_path"]:
+            rows.append([np.nan] * len(MEASURE_NAMES))
+            continue
+        ed = _segment_volumes_ml(root / row["ed_seg_path"], row["subject_id"])
+        es = _segment_volumes_ml(root / row["es_seg_path"], row["subject_id"])
+        ejection = [1.0 - es[i] / ed[i] if ed[i] > 0 else np.nan for i in (0, 2)]
+        rows.append(ed + es + ejection)
+    return pd.DataFrame(rows, columns=list(MEASURE_NAMES), index=frame.index)

@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from duallora.data import load_cohort_arrays, load_pair, load_real_sample, read_metadata
+from duallora.data import (
+    MEASURE_NAMES,
+    cardiac_measures,
+    load_cohort_arrays,
+    load_pair,
+    load_real_sample,
+    read_metadata,
+)
 from duallora.errors import KitError
 
 
@@ -66,3 +73,27 @@ def test_real_samples_pad_to_16_slices(real_samples_dir: Path, harmonized_dir: P
     assert tuple(sample.shape) == phantom.shape and sample.max() <= 1.0
     batch = torch.stack([sample, torch.from_numpy(phantom)])
     assert batch.shape == (2, 2, 192, 192, 16)
+
+
+def test_cardiac_measures_count_segmented_voxels(harmonized_dir: Path, tmp_path: Path) -> None:
+    frame = read_metadata(harmonized_dir)
+    measures = cardiac_measures(harmonized_dir, frame)
+    assert list(measures.columns) == list(MEASURE_NAMES) and len(measures) == len(frame)
+    has_seg = frame["ed_seg_path"] != ""
+    assert measures[has_seg].notna().all().all()
+    assert measures[~has_seg].isna().all().all()
+    row = frame[has_seg].iloc[0]
+    seg = nib.load(str(harmonized_dir / row["es_seg_path"]))
+    voxel_ml = float(np.prod(seg.header.get_zooms()[:3])) / 1000.0
+    expected_rv = float((np.asarray(seg.dataobj) == 3).sum()) * voxel_ml
+    assert measures.loc[row.name, "rv_es_ml"] == pytest.approx(expected_rv)
+    first = measures.loc[row.name]
+    assert first["lv_ef"] == pytest.approx(1 - first["lv_es_ml"] / first["lv_ed_ml"])
+    # every phantom heart contracts: the LV and RV cavities shrink from ED to ES
+    labelled = measures[has_seg]
+    assert ((labelled["lv_ef"] > 0) & (labelled["lv_ef"] < 1) & (labelled["rv_ef"] > 0)).all()
+
+    broken = frame[has_seg].head(1).copy()
+    broken["es_seg_path"] = "volumes/nowhere/es_seg.nii.gz"
+    with pytest.raises(KitError, match=f"nowhere.*{broken['subject_id'].iloc[0]}"):
+        cardiac_measures(harmonized_dir, broken)

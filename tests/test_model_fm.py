@@ -1,17 +1,25 @@
-"""The committed phantom foundation model: it loads, it helps, and it runs on real samples."""
+"""The committed phantom foundation model: it loads, it beats random init under linear probes,
+and it runs on real samples."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from duallora.data import centre_crop, load_cohort_arrays, load_real_sample, resize
+from duallora.data import (
+    cardiac_measures,
+    centre_crop,
+    load_cohort_arrays,
+    load_real_sample,
+    resize,
+)
 from duallora.model import build_convvit, load_phantom_fm, phantom_fm_info, phantom_fm_path
 from duallora.model.checkpoints import read_metadata
-from duallora.model.probe import embed_all, mean_probe_scores
+from duallora.model.probe import linear_probe_r2, mean_probe_scores, probe_features
 
 SIZE = "tutorial"
 FOLD_SEEDS = (0, 1, 2)
@@ -30,25 +38,67 @@ def test_committed_fm_exists_with_its_record() -> None:
     assert read_metadata(path)["size"] == SIZE
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known open problem (issue 4, docs/PHANTOM_FM.md): no MAE recipe tried beats random init "
-    "under the linear probe; on an independent 430-subject cohort the committed FM scores AUC "
-    "0.59 (pooled) vs random 0.63-0.68, and 12 longer or differently masked GPU runs 0.55-0.64. "
-    "strict: passing here must be noticed"))
-def test_fm_beats_random_init_under_the_same_linear_probe(harmonized_dir: Path) -> None:
+# The probe cohort: phantom clients that pretraining never saw, large enough to decide. The
+# disease label is coarse (some phantom pathologies barely change the anatomy), so on the
+# 31-subject session cohort three random inits alone span AUC 0.30-0.56; at this size
+# (430 subjects) the comparison is stable. It is the confirmation cohort of docs/PHANTOM_FM.md.
+PROBE_COHORT_SCALE = 0.5
+PROBE_COHORT_SEED = 2
+
+
+@pytest.fixture(scope="module")
+def probe_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Tensor,
+                                                                     pd.DataFrame]:
+    from data_prep.harmonize import harmonize_datasets
+    from data_prep.phantoms import write_phantom_cohort
+
+    work = tmp_path_factory.mktemp("fm_probe")
+    raw = write_phantom_cohort(work / "raw", scale=PROBE_COHORT_SCALE, seed=PROBE_COHORT_SEED)
+    root = work / "harmonized"
+    harmonize_datasets(acdc=raw / "ACDC" / "database", mnms=raw / "MnM" / "OpenDataset",
+                       mnms2=raw / "MnM2", out=root, seed=PROBE_COHORT_SEED, progress=False)
     preset = build_convvit(SIZE).config
-    x, frame = load_cohort_arrays(harmonized_dir, image_size=preset.image_size,
+    x, frame = load_cohort_arrays(root, image_size=preset.image_size,
                                   crop_size=preset.crop_size)
-    labels = frame["label"].to_numpy()
+    return root, x, frame
 
-    def probe_auc(model: torch.nn.Module) -> float:
-        return mean_probe_scores(embed_all(model, x), labels, FOLD_SEEDS)[0]
 
-    fm_auc = probe_auc(load_phantom_fm(SIZE, seed=0))
-    random_aucs = [probe_auc(build_convvit(SIZE, seed=seed)) for seed in RANDOM_SEEDS]
-    print(f"linear probe (n={len(labels)}): phantom FM AUC {fm_auc:.3f}; random init AUC "
-          + ", ".join(f"{auc:.3f}" for auc in random_aucs))
-    assert fm_auc > float(np.mean(random_aucs))
+@pytest.fixture(scope="module")
+def per_frame_features(probe_cohort) -> dict[str, np.ndarray]:
+    """Frozen features of the FM and of random inits, read one frame at a time: the MAE's own
+    input, so the probe sees ED and ES side by side instead of the sum that the two-frame
+    classifier's repeated first-conv kernel makes of them (docs/PHANTOM_FM.md)."""
+    _, x, _ = probe_cohort
+    encoders = {"phantom FM": load_phantom_fm(SIZE, n_frames=1, seed=0)}
+    encoders.update({f"random init (seed {seed})": build_convvit(SIZE, n_frames=1, seed=seed)
+                     for seed in RANDOM_SEEDS})
+    return {name: probe_features(model, x, "per_frame") for name, model in encoders.items()}
+
+
+def test_fm_beats_random_init_under_the_same_linear_probe(probe_cohort,
+                                                          per_frame_features) -> None:
+    """Issue 4's acceptance: NOR vs disease, logistic-regression probe, out-of-fold AUC."""
+    labels = probe_cohort[2]["label"].to_numpy()
+    aucs = {name: mean_probe_scores(features, labels, FOLD_SEEDS)[0]
+            for name, features in per_frame_features.items()}
+    print(f"NOR-vs-disease probe (n={len(labels)}): "
+          + ", ".join(f"{name} AUC {auc:.3f}" for name, auc in aucs.items()))
+    fm_auc = aucs.pop("phantom FM")
+    assert fm_auc > float(np.mean(list(aucs.values())))
+
+
+def test_fm_encodes_cardiac_anatomy_better_than_every_random_init(probe_cohort,
+                                                                  per_frame_features) -> None:
+    """The sensitive view of the same question: ridge probes of ED/ES cavity and myocardium
+    volumes and ejection fractions, from the segmentations (mean out-of-fold R^2)."""
+    root, _, frame = probe_cohort
+    measures = cardiac_measures(root, frame).to_numpy()
+    r2 = {name: float(np.mean([linear_probe_r2(features, measures, seed=seed).mean()
+                               for seed in FOLD_SEEDS]))
+          for name, features in per_frame_features.items()}
+    print("anatomy probe, mean R^2: " + ", ".join(f"{n} {v:.3f}" for n, v in r2.items()))
+    fm_r2 = r2.pop("phantom FM")
+    assert fm_r2 > max(r2.values())
 
 
 def test_fm_gives_finite_logits_on_real_samples(real_samples_dir: Path) -> None:

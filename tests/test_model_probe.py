@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from duallora.model import build_convvit
-from duallora.model.probe import linear_probe_scores, mean_probe_scores, probe_features
+from duallora.model import build_convvit, load_phantom_fm
+from duallora.model.checkpoints import FIRST_CONV_KEY
+from duallora.model.probe import (
+    linear_probe_r2,
+    linear_probe_scores,
+    mean_probe_scores,
+    probe_features,
+)
 
 IMAGE = (32, 32, 16)  # 2 x 2 x 16 tokens with the tutorial preset's 16x16x1 patches
 
@@ -56,3 +62,31 @@ def test_probe_finds_a_planted_signal_and_not_a_shuffled_one() -> None:
     assert mean_probe_scores(features, labels) == pytest.approx(
         (np.mean([r[0] for r in runs]), np.mean([r[1] for r in runs])))
     assert mean_probe_scores(features, labels, seeds=[0]) == (auc, bacc)
+
+
+def test_ridge_probe_recovers_planted_targets_and_skips_missing_rows() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(80, 12))
+    linear = features[:, 2] - 0.5 * features[:, 7] + 0.1 * rng.normal(size=80)
+    noise = rng.normal(size=80)  # unrelated to the features
+    targets = np.column_stack([linear, noise])
+    r2 = linear_probe_r2(features, targets)
+    assert r2.shape == (2,)
+    assert r2[0] > 0.9 and r2[1] < 0.1
+    with_gaps = targets.copy()
+    with_gaps[:5, 1] = np.nan  # e.g. subjects without segmentations
+    r2_gaps = linear_probe_r2(features, with_gaps)
+    assert np.isfinite(r2_gaps).all() and r2_gaps[0] > 0.9
+
+
+def test_one_frame_fm_is_the_same_encoder_as_the_two_frame_one() -> None:
+    two = load_phantom_fm("tutorial", seed=0)
+    one = load_phantom_fm("tutorial", n_frames=1, seed=0)
+    assert one.n_frames == 1 and two.n_frames == 2
+    first_one, first_two = one.state_dict()[FIRST_CONV_KEY], two.state_dict()[FIRST_CONV_KEY]
+    assert first_one.shape[1] == 1 and first_two.shape[1] == 2
+    # the two-frame kernel repeats the one-frame one for ED and for ES
+    torch.testing.assert_close(first_two, first_one.repeat(1, 2, 1, 1, 1))
+    shared = [k for k in one.state_dict() if k != FIRST_CONV_KEY and "head" not in k]
+    for key in shared:
+        torch.testing.assert_close(one.state_dict()[key], two.state_dict()[key])

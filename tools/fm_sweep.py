@@ -83,6 +83,20 @@ MASKING_VARIANTS = [
     Variant("slab4_e20_norm", 240, (), {"epochs": 20, "mask_slab": 4, "norm_target": True}),
 ]
 
+# --plan long: normalised-target recipes past 3,000 steps, judged afterwards with the per-frame
+# readout (the MAE is a one-frame model; see docs/PHANTOM_FM.md). Final weights and snapshots only.
+LONG_VARIANTS = [
+    Variant("pop960_b32_norm", 960, (25, 50),
+            {"epochs": 50, "batch_size": 32, "lr": 2e-3, "norm_target": True}),
+    Variant("b128_norm", 240, (300, 600),
+            {"epochs": 600, "batch_size": 128, "lr": 2e-3, "norm_target": True}),
+    Variant("b32_norm_dec4", 240, (150, 300), {"epochs": 300, "batch_size": 32, "lr": 2e-3,
+                                               "norm_target": True, "dec_dim": 128,
+                                               "dec_depth": 4}),
+    Variant("b32_norm_r90", 240, (150, 300), {"epochs": 300, "batch_size": 32, "lr": 2e-3,
+                                              "norm_target": True, "mask_ratio": 0.9}),
+]
+
 # --plan smoke: the same pipeline in a minute on a CPU (tiny population, two short recipes).
 SMOKE_VARIANTS = [
     Variant("b8", 12, (1, 2), {"epochs": 2}),
@@ -94,6 +108,7 @@ SMOKE_COHORTS = {"fixture": (0.03, 0)}
 def plan(name: str) -> tuple[list[Variant], dict[str, tuple[float, int]]]:
     """Recipes to train and cohorts to probe them on (none: only the final weights return)."""
     plans = {"recipes": (VARIANTS, PROBE_COHORTS), "masking": (MASKING_VARIANTS, {}),
+             "long": (LONG_VARIANTS, {}),
              "smoke": (SMOKE_VARIANTS, SMOKE_COHORTS)}
     return plans[name]
 
@@ -265,7 +280,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--deadline-s", type=float, default=470.0)
-    parser.add_argument("--plan", choices=("recipes", "masking", "smoke"), default="recipes",
+    parser.add_argument("--plan", choices=("recipes", "masking", "long", "smoke"), default="recipes",
                         help="which recipes to train (smoke: a tiny CPU run of the pipeline)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--deadline-at", type=float, help=argparse.SUPPRESS)

@@ -75,7 +75,7 @@ print(model.encoder.blocks[-1])
     md("""
 ## Masked-autoencoder reconstructions
 
-A short MAE run (the same code and recipe that made the phantom FM, for a few epochs on this
+A short MAE run (the same code that made the phantom FM, default recipe, for a few epochs on this
 cohort's ED and ES frames) shows the pretraining task: from the quarter of the tokens it sees,
 the encoder must carry enough anatomy for the decoder to paint the rest.
 """),

@@ -39,7 +39,8 @@ def phantom_fm_info(size: str = "tutorial") -> dict:
 
 
 def load_foundation_model(path: str | Path, *, size: str | None = None, n_classes: int = 2,
-                          seed: int = 0, frame_init: str = "repeat") -> ConvViT:
+                          seed: int = 0, frame_init: str = "repeat",
+                          n_frames: int = 2) -> ConvViT:
     """A ConvViT initialised from ``path``, whatever its kind.
 
     - MAE-encoder weights (CineMA's ``cinema.safetensors`` or the kit's phantom FM): encoder
@@ -47,7 +48,8 @@ def load_foundation_model(path: str | Path, *, size: str | None = None, n_classe
     - a full ConvViT checkpoint (fine-tuned): loaded strictly (its head decides ``n_classes``).
 
     ``size`` defaults to the preset recorded in the file's header (kit files) and must be given
-    for upstream files (``base`` for CineMA's).
+    for upstream files (``base`` for CineMA's). ``n_frames`` (MAE weights only): 2 for the ED+ES
+    classifier, 1 for the MAE's own one-frame input (the per-frame linear probe).
     """
     path = Path(path)
     header = read_metadata(path)
@@ -65,20 +67,20 @@ def load_foundation_model(path: str | Path, *, size: str | None = None, n_classe
         model = build_convvit(size, n_frames=n_frames, n_classes=n_out, seed=seed)
         load_finetuned(model, state)
         return model
-    model = build_convvit(size, n_classes=n_classes, seed=seed)
+    model = build_convvit(size, n_frames=n_frames, n_classes=n_classes, seed=seed)
     load_cinema_pretrained(model, state, frame_init=frame_init)
     return model
 
 
 def load_phantom_fm(size: str = "tutorial", *, n_classes: int = 2, seed: int = 0,
-                    frame_init: str = "repeat") -> ConvViT:
+                    frame_init: str = "repeat", n_frames: int = 2) -> ConvViT:
     """The kit's MAE-pretrained phantom foundation model (committed in ``duallora/weights``)."""
     path = phantom_fm_path(size)
     if not path.is_file():
         raise KitError(f"no committed phantom foundation model for size {size!r} ({path.name}); "
                        f"create it with `python -m duallora pretrain --size {size}`")
     return load_foundation_model(path, size=size, n_classes=n_classes, seed=seed,
-                                 frame_init=frame_init)
+                                 frame_init=frame_init, n_frames=n_frames)
 
 
 def load_cinema_fm(*, n_classes: int = 2, seed: int = 0, path: str | Path | None = None,

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.metrics import balanced_accuracy_score, r2_score, roc_auc_score
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -92,3 +92,25 @@ def mean_probe_scores(features: np.ndarray, labels: np.ndarray,
     few hundred subjects, a single shuffle moves the AUC by a few hundredths."""
     runs = [linear_probe_scores(features, labels, seed=seed) for seed in seeds]
     return float(np.mean([r[0] for r in runs])), float(np.mean([r[1] for r in runs]))
+
+
+RIDGE_ALPHAS = np.logspace(-2, 4, 13)
+
+
+def linear_probe_r2(features: np.ndarray, targets: np.ndarray, seed: int = 0,
+                    folds: int = 5) -> np.ndarray:
+    """Cross-validated ridge probe of continuous targets (N, t) -> out-of-fold R^2 per target.
+
+    The regression twin of :func:`linear_probe_scores`, for anatomy (see
+    ``duallora.data.cardiac_measures``): features standardised inside each fold, the ridge
+    penalty chosen per target by inner (leave-one-out) cross-validation.
+    Rows with a missing target are dropped.
+    """
+    targets = np.asarray(targets, dtype=float).reshape(len(features), -1)
+    keep = np.isfinite(targets).all(axis=1)
+    x, y = features[keep], targets[keep]
+    y = (y - y.mean(axis=0)) / y.std(axis=0)
+    splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    probe = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True))
+    predicted = cross_val_predict(probe, x, y, cv=splitter)
+    return np.array([r2_score(y[:, j], predicted[:, j]) for j in range(y.shape[1])])
