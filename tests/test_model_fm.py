@@ -75,6 +75,7 @@ def per_frame_features(probe_cohort) -> dict[str, np.ndarray]:
     return {name: probe_features(model, x, "per_frame") for name, model in encoders.items()}
 
 
+@pytest.mark.slow
 def test_fm_beats_random_init_under_the_same_linear_probe(probe_cohort,
                                                           per_frame_features) -> None:
     """Issue 4's acceptance: NOR vs disease, logistic-regression probe, out-of-fold AUC."""
@@ -87,6 +88,7 @@ def test_fm_beats_random_init_under_the_same_linear_probe(probe_cohort,
     assert fm_auc > float(np.mean(list(aucs.values())))
 
 
+@pytest.mark.slow
 def test_fm_encodes_cardiac_anatomy_better_than_every_random_init(probe_cohort,
                                                                   per_frame_features) -> None:
     """The sensitive view of the same question: ridge probes of ED/ES cavity and myocardium
