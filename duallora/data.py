@@ -56,14 +56,20 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
     return frame
 
 
-def _load_volume(path: Path, subject: str) -> np.ndarray:
+def _load_image(path: Path, subject: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A 3D volume and its voxel size (mm); a ``KitError`` names the file and subject otherwise."""
     try:
-        data = np.asarray(nib.load(str(path)).dataobj)
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj)
     except Exception as err:  # nibabel raises many types for damaged files
         raise KitError(f"{path}: unreadable volume of subject {subject} ({err})") from err
     if data.ndim != 3:
         raise KitError(f"{path}: expected a 3D volume for subject {subject}, got {data.shape}")
-    return data
+    return data, tuple(float(z) for z in image.header.get_zooms()[:3])
+
+
+def _load_volume(path: Path, subject: str) -> np.ndarray:
+    return _load_image(path, subject)[0]
 
 
 def _to_unit(data: np.ndarray) -> np.ndarray:
@@ -156,12 +162,8 @@ def _segment_volumes_ml(path: Path, subject: str) -> list[float]:
     """LV, MYO and RV volumes (mL) of one harmonized segmentation."""
     if not path.is_file():
         raise KitError(f"{path}: missing segmentation of subject {subject}")
-    try:
-        image = nib.load(str(path))
-        labels = np.asarray(image.dataobj)
-    except Exception as err:  # nibabel raises many types for damaged files
-        raise KitError(f"{path}: unreadable segmentation of subject {subject} ({err})") from err
-    voxel_ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+    labels, voxel_mm = _load_image(path, subject)
+    voxel_ml = float(np.prod(voxel_mm)) / 1000.0
     return [float((labels == value).sum()) * voxel_ml for value in SEGMENT_LABELS.values()]
 
 
