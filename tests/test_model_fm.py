@@ -51,12 +51,12 @@ def probe_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.
                                                                      pd.DataFrame]:
     from data_prep.harmonize import harmonize_datasets
     from data_prep.phantoms import write_phantom_cohort
+    from duallora.experiments import raw_roots
 
     work = tmp_path_factory.mktemp("fm_probe")
     raw = write_phantom_cohort(work / "raw", scale=PROBE_COHORT_SCALE, seed=PROBE_COHORT_SEED)
     root = work / "harmonized"
-    harmonize_datasets(acdc=raw / "ACDC" / "database", mnms=raw / "MnM" / "OpenDataset",
-                       mnms2=raw / "MnM2", out=root, seed=PROBE_COHORT_SEED, progress=False)
+    harmonize_datasets(**raw_roots(raw), out=root, seed=PROBE_COHORT_SEED, progress=False)
     preset = build_convvit(SIZE).config
     x, frame = load_cohort_arrays(root, image_size=preset.image_size,
                                   crop_size=preset.crop_size)

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from duallora.commands.pretrain import build_population  # noqa: E402
 from duallora.data import load_cohort_arrays  # noqa: E402
+from duallora.experiments import raw_roots  # noqa: E402
 from duallora.model import build_convvit, phantom_fm_path  # noqa: E402
 from duallora.model.checkpoints import (  # noqa: E402
     encoder_state,
@@ -172,8 +173,7 @@ def build_probe_cohort(work: Path, name: str, scale: float, seed: int) -> Path:
 
     raw = write_phantom_cohort(work / "probe" / name / "raw", scale=scale, seed=seed)
     out = work / "probe" / name / "harmonized"
-    harmonize_datasets(acdc=raw / "ACDC" / "database", mnms=raw / "MnM" / "OpenDataset",
-                       mnms2=raw / "MnM2", out=out, seed=seed, progress=False)
+    harmonize_datasets(**raw_roots(raw), out=out, seed=seed, progress=False)
     return out
 
 
