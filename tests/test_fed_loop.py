@@ -121,10 +121,11 @@ _KILL_SCRIPT = """
 import json, os, signal, sys
 from pathlib import Path
 import duallora.federated.loop as loop
+import duallora.federated.sites as sites
 from duallora.federated.config import TrainConfig
 
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
-real_train = loop.train_client
+real_train = sites.train_client
 
 def train_then_die(model, received, private, data, config, round_idx):
     update = real_train(model, received, private, data, config, round_idx)
@@ -132,7 +133,7 @@ def train_then_die(model, received, private, data, config, round_idx):
         os.kill(os.getpid(), signal.SIGKILL)
     return update
 
-loop.train_client = train_then_die
+sites.train_client = train_then_die  # what the in-process sites call
 loop.run_training(config, Path(sys.argv[2]), progress=False)
 """
 

@@ -15,7 +15,7 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.common.config import parse_config_args, validate_config
 
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig, quick_overrides
+from duallora.federated.config import TrainConfig, quick_overrides, resolve
 from duallora.federated.strategies import get_strategy
 from duallora.flower import launcher
 from duallora.flower.node_state import (
@@ -31,7 +31,8 @@ from duallora.flower.run_config import (
     to_run_config,
     train_config_from_run_config,
 )
-from duallora.flower.server_app import GaussianNoiseOnAggregate, private_ref, ref_round
+from duallora.flower.server_app import GaussianNoiseOnAggregate
+from duallora.flower.sites import private_ref, ref_round
 from duallora.flower.wire import (
     content_names,
     forbidden_names,
@@ -60,12 +61,15 @@ def test_run_config_round_trips_every_training_setting():
     assert back == expected
 
 
-def test_quick_in_run_config_matches_train_quick_but_explicit_values_win():
-    quick = train_config_from_run_config({**run_config_defaults(), "quick": True})
-    for name, value in quick_overrides().items():
-        assert getattr(quick, name) == value
-    kept = train_config_from_run_config({**run_config_defaults(), "quick": True, "rounds": 5})
-    assert kept.rounds == 5 and kept.local_epochs == quick_overrides()["local_epochs"]
+def test_quick_is_resolved_once_so_explicit_values_survive_the_run_config():
+    """`flower-local --quick --rounds 8` used to train 2 rounds: the ServerApp re-applied
+    --quick to every value equal to a default. The run config now carries concrete values."""
+    resolved = resolve({"rounds": 8, "strategy": "fedavg_lora"}, quick=True)
+    assert resolved.rounds == 8 and resolved.local_epochs == quick_overrides()["local_epochs"]
+    back = train_config_from_run_config(to_run_config(resolved))
+    assert back == dataclasses.replace(resolved, data="", cache_dir="")
+    record_only = train_config_from_run_config({**run_config_defaults(), "quick": True})
+    assert record_only.rounds == TrainConfig().rounds  # a record, not an instruction
 
 
 def test_bad_run_config_values_are_one_clear_error():
@@ -87,10 +91,14 @@ def test_payload_travels_exactly_and_names_are_audited():
                           "config": ConfigRecord({"client-name": "GE"})})
     names = content_names(content)
     assert "arrays/a.bias" in names and "metrics/loss" in names
-    assert forbidden_names(names, private_keys=["x.lora_A.local.weight"]) == []
+    private = ["x.lora_A.local.weight", "head.w"]
+    assert forbidden_names(names, private_keys=private) == []
     leaky = names + ["arrays/x.lora_A.local.weight", "metrics/local_loss", "arrays/head.w"]
-    assert forbidden_names(leaky, private_keys=["head.w"]) == [
-        "arrays/head.w", "arrays/x.lora_A.local.weight", "metrics/local_loss"]
+    # the strategy's private names, exactly: a metric that merely says "local" is fine
+    assert forbidden_names(leaky, private_keys=private) == [
+        "arrays/head.w", "arrays/x.lora_A.local.weight"]
+    assert forbidden_names(["x.lora_A.local.weight"], private_keys=private) == [
+        "x.lora_A.local.weight"]
 
 
 # -- node-local private state -----------------------------------------------------------------
@@ -193,9 +201,8 @@ def test_gaussian_noise_on_the_aggregate_is_calibrated_and_reproducible():
     expected_std = 2.0 * 0.5 * (3 / 4)  # z * C * heaviest weight
     assert abs(noise.std() - expected_std) < 0.02 * expected_std
     assert abs(noise.mean()) < 0.01
-    noisy.round_idx = 4
-    assert not torch.equal(noisy.aggregate(uploads)["w"], first["w"])
-    assert noisy.federated and noisy.shared == strategy.shared
+    assert torch.equal(noisy(3, uploads)["w"], first["w"])  # the driver's call
+    assert not torch.equal(noisy(4, uploads)["w"], first["w"])
     assert np.isfinite(noise).all()
 
 

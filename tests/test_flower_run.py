@@ -1,11 +1,16 @@
 """End to end: the kit's Flower app on a real SuperLink and four real SuperNodes.
 
-One run of 2 rounds of med_duallora on the small phantom cohort, during which the GE site's
-SuperNode is stopped and started again, compared with the in-process loop of the same seed.
+One run of 2 rounds of med_duallora on the small phantom cohort, with Canon held out (a site that
+only evaluates the global model), during which the GE site's SuperNode is stopped and started
+again, compared with the in-process loop of the same seed. Both configurations are made by the
+command lines' own parsers from the same options, so they must agree (``--local-epochs 2``
+equals the default and differs from ``--quick``'s 1: the old double application of ``--quick``
+on the Flower side trained 1 epoch here).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,26 +24,47 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from duallora.federated.config import TrainConfig, quick_overrides
+from duallora.cli import build_parser
+from duallora.commands import COMMAND_MODULES, flower_local, train
+from duallora.federated.config import TrainConfig
 from duallora.federated.loop import run_training
 from duallora.flower.launcher import LocalFederation, group_alive
 from duallora.flower.local_run import run_local
+from duallora.flower.run_config import SITE_FIELDS
 
 pytestmark = pytest.mark.slow
 SITES = ["Canon", "GE", "Philips", "Siemens"]
+HOLDOUT = "Canon"
+TRAINERS = [site for site in SITES if site != HOLDOUT]
 RESTARTED = "GE"
+OPTIONS = ["--quick", "--fm", "none", "--local-epochs", "2", "--bootstrap", "20",
+           "--holdout-vendor", HOLDOUT]
+
+
+def parsed(argv: list[str]) -> object:
+    return build_parser("duallora", "", COMMAND_MODULES).parse_args(argv)
 
 
 @pytest.fixture(scope="module")
-def config(harmonized_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainConfig:
+def config(harmonized_dir: Path) -> TrainConfig:
+    """What `duallora flower-local ... OPTIONS` trains."""
+    args = parsed(["flower-local", "--clients", "4", "--data", str(harmonized_dir),
+                   "--out", "unused", *OPTIONS])
+    return flower_local.config_from_args(args, skip=SITE_FIELDS)
+
+
+@pytest.fixture(scope="module")
+def in_process(config: TrainConfig, harmonized_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`duallora train ... OPTIONS`, in this process."""
     cache = tmp_path_factory.mktemp("prefix-cache")
-    return TrainConfig(data=str(harmonized_dir), strategy="med_duallora", fm="none",
-                       cache_dir=str(cache), **{**quick_overrides(), "bootstrap": 20})
-
-
-@pytest.fixture(scope="module")
-def in_process(config: TrainConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_training(config, tmp_path_factory.mktemp("inproc") / "run", progress=False)
+    args = parsed(["train", "--data", str(harmonized_dir), "--strategy", "med_duallora",
+                   "--out", "unused", "--cache-dir", str(cache), *OPTIONS])
+    train_config = train.config_from_args(args)
+    assert train_config == dataclasses.replace(config, cache_dir=str(cache))
+    assert train_config.local_epochs == 2 and train_config.rounds == 2
+    return run_training(train_config, tmp_path_factory.mktemp("inproc") / "run",
+                        progress=False)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -94,17 +120,33 @@ def test_flower_run_completes_with_metrics_for_every_site(flower: dict):
     local = flower["local"]
     assert local.result.completed and sorted(local.sites) == SITES
     metrics = pd.read_csv(local.run_dir / "metrics.csv")
-    for site in SITES:
+    for site in TRAINERS:
         losses = metrics[(metrics.client == site) & (metrics.split == "train")
                          & (metrics.metric == "loss")]
         assert sorted(losses["round"]) == [1, 2]
         assert losses["value"].notna().all()
         val = metrics[(metrics.client == site) & (metrics.split == "val")]
         assert set(val.metric) >= {"balanced_accuracy", "auc"}
+    assert metrics[metrics.client == HOLDOUT].empty  # it never trains nor validates
     predictions = pd.read_csv(local.run_dir / "predictions.csv")
     assert set(predictions.client) == set(SITES)
+    held = predictions[predictions.client == HOLDOUT]
+    assert set(held.split) == {"holdout"} and len(held) > 0
     timing = json.loads((local.run_dir / "timing.json").read_text())
-    assert timing["flower"] and len(timing["rounds"]) == 2
+    assert timing["transport"] == "flower" and len(timing["rounds"]) == 2
+    config = json.loads((local.run_dir / "config.json").read_text())
+    assert config["local_epochs"] == 2 and config["holdout_vendor"] == HOLDOUT
+
+
+def test_the_held_out_site_only_evaluates(flower: dict):
+    replies = [json.loads(line) for line in
+               (flower["local"].run_dir / "flower" / "wire.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in replies if r["site"] == HOLDOUT} == {"evaluate"}
+    events = [json.loads(line) for path in
+              (flower["work"] / "sites" / HOLDOUT / "state" / "runs").glob("*/events.jsonl")
+              for line in path.read_text().splitlines()]
+    assert events and {e["kind"] for e in events} == {"evaluate"}
+    assert all(e["global_only"] for e in events)
 
 
 def test_nothing_private_reaches_the_server(flower: dict, in_process: Path):
@@ -113,8 +155,8 @@ def test_nothing_private_reaches_the_server(flower: dict, in_process: Path):
                for line in (run_dir / "flower" / "wire.jsonl").read_text().splitlines()]
     assert {r["type"] for r in replies} >= {"train", "evaluate", "query.head_moments"}
     assert {r["site"] for r in replies} == set(SITES)
-    for reply in replies:
-        assert not [name for name in reply["names"] if "local" in name.lower()], reply
+    for reply in replies:  # the local adapter's factors are called ...lora_A.local...
+        assert not [name for name in reply["names"] if ".local." in name], reply
     # round 0's feature moments and every round's shared tensors: the in-process uploads
     uploaded = {name.split("/", 1)[1] for r in replies
                 if r["type"] in ("train", "query.head_moments")

@@ -177,12 +177,13 @@ def _payload_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 def measure_prefix_cache(config: TrainConfig, *, repeats: int, warmup: int) -> dict[str, Any]:
     """A full ``med_duallora`` round (every client trains, server aggregates) with and without
     the prefix cache, timed back to back, plus how far apart the two results are."""
-    from tqdm.auto import tqdm
 
     from duallora.federated.client_model import build_client_model
-    from duallora.federated.loop import initial_state, run_round
+    from duallora.federated.loop import run_round
     from duallora.federated.prefix_cache import clear_memory
     from duallora.federated.prepare import prepare_cohort
+    from duallora.federated.sites import InProcessSites
+    from duallora.federated.state import RunState
     from duallora.federated.strategies import get_strategy
 
     strategy = get_strategy("med_duallora")
@@ -195,12 +196,11 @@ def measure_prefix_cache(config: TrainConfig, *, repeats: int, warmup: int) -> d
         clear_memory()
         full_load, full_cohort = time_call(lambda: prepare_cohort(full_cfg, model))
         cached_load, cached_cohort = time_call(lambda: prepare_cohort(cached_cfg, model))
-    bar = tqdm(disable=True)
 
-    def one_round(cohort: Any, cfg: TrainConfig) -> dict[str, Any]:
+    def one_round(cohort: Any, cfg: TrainConfig) -> RunState:
         model.set_state(None, None)  # back to the shared init: the round-0 global payload
-        state = initial_state(model, cohort)
-        run_round(1, cfg, strategy, model, cohort, state, bar)
+        state = RunState(global_payload=model.shared_payload())
+        run_round(1, cfg, strategy, InProcessSites(cfg, model, cohort), state)
         return state
 
     timings, states = interleaved_timing(
@@ -208,10 +208,11 @@ def measure_prefix_cache(config: TrainConfig, *, repeats: int, warmup: int) -> d
          "full": lambda: one_round(full_cohort, full_cfg)}, repeats, warmup)
     logits_diff = _logits_difference(model, full_cohort, cached_cohort, config.batch_size)
     cached, full = states["cached"], states["full"]
-    private_diff = max((_payload_difference(cached["private"][c], full["private"][c])
-                        for c in full["private"]), default=0.0)
-    global_diff = _payload_difference(cached["global"], full["global"])
-    identical = all(torch.equal(cached["global"][k], full["global"][k]) for k in full["global"])
+    private_diff = max((_payload_difference(cached.private[c], full.private[c])
+                        for c in full.private), default=0.0)
+    global_diff = _payload_difference(cached.global_payload, full.global_payload)
+    identical = all(torch.equal(cached.global_payload[k], full.global_payload[k])
+                    for k in full.global_payload)
     n_train = {name: c.n_train() for name, c in full_cohort.train_clients.items()}
     return {
         "strategy": "med_duallora", "preset": config.model_size, "blocks": config.blocks,
@@ -224,8 +225,8 @@ def measure_prefix_cache(config: TrainConfig, *, repeats: int, warmup: int) -> d
         "prefix_compute_seconds": max(cached_load - full_load, 0.0),
         "max_abs_diff_global": global_diff, "max_abs_diff_private": private_diff,
         "bitwise_identical": bool(identical), "max_abs_diff_logits": logits_diff,
-        "loss_cached": [m["value"] for m in cached["metrics"] if m["metric"] == "loss"],
-        "loss_full": [m["value"] for m in full["metrics"] if m["metric"] == "loss"],
+        "loss_cached": [m["value"] for m in cached.metrics if m["metric"] == "loss"],
+        "loss_full": [m["value"] for m in full.metrics if m["metric"] == "loss"],
     }
 
 

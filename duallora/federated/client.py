@@ -154,7 +154,7 @@ def evaluate_client(model: ClientModel, received: Payload | None, private: Paylo
     apply_head_norm(model, data.head_norm)
     if global_only:
         model.set_state(received, None)
-        model.use_adapters(model.strategy.global_adapters)
+        model.use_adapters(model.strategy.global_model_adapters)
     else:
         model.set_state(received, private)
         model.use_adapters(model.strategy.adapters)

@@ -149,7 +149,7 @@ def build_client_model(config: TrainConfig, strategy: Strategy | None = None) ->
     network.eval()  # the backbone is frozen: no dropout / norm statistics updates in it
     blocks = resolve_blocks(config.blocks, int(network.n_blocks))
     torch.manual_seed(config.seed + 1)  # adapter init, identical on every client
-    specs = [_adapter_spec(name, config) for name in strategy.adapters]
+    specs = [_adapter_spec(name, config, strategy) for name in strategy.adapters]
     module = (attach_adapters(network, specs, blocks, config.targets, config.lora_dropout)
               if specs else network)
     client_model = ClientModel(module, strategy, blocks)
@@ -158,8 +158,8 @@ def build_client_model(config: TrainConfig, strategy: Strategy | None = None) ->
     return client_model
 
 
-def _adapter_spec(name: str, config: TrainConfig) -> AdapterSpec:
+def _adapter_spec(name: str, config: TrainConfig, strategy: Strategy) -> AdapterSpec:
     """Med-DualLoRA's local adapter has its own rank/alpha; every other adapter uses --rank."""
-    if name == "local" and config.strategy == "med_duallora":
+    if strategy.private_rank and name == strategy.private_adapter:
         return AdapterSpec(name, config.local_rank, config.local_alpha)
     return AdapterSpec(name, config.rank, config.alpha)

@@ -19,42 +19,80 @@ STRATEGY_NAMES = ("local", "centralized", "fedavg_full", "fedavg_lora", "ffa_lor
 LORA_TARGETS = ("attn.q", "attn.kv", "attn.proj", "mlp.fc1", "mlp.fc2")
 
 
+def setting(default: Any, help: str, *, quick: Any = None, metavar: str | None = None,
+            cli: bool = True, site: bool = False) -> Any:
+    """A ``TrainConfig`` field with what the command lines need to offer it.
+
+    ``help`` is the option's help text (the CLI name is the field name with dashes);
+    ``quick`` the value ``--quick`` gives it (None: unchanged); ``cli=False`` for fields that
+    commands declare themselves; ``site=True`` for fields each Flower site sets for itself.
+    """
+    meta = {"help": help, "quick": quick, "metavar": metavar, "cli": cli, "site": site}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
-    """One run. Defaults are the tutorial default on the phantom cohort (CPU, minutes)."""
+    """One run. Defaults are the tutorial default on the phantom cohort (CPU, minutes).
 
-    data: str = ""
-    strategy: str = "med_duallora"
-    seed: int = 0
-    rounds: int = 8
-    local_epochs: int = 2
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    model_size: str = "tutorial"
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. tiny test models
-    fm: str = "phantom"                 # "phantom" (committed weights), "none" (random) or a path
-    blocks: str = "last2"               # last2 | all | comma-separated indices
-    rank: int = 4
-    alpha: float = 8.0
-    local_rank: int = 4
-    local_alpha: float = 8.0
-    lora_dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    head: str = "shared"                # shared | local (ablation: keep the head private)
-    class_weighting: bool = True        # inverse-frequency class weights (NOR is the minority)
-    head_norm: bool = True              # standardize the heads' inputs (see federated/head_norm)
-    augment: bool = False               # MONAI intensity augmentation (disables the prefix cache)
-    prefix_cache: bool = True
-    cache_dir: str = ""                 # "" -> <data dir of the kit>/prefix_cache
-    drop_prob: float = 0.0              # chance that a client drops out of a round
-    min_clients: int = 2                # fewer successful clients -> the round is skipped
-    fail_clients: list[str] = field(default_factory=list)  # test hook: these clients raise
-    holdout_vendor: str = ""            # never trained on; the global model is evaluated on it
-    max_train_per_client: int = 0       # 0 = all (quick mode trims)
-    eval_batch_size: int = 16
-    bootstrap: int = 1000
-    quick: bool = False
+    Each field's metadata (``setting``) carries its help text and its ``--quick`` value, so
+    ``duallora train``, ``duallora flower-local`` and the Flower run config are all generated
+    from this one declaration. A config is validated when it is made.
+    """
+
+    data: str = setting("", "harmonized cohort folder", cli=False, site=True)
+    strategy: str = setting("med_duallora", "training strategy", cli=False)
+    seed: int = setting(0, "seed of everything random in the run")
+    rounds: int = setting(8, "federated rounds", quick=2)
+    local_epochs: int = setting(2, "client epochs per round", quick=1)
+    batch_size: int = setting(8, "training batch size")
+    lr: float = setting(2e-3, "AdamW learning rate")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    model_size: str = setting("tutorial", "model preset (tutorial, tiny, base, ...)")
+    model_overrides: dict[str, Any] = setting(
+        {}, 'model config changes as JSON, e.g. \'{"depth": 3}\' (experiments, tests)',
+        metavar="JSON")
+    fm: str = setting("phantom", "foundation weights: phantom (committed), none (random init) "
+                      "or a file")
+    blocks: str = setting("last2", "adapted blocks: last2, lastK, all, or indices like 4,5",
+                          metavar="SPEC")
+    rank: int = setting(4, "LoRA rank (global adapter)")
+    alpha: float = setting(8.0, "LoRA alpha (global adapter)")
+    local_rank: int = setting(4, "rank of Med-DualLoRA's local adapter")
+    local_alpha: float = setting(8.0, "alpha of Med-DualLoRA's local adapter")
+    lora_dropout: float = setting(0.0, "LoRA dropout")
+    targets: list[str] = setting(list(LORA_TARGETS), "comma-separated LoRA targets "
+                                 f"({','.join(LORA_TARGETS)})", metavar="LIST")
+    head: str = setting("shared", "shared, or private (ablation: the head never leaves the "
+                        "site; 'local' is a deprecated alias)", metavar="shared|private")
+    class_weighting: bool = setting(True, "inverse-frequency class weights (NOR is the "
+                                    "minority)")
+    head_norm: bool = setting(True, "standardize the heads' inputs with pooled round-0 "
+                              "statistics (see federated/head_norm)")
+    augment: bool = setting(False, "MONAI intensity augmentation (disables the prefix cache)")
+    prefix_cache: bool = setting(True, "cache the frozen prefix's output (exact, faster)")
+    cache_dir: str = setting("", "prefix cache folder (default: <data dir>/prefix_cache)",
+                             site=True)
+    drop_prob: float = setting(0.0, "chance that a client drops out of a round")
+    min_clients: int = setting(2, "fewer successful clients -> the round is skipped")
+    fail_clients: list[str] = setting([], "fault injection: these clients raise (NAME or "
+                                      "NAME@ROUND, comma-separated)", metavar="LIST")
+    holdout_vendor: str = setting("", "vendor never trained on; the global model is evaluated "
+                                  "on it", metavar="VENDOR")
+    max_train_per_client: int = setting(0, "cap on training subjects per client (0: all)",
+                                        quick=12)
+    eval_batch_size: int = setting(16, "evaluation batch size")
+    bootstrap: int = setting(1000, "bootstrap replicates for confidence intervals", quick=200)
+    quick: bool = setting(False, "tiny rounds and epochs so each strategy runs in seconds "
+                          "(a record of --quick; the values it sets are in the other fields)",
+                          cli=False)
+
+    def __post_init__(self) -> None:
+        if self.head == "local":  # deprecated alias (one release): "private" says what it is
+            self.head = "private"
+        self.validate()
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -80,8 +118,8 @@ class TrainConfig:
         if self.strategy not in STRATEGY_NAMES:
             raise KitError(f"unknown strategy {self.strategy!r}; choose one of "
                            f"{', '.join(STRATEGY_NAMES)}")
-        if self.head not in ("shared", "local"):
-            raise KitError(f"--head must be 'shared' or 'local', not {self.head!r}")
+        if self.head not in ("shared", "private"):
+            raise KitError(f"--head must be 'shared' or 'private', not {self.head!r}")
         if self.rounds < 1 or self.local_epochs < 1 or self.batch_size < 1:
             raise KitError("--rounds, --local-epochs and --batch-size must be at least 1")
         if not 0.0 <= self.drop_prob < 1.0:
@@ -95,6 +133,14 @@ class TrainConfig:
 
 
 def quick_overrides() -> dict[str, Any]:
-    """What ``--quick`` changes: tiny rounds and epochs so each strategy runs in seconds."""
-    return {"rounds": 2, "local_epochs": 1, "max_train_per_client": 12, "bootstrap": 200,
-            "quick": True}
+    """What ``--quick`` changes (each field's ``quick`` value): tiny rounds and epochs."""
+    values = {f.name: f.metadata["quick"] for f in dataclasses.fields(TrainConfig)
+              if f.metadata.get("quick") is not None}
+    return {**values, "quick": True}
+
+
+def resolve(explicit: dict[str, Any], *, quick: bool = False) -> TrainConfig:
+    """The one place ``--quick`` is applied: defaults, then quick values, then every explicitly
+    given value (explicit always wins). The result holds concrete values only."""
+    values = {**(quick_overrides() if quick else {}), **explicit}
+    return TrainConfig.from_dict(values)

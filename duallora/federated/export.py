@@ -17,35 +17,38 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 from safetensors.torch import save_file
 
 from duallora.federated.adapters import save_adapters
 from duallora.federated.client_model import ClientModel
+from duallora.federated.state import RunState
 
 
-def export_final_models(folder: Path, model: ClientModel, state: dict[str, Any]) -> None:
+def export_final_models(folder: Path, model: ClientModel, state: RunState,
+                        include_sites: bool = True) -> None:
+    """Write the selected models; ``include_sites=False`` writes only what a server holds
+    (the global model and the head standardization: over Flower each site exports its own)."""
     folder = Path(folder)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     adapters = model.strategy.adapters
-    best_global = state.get("best_global")
-    if best_global is not None and best_global["payload"]:
-        save_file(_contiguous(best_global["payload"]), str(folder / "global.safetensors"))
+    best_global = state.best_global
+    if best_global is not None and best_global.received:
+        save_file(_contiguous(best_global.received), str(folder / "global.safetensors"))
         if "global" in adapters:
-            model.set_state(best_global["payload"], None)
+            model.set_state(best_global.received, None)
             save_adapters(model.module, folder / "peft", ["global"])
-    for client, best in sorted(state["best"].items()):
-        private = best.get("private") or {}
+    for client, best in sorted(state.best.items()) if include_sites else []:
+        private = best.private or {}
         if private:
             (folder / "private").mkdir(exist_ok=True)
             save_file(_contiguous(private), str(folder / "private" / f"{client}.safetensors"))
-        if "local" in adapters:
-            model.set_state(best["received"], private)
-            save_adapters(model.module, folder / "peft" / client, ["local"])
-    for owner, stats in sorted((state.get("head_norm") or {}).items()):
+        if model.strategy.private_adapter in adapters:
+            model.set_state(best.received, private)
+            save_adapters(model.module, folder / "peft" / client, [model.strategy.private_adapter])
+    for owner, stats in sorted(state.head_norm.items()):
         (folder / "head_norm").mkdir(exist_ok=True)
         save_file(_contiguous(stats), str(folder / "head_norm" / f"{owner}.safetensors"))
     model.set_state(None, None)

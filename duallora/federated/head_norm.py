@@ -90,42 +90,54 @@ def apply_head_norm(model: ClientModel, stats: Payload | None) -> None:
 SendFn = Callable[[Payload, str, str], Payload]  # (payload, client, direction) -> as received
 
 
-def setup_head_norm(config: TrainConfig, strategy: Strategy, model: ClientModel,
-                    cohort: FederatedCohort, send: SendFn | None = None,
-                    moments_of: Callable[[str], Payload] | None = None
-                    ) -> dict[str, Payload]:
-    """Compute the run's head standardization and give it to every client's data.
+def pooled_head_norm(strategy: Strategy, moments: dict[str, Payload],
+                     send: SendFn | None = None) -> dict[str, Payload]:
+    """The run's head standardization by owner, from each training site's ``moments``.
 
-    ``send`` routes each federated message through the wire (so ``comm.jsonl`` records it);
-    ``moments_of(client)`` is replaced by the Flower ServerApp, whose sites compute their own.
-    Returns the statistics by owner: ``{"global": stats}``, or one entry per client for
-    ``local``; empty when ``config.head_norm`` is off.
+    Federated and pooled strategies get one ``{"global": stats}``; ``local`` (no server) keeps
+    each client's own statistics. ``send`` routes each federated message through the wire (so
+    ``comm.jsonl`` records it): the moments up, in site order, then the pooled result down.
     """
-    if not config.head_norm:
-        return {}
-
-    def local_moments(name: str) -> Payload:
-        client = cohort.train_clients[name]
-        return client_moments(model, client.splits["train"], client.from_block,
-                              config.eval_batch_size)
-
-    moments_of = moments_of or local_moments
-    names = sorted(cohort.train_clients)
+    names = sorted(moments)
     if not strategy.federated and not strategy.pooled:  # local: no server, own statistics
-        for name in names:
-            cohort.train_clients[name].head_norm = combine_moments([moments_of(name)])
-        return {name: cohort.train_clients[name].head_norm for name in names}
-    uploads = []
-    for name in names:
-        moments = moments_of(name)
-        uploads.append(send(moments, name, "up") if send and strategy.federated else moments)
+        return {name: combine_moments([moments[name]]) for name in names}
+    uploads = [send(moments[name], name, "up") if send and strategy.federated else moments[name]
+               for name in names]
     stats = combine_moments(uploads)
-    everyone = list(cohort.train_clients.values()) + list(cohort.vendors.values())
-    if cohort.holdout is not None:
-        everyone.append(cohort.holdout)
-    for client in everyone:
-        client.head_norm = stats
     if send and strategy.federated:
         for name in names:
             send(stats, name, "down")
     return {"global": stats}
+
+
+def assign_head_norm(cohort: FederatedCohort, owners: dict[str, Payload]) -> None:
+    """Give every client's data (training sites, evaluated vendors, hold-out) its statistics."""
+    if "global" in owners:
+        everyone = list(cohort.train_clients.values()) + list(cohort.vendors.values())
+        if cohort.holdout is not None:
+            everyone.append(cohort.holdout)
+        for client in everyone:
+            client.head_norm = owners["global"]
+        return
+    for name, stats in owners.items():
+        cohort.train_clients[name].head_norm = stats
+
+
+def cohort_moments(config: TrainConfig, model: ClientModel, cohort: FederatedCohort
+                   ) -> dict[str, Payload]:
+    """Every training client's moments, computed here (the in-process sites)."""
+    return {name: client_moments(model, client.splits["train"], client.from_block,
+                                 config.eval_batch_size)
+            for name, client in sorted(cohort.train_clients.items())}
+
+
+def setup_head_norm(config: TrainConfig, strategy: Strategy, model: ClientModel,
+                    cohort: FederatedCohort, send: SendFn | None = None
+                    ) -> dict[str, Payload]:
+    """In-process convenience: compute the run's head standardization and give it to every
+    client's data. Returns the statistics by owner; empty when ``config.head_norm`` is off."""
+    if not config.head_norm:
+        return {}
+    owners = pooled_head_norm(strategy, cohort_moments(config, model, cohort), send)
+    assign_head_norm(cohort, owners)
+    return owners

@@ -78,8 +78,13 @@ def to_prefix_states(client: ClientData, model: ClientModel, upto: int, config: 
     return ClientData(client.name, splits, upto, client.vendors)
 
 
-def prepare_cohort(config: TrainConfig, model: ClientModel) -> FederatedCohort:
-    """Clients for ``config.strategy`` (``pooled`` for centralized) plus per-vendor test sets."""
+def prepare_cohort(config: TrainConfig, model: ClientModel, *, evaluation_only: bool = False
+                   ) -> FederatedCohort:
+    """Clients for ``config.strategy`` (``pooled`` for centralized) plus per-vendor test sets.
+
+    ``evaluation_only``: the folder may hold nothing but the held-out vendor (a Flower site
+    that only evaluates the global model); otherwise some vendor must have training subjects.
+    """
     vendors = load_vendor_clients(config)
     holdout = None
     if config.holdout_vendor:
@@ -92,7 +97,7 @@ def prepare_cohort(config: TrainConfig, model: ClientModel) -> FederatedCohort:
     for client in vendors.values():
         trim_train(client, config.max_train_per_client)
     empty = [name for name, client in vendors.items() if client.n_train() == 0]
-    if len(empty) == len(vendors):
+    if len(empty) == len(vendors) and not (evaluation_only and holdout is not None):
         raise KitError(f"{config.data}: no vendor has training subjects")
     upto = use_prefix_cache(config, model)
     if upto is not None:

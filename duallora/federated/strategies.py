@@ -27,7 +27,11 @@ HEAD, BLOCK, FROZEN = "head", "block", "frozen"
 
 @dataclass(frozen=True)
 class Strategy:
-    """What a client trains and shares, and how the server aggregates."""
+    """What a client trains and shares, and how the server aggregates: data, not code.
+
+    Every behaviour that differs between strategies is a field here, so the loop, the clients,
+    the export and the Flower apps never test a strategy's name.
+    """
 
     name: str
     adapters: tuple[str, ...]       # LoRA adapters attached (and active) on every client
@@ -35,6 +39,10 @@ class Strategy:
     shared: frozenset[str]          # groups uploaded and averaged (subset of trainable)
     federated: bool = True          # False: no server at all (each client alone)
     pooled: bool = False            # True: one client holding every site's data (centralized)
+    global_adapters: tuple[str, ...] | None = None  # active in the global-only model
+    private_adapter: str | None = None  # the adapter that never leaves the site (exported
+    #                                     per site by the final export)
+    private_rank: bool = False      # the private adapter takes --local-rank/--local-alpha
     description: str = ""
 
     @property
@@ -43,19 +51,20 @@ class Strategy:
         return self.trainable - self.shared
 
     @property
+    def global_model_adapters(self) -> tuple[str, ...]:
+        """Adapters active in the global-only model (default: all of them)."""
+        return self.adapters if self.global_adapters is None else self.global_adapters
+
+    @property
     def has_global_model(self) -> bool:
         """Whether the shared parts alone make a usable model (evaluated on every vendor).
 
-        True when nothing that the forward pass needs is private: every trained group is shared.
+        True when there is a server (or pooled data) and nothing the global-only forward pass
+        needs is private: the global adapters' factors, the head and any trained block.
         """
-        if self.name == "med_duallora":
-            return HEAD not in self.private  # global adapter + shared head; local switched off
-        return not self.private and (self.federated or self.pooled)
-
-    @property
-    def global_adapters(self) -> tuple[str, ...]:
-        """Adapters active in the global-only model (Med-DualLoRA drops the local one)."""
-        return tuple(name for name in self.adapters if name != "local" or self.name == "local")
+        needed = {HEAD, BLOCK} | {f"{name}.{factor}" for name in self.global_model_adapters
+                                  for factor in ("A", "B")}
+        return (self.federated or self.pooled) and not (self.private & needed)
 
     def aggregate(self, uploads: Sequence[tuple[Payload, int]]) -> Payload:
         """Sample-weighted mean of the uploads (FedAvg), key by key, in float64."""
@@ -105,6 +114,7 @@ def _lora(*groups: str) -> frozenset[str]:
 _STRATEGIES: dict[str, Strategy] = {
     "local": Strategy(
         "local", ("local",), _lora(LOCAL_A, LOCAL_B, HEAD), frozenset(), federated=False,
+        private_adapter="local",
         description="each vendor trains its own LoRA and head alone; nothing is exchanged"),
     "centralized": Strategy(
         "centralized", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD),
@@ -125,17 +135,19 @@ _STRATEGIES: dict[str, Strategy] = {
         description="A shared and averaged; B and the head stay on the client"),
     "med_duallora": Strategy(
         "med_duallora", ("global", "local"), _lora(GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B, HEAD),
-        _lora(GLOBAL_A, GLOBAL_B, HEAD),
+        _lora(GLOBAL_A, GLOBAL_B, HEAD), global_adapters=("global",), private_adapter="local",
+        private_rank=True,
         description="global adapter and head averaged; the local adapter never leaves the site"),
 }
 
 
 def get_strategy(name: str, head: str = "shared") -> Strategy:
-    """The strategy called ``name``; ``head='local'`` keeps the head private (an ablation)."""
+    """The strategy called ``name``; ``head='private'`` keeps the head on the site (an
+    ablation; ``'local'`` is its deprecated alias)."""
     if name not in _STRATEGIES:
         raise KitError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}")
     strategy = _STRATEGIES[name]
-    if head == "local" and HEAD in strategy.shared:
+    if head in ("private", "local") and HEAD in strategy.shared:
         strategy = replace(strategy, shared=strategy.shared - {HEAD})
     return strategy
 

@@ -105,7 +105,7 @@ def load_site(site: Site, config: Any, instructions: ConfigRecord | None = None
     from duallora.federated.prepare import prepare_cohort
 
     model = build_client_model(config)
-    cohort = prepare_cohort(config, model)
+    cohort = prepare_cohort(config, model, evaluation_only=site.name == config.holdout_vendor)
     data = None
     if site.name in cohort.vendors:
         data = cohort.vendors[site.name]
@@ -252,7 +252,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 
 def export_site_model(folder: Path, model: Any, received: Any, private: Any) -> None:
-    """The site's selected private payload and (Med-DualLoRA) its local adapter as a PEFT
+    """The site's selected private payload and its private adapter (if any) as a PEFT
     folder: what ``export_final_models`` writes per client in-process, kept on the site."""
     from safetensors.torch import save_file
 
@@ -262,8 +262,9 @@ def export_site_model(folder: Path, model: Any, received: Any, private: Any) -> 
     if private:
         save_file({k: v.contiguous() for k, v in private.items()},
                   str(folder / "private.safetensors"))
-    if "local" in model.strategy.adapters:
+    adapter = model.strategy.private_adapter
+    if adapter in model.strategy.adapters:
         model.set_state(received, private)
-        save_adapters(model.module, folder / "peft", ["local"])
+        save_adapters(model.module, folder / "peft", [adapter])
         model.set_state(None, None)
 

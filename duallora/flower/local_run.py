@@ -8,6 +8,7 @@ its own copy. The server writes the run directory, in the same format as ``duall
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import signal
 import tempfile
@@ -22,8 +23,9 @@ import pandas as pd
 from duallora.errors import KitError
 from duallora.federated.config import TrainConfig
 from duallora.flower.launcher import FlowerRunResult, LocalFederation, NodeSpec
-from duallora.flower.run_config import APP_DIR, to_run_config
+from duallora.flower.run_config import APP_DIR, settings_run_config, to_run_config
 from duallora.flower.server_app import FINISHED
+from duallora.flower.settings import FlowerSettings
 
 VENDOR_ORDER = ("Siemens", "Philips", "GE", "Canon")
 
@@ -103,15 +105,23 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def run_config_for(config: TrainConfig, settings: FlowerSettings) -> dict[str, Any]:
+    """The run-config overrides ``flwr run`` gets: concrete training values (``--quick``
+    already resolved) and the deployment settings."""
+    return {**to_run_config(config), **settings_run_config(settings)}
+
+
 def run_local(config: TrainConfig, out_dir: Path, n_clients: int, *,
               work_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
               dp_noise_multiplier: float = 0.0, dp_clipping_norm: float = 1.0,
-              timeout: float = 3600.0, keep_work: bool = True,
+              settings: FlowerSettings | None = None, timeout: float = 3600.0,
+              keep_work: bool = True,
               during_run: Callable[[LocalFederation, Path], None] | None = None) -> LocalRun:
     """Start a SuperLink and ``n_clients`` SuperNodes, run the app, tear everything down.
 
     ``config.data`` is the harmonized folder every local site reads. ``during_run(federation,
     run_dir)`` is called once the run is submitted (tests stop and restart a node there).
+    ``settings`` (timeouts, DP) replaces the ``dp_*`` arguments when given.
     """
     data_dir = Path(config.data)
     if not (data_dir / "metadata.csv").is_file():
@@ -120,10 +130,11 @@ def run_local(config: TrainConfig, out_dir: Path, n_clients: int, *,
     own_work = work_dir is None
     work = Path(work_dir or tempfile.mkdtemp(prefix="duallora-flower-")).resolve()
     nodes = site_nodes(data_dir, work, n_clients)
-    run_config = {**to_run_config(config), "out-dir": str(out_dir), "num-clients": n_clients,
-                  "resume": resume, "overwrite": overwrite,
-                  "dp-noise-multiplier": float(dp_noise_multiplier),
-                  "dp-clipping-norm": float(dp_clipping_norm)}
+    settings = settings or FlowerSettings(dp_noise_multiplier=float(dp_noise_multiplier),
+                                          dp_clipping_norm=float(dp_clipping_norm))
+    settings = dataclasses.replace(settings, out_dir=str(out_dir), num_clients=n_clients,
+                                   resume=resume, overwrite=overwrite)
+    run_config = run_config_for(config, settings)
     finished = out_dir / "flower" / FINISHED
     finished.unlink(missing_ok=True)
     try:

@@ -8,9 +8,10 @@ so ``flwr run`` and ``duallora train`` start from the same settings. The committ
 ``app/pyproject.toml`` is rendered from ``TrainConfig`` (``python -m duallora.flower.run_config``
 rewrites it, and a test fails when it drifts).
 
-Two fields are not run config because they belong to each site: ``data`` (the node config's
-``data-dir``) and ``cache_dir`` (under the node's ``state-dir``). A few keys exist only here:
-where the server writes the run directory, how many sites to wait for, and differential privacy.
+Two fields are not run config because they belong to each site (``site`` in their metadata):
+``data`` (the node config's ``data-dir``) and ``cache_dir`` (under the node's ``state-dir``).
+The deployment's own keys come from ``FlowerSettings``: where the server writes the run
+directory, how many sites to wait for, timeouts and differential privacy.
 """
 
 from __future__ import annotations
@@ -23,22 +24,17 @@ from typing import Any
 
 from duallora import __version__
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig, quick_overrides
+from duallora.federated.config import TrainConfig
+from duallora.flower.settings import FlowerSettings
 
 APP_DIR = Path(__file__).resolve().parent / "app"
-SITE_FIELDS = ("data", "cache_dir")
+SITE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("site"))
 
-# Settings of the Flower deployment itself (not of the training).
-FLOWER_DEFAULTS: dict[str, Any] = {
-    "out-dir": "",                 # run directory on the server machine ("" -> refuse to start)
-    "num-clients": 0,              # wait for this many sites (0: take every connected site)
-    "node-wait-timeout": 120.0,    # seconds to wait for the sites to connect
-    "round-timeout": 900.0,        # seconds a round may take before the run fails
-    "resume": False,               # continue the run in out-dir (like duallora train --resume)
-    "overwrite": False,            # replace a run already in out-dir
-    "dp-noise-multiplier": 0.0,    # > 0: clip each site's update, add Gaussian noise centrally
-    "dp-clipping-norm": 1.0,       # L2 bound of one site's update of the shared parameters
-}
+
+def _defaults(settings_type: type) -> dict[str, Any]:
+    instance = settings_type()
+    return {flower_key(f.name): getattr(instance, f.name)
+            for f in dataclasses.fields(settings_type)}
 
 
 def flower_key(field_name: str) -> str:
@@ -89,7 +85,7 @@ def train_fields() -> dict[str, Any]:
 
 def run_config_defaults() -> dict[str, Any]:
     """Every key of ``[tool.flwr.app.config]`` with its default."""
-    return {**train_fields(), **FLOWER_DEFAULTS}
+    return {**train_fields(), **_defaults(FlowerSettings)}
 
 
 def to_run_config(config: TrainConfig) -> dict[str, Any]:
@@ -98,37 +94,38 @@ def to_run_config(config: TrainConfig) -> dict[str, Any]:
             for f in dataclasses.fields(TrainConfig) if f.name not in SITE_FIELDS}
 
 
+def settings_run_config(settings: FlowerSettings) -> dict[str, Any]:
+    """Deployment settings as run-config overrides (hyphenated keys)."""
+    return {flower_key(f.name): getattr(settings, f.name)
+            for f in dataclasses.fields(FlowerSettings)}
+
+
+def _decode(settings_type: type, run_config: dict[str, Any], skip: tuple[str, ...] = ()
+            ) -> dict[str, Any]:
+    """The fields of ``settings_type`` present in ``run_config``, typed like their defaults."""
+    defaults = settings_type()
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(settings_type):
+        key = flower_key(field.name)
+        if field.name in skip or key not in run_config:
+            continue
+        values[field.name] = _from_scalar(run_config[key], getattr(defaults, field.name), key)
+    return values
+
+
 def train_config_from_run_config(run_config: dict[str, Any]) -> TrainConfig:
     """The TrainConfig a run config describes (site fields left empty), validated.
 
-    ``quick = true`` applies ``duallora train --quick``'s overrides to every key still at its
-    default, so explicit values win, as on the command line.
+    The run config holds concrete values: ``--quick`` was resolved once, by the command that
+    made them (``duallora flower-local``), so ``quick`` here is only a record and changes
+    nothing (applying it again would overwrite explicit values that equal a default).
     """
-    defaults = TrainConfig()
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(TrainConfig):
-        key = flower_key(field.name)
-        if field.name in SITE_FIELDS or key not in run_config:
-            continue
-        values[field.name] = _from_scalar(run_config[key], getattr(defaults, field.name), key)
-    if values.get("quick"):
-        for name, quick_value in quick_overrides().items():
-            if values.get(name, getattr(defaults, name)) == getattr(defaults, name):
-                values[name] = quick_value
-    config = TrainConfig.from_dict(values)
-    config.validate()
-    return config
+    return TrainConfig.from_dict(_decode(TrainConfig, run_config, SITE_FIELDS))
 
 
-def flower_settings(run_config: dict[str, Any]) -> dict[str, Any]:
-    """The deployment settings (``FLOWER_DEFAULTS`` keys) of a run config, typed."""
-    settings = {}
-    for key, default in FLOWER_DEFAULTS.items():
-        value = run_config.get(key, default)
-        settings[key] = _from_scalar(value, default, key)
-    if settings["dp-noise-multiplier"] < 0 or settings["dp-clipping-norm"] <= 0:
-        raise KitError("dp-noise-multiplier must be >= 0 and dp-clipping-norm > 0")
-    return settings
+def flower_settings(run_config: dict[str, Any]) -> FlowerSettings:
+    """The deployment settings of a run config, typed and validated."""
+    return FlowerSettings(**_decode(FlowerSettings, run_config))
 
 
 def render_app_pyproject() -> str:
@@ -165,7 +162,7 @@ def render_app_pyproject() -> str:
     ]
     lines += [f"{key} = {toml_value(val)}" for key, val in train_fields().items()]
     lines.append("# Deployment: run directory, sites, timeouts, differential privacy.")
-    lines += [f"{key} = {toml_value(val)}" for key, val in FLOWER_DEFAULTS.items()]
+    lines += [f"{key} = {toml_value(val)}" for key, val in _defaults(FlowerSettings).items()]
     return "\n".join(lines) + "\n"
 
 

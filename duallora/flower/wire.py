@@ -58,9 +58,8 @@ def content_names(content: RecordDict) -> list[str]:
     return names
 
 
-def forbidden_names(names: Iterable[str], private_keys: Iterable[str],
-                    marker: str = "local") -> list[str]:
-    """Names that must never reach the server: a private parameter or anything called local."""
+def forbidden_names(names: Iterable[str], private_keys: Iterable[str]) -> list[str]:
+    """Names that must never reach the server: the strategy's private parameters, wherever
+    in a message they appear (``record/key`` or a bare record name)."""
     private = set(private_keys)
-    return sorted(name for name in names
-                  if marker in name.lower() or name.split("/", 1)[-1] in private)
+    return sorted(name for name in names if name.split("/", 1)[-1] in private)

@@ -1,0 +1,130 @@
+"""The sites of a run as the round driver sees them: one batch-shaped interface, two transports.
+
+The driver (``federated.loop.run_federation``) decides everything that happens in a round:
+who trains, what they receive, what is aggregated, what is evaluated and selected. A ``Sites``
+object only carries the work out, one batch of requests per step, so that the same driver runs
+
+- in this process (``InProcessSites``: every site's data in memory, ``train_client`` and
+  ``evaluate_client`` called one site after the other), and
+- over Flower (``duallora.flower.sites.FlowerSites``: each batch becomes one message per site,
+  sent at once; the data and the private parts stay on the sites).
+
+Private parts are *handles* (see ``federated.state``): a transport returns one with each
+training answer and receives it back in later requests; the driver never looks inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from duallora.federated.client import ClientUpdate, Predictions, evaluate_client, train_client
+from duallora.federated.client_model import ClientModel
+from duallora.federated.config import TrainConfig
+from duallora.federated.export import export_final_models
+from duallora.federated.head_norm import assign_head_norm, cohort_moments
+from duallora.federated.prepare import FederatedCohort
+from duallora.federated.serialization import Payload
+from duallora.federated.state import RunState
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Train one round from ``received`` (the global payload, as the site decoded it) on top of
+    the site's private state ``private`` (a handle; None before its first successful round)."""
+
+    received: Payload | None
+    private: Any = None
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Predict ``split`` with ``received`` + the private state ``private``, or with the global
+    model alone (``global_only``). ``export``: this is the site's final personalized model; the
+    site keeps (exports) its private part."""
+
+    split: str
+    received: Payload | None
+    private: Any = None
+    global_only: bool = False
+    export: bool = False
+
+
+TrainAnswer = ClientUpdate | Exception  # an exception: the site failed this round
+
+
+class Sites(Protocol):
+    """What the driver needs from the sites of a run (see the module docstring)."""
+
+    transport: str              # "in-process" or "flower" (recorded in timing.json)
+    trainers: list[str]         # sites that train ("pooled" for centralized), sorted
+    vendors: list[str]          # vendors evaluated on their own test split, sorted
+    holdout: str | None         # a vendor that never trains; only the global model sees it
+
+    def moments(self, names: list[str]) -> dict[str, Payload]:
+        """Round 0: each site's training-feature moments (``head_norm.client_moments``)."""
+
+    def set_head_norm(self, owners: dict[str, Payload]) -> None:
+        """The run's head standardization (``{"global": stats}`` or per site) for later work."""
+
+    def train(self, round_idx: int, requests: dict[str, TrainRequest]) -> dict[str, TrainAnswer]:
+        """One round at every requested site; an update (with a private handle) or the error."""
+
+    def evaluate(self, group: str, requests: dict[str, list[EvalRequest]]
+                 ) -> dict[str, list[Predictions]]:
+        """Each site's predictions, one per request, in request order."""
+
+    def export(self, folder: Path, state: RunState) -> None:
+        """Write the selected final models that the driver's side holds into ``folder``."""
+
+
+class InProcessSites:
+    """Every site in this process: the prepared cohort in memory and one shared model."""
+
+    transport = "in-process"
+
+    def __init__(self, config: TrainConfig, model: ClientModel, cohort: FederatedCohort):
+        self.config = config
+        self.model = model
+        self.cohort = cohort
+        self.trainers = sorted(cohort.train_clients)
+        self.vendors = sorted(cohort.vendors)
+        self.holdout = cohort.holdout.name if cohort.holdout is not None else None
+
+    def _data(self, name: str) -> Any:
+        if name in self.cohort.train_clients:
+            return self.cohort.train_clients[name]
+        if name in self.cohort.vendors:
+            return self.cohort.vendors[name]
+        if self.cohort.holdout is not None and name == self.cohort.holdout.name:
+            return self.cohort.holdout
+        raise KeyError(name)
+
+    def moments(self, names: list[str]) -> dict[str, Payload]:
+        everyone = cohort_moments(self.config, self.model, self.cohort)
+        return {name: everyone[name] for name in names}
+
+    def set_head_norm(self, owners: dict[str, Payload]) -> None:
+        assign_head_norm(self.cohort, owners)
+
+    def train(self, round_idx: int, requests: dict[str, TrainRequest]) -> dict[str, TrainAnswer]:
+        answers: dict[str, TrainAnswer] = {}
+        for name, request in requests.items():
+            try:
+                answers[name] = train_client(self.model, request.received, request.private,
+                                             self._data(name), self.config, round_idx)
+            except Exception as err:  # a failing site must not stop the federation
+                answers[name] = err
+        return answers
+
+    def evaluate(self, group: str, requests: dict[str, list[EvalRequest]]
+                 ) -> dict[str, list[Predictions]]:
+        return {name: [evaluate_client(self.model, item.received, item.private,
+                                       self._data(name), item.split, self.config,
+                                       global_only=item.global_only)
+                       for item in items]
+                for name, items in requests.items()}
+
+    def export(self, folder: Path, state: RunState) -> None:
+        export_final_models(folder, self.model, state)

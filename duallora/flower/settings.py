@@ -1,0 +1,41 @@
+"""Settings of a Flower deployment itself (not of the training), as one validated dataclass.
+
+They are run-config keys beside the training ones (``[tool.flwr.app.config]``, hyphenated), and
+the ones a user may want to change are options of ``duallora flower-local`` (generated from the
+field metadata, as the training options are from ``TrainConfig``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from duallora.errors import KitError
+from duallora.federated.config import setting
+
+
+@dataclass
+class FlowerSettings:
+    """Where the server writes, whom it waits for, how long, and central DP."""
+
+    out_dir: str = setting("", "run directory on the server machine (empty: refuse to start)",
+                           cli=False)
+    num_clients: int = setting(0, "wait for this many sites (0: take every connected site)",
+                               cli=False)
+    node_wait_timeout: float = setting(120.0, "seconds to wait for the sites to connect")
+    round_timeout: float = setting(900.0, "seconds a round may take before the run fails")
+    resume: bool = setting(False, "continue the run in out-dir", cli=False)
+    overwrite: bool = setting(False, "replace a run already in out-dir", cli=False)
+    dp_noise_multiplier: float = setting(0.0, "> 0: clip each site's update and add Gaussian "
+                                         "noise to the aggregate (central DP; 0 = off)")
+    dp_clipping_norm: float = setting(1.0, "L2 bound of one site's update of the shared "
+                                      "parameters (central DP)")
+
+    def __post_init__(self) -> None:
+        if self.dp_noise_multiplier < 0 or self.dp_clipping_norm <= 0:
+            raise KitError("dp-noise-multiplier must be >= 0 and dp-clipping-norm > 0")
+        if self.node_wait_timeout <= 0 or self.round_timeout <= 0:
+            raise KitError("node-wait-timeout and round-timeout must be positive")
+
+    @property
+    def central_dp(self) -> bool:
+        return self.dp_noise_multiplier > 0

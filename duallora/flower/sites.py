@@ -1,0 +1,189 @@
+"""``FlowerSites``: the round driver's ``Sites`` interface carried out by SuperNodes.
+
+Each batch the driver asks for (round-0 moments, one round of training, a set of evaluations)
+becomes one message per site, all sent at once over the Flower grid (``messaging.exchange``);
+the replies are checked on arrival and turned back into the core's types. The data and the
+private parts stay on the sites: what the server holds of a site's private part is a
+*reference* (the round whose private state to use, ``private_ref``), never tensors. A reply
+that names one of the strategy's private parameters stops the run, and
+``RUN_DIR/flower/wire.jsonl`` logs every name that arrived.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from duallora.errors import KitError
+from duallora.federated.client import ClientError, ClientUpdate, Predictions
+from duallora.federated.client_model import ClientModel
+from duallora.federated.config import TrainConfig
+from duallora.federated.export import export_final_models
+from duallora.federated.serialization import Payload
+from duallora.federated.sites import EvalRequest, TrainAnswer, TrainRequest
+from duallora.federated.state import RunState
+from duallora.flower.messaging import HEAD_MOMENTS, SiteDirectory, SiteFailed, exchange
+from duallora.flower.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    PREDICTIONS,
+    content_names,
+    forbidden_names,
+    payload_to_record,
+    record_to_payload,
+)
+
+PRIVATE_REF = "site-private-round"   # the server's handle of a site's private part: a round
+CLIPPING_NORM_KEY = "clipping_norm"  # what Flower's fixedclipping_mod reads
+
+
+def private_ref(round_idx: int) -> dict[str, torch.Tensor]:
+    return {PRIVATE_REF: torch.tensor(int(round_idx))}
+
+
+def ref_round(private: dict[str, torch.Tensor] | None) -> int:
+    """The round a private reference points to (0: the site has no private state yet)."""
+    if not private:
+        return 0
+    if set(private) != {PRIVATE_REF}:
+        raise KitError("the server holds private tensors of a site; this must never happen")
+    return int(private[PRIVATE_REF])
+
+
+class RemoteError(RuntimeError):
+    """A site's ClientApp raised; re-raised on the server under the site's exception name."""
+
+
+def remote_exception(type_name: str, text: str) -> Exception:
+    """An exception whose class name is the site's, so the driver's event log reads the same."""
+    if type_name == ClientError.__name__:
+        return ClientError(text)
+    return type(type_name, (RemoteError,), {})(text)
+
+
+@dataclass
+class FlowerSites:
+    """The sites of a Flower run, known by name through ``SiteDirectory``."""
+
+    grid: Grid
+    directory: SiteDirectory
+    config: TrainConfig
+    model: ClientModel
+    trainers: list[str]
+    vendors: list[str]
+    holdout: str | None
+    wire_log: Path
+    round_timeout: float
+    clipping_norm: float | None = None     # set: sites clip their update (central DP)
+    head_norm: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    transport: str = "flower"
+
+    # -- messages -------------------------------------------------------------------------
+    def instructions(self, round_idx: int, **extra: Any) -> ConfigRecord:
+        values = {"round": round_idx, "run-key": self.directory.run_key,
+                  "train-config": self.config.to_json()}
+        if self.head_norm is not None:
+            values.update({f"head-norm-{key}": [float(v) for v in self.head_norm[key].flatten()]
+                           for key in ("mean", "std")})
+        values.update(extra)
+        return ConfigRecord(values)
+
+    def check_reply(self, group: str, site: str, reply: Message) -> None:
+        """Log what arrived and stop the run if any private parameter did."""
+        names = content_names(reply.content)
+        with self.wire_log.open("a") as handle:
+            handle.write(json.dumps({"group": group, "site": site,
+                                     "type": reply.metadata.message_type,
+                                     "names": names}) + "\n")
+        bad = forbidden_names(names, self.model.private_names)
+        if bad:
+            raise KitError(f"site {site} sent private data to the server: {bad[:5]}")
+
+    def send(self, requests: dict[str, RecordDict], message_type: str, group: str
+             ) -> dict[str, Message | SiteFailed]:
+        return exchange(self.grid, self.directory, requests, message_type, group,
+                        self.round_timeout,
+                        on_reply=lambda site, reply: self.check_reply(group, site, reply))
+
+    # -- the Sites interface ----------------------------------------------------------------
+    def moments(self, names: list[str]) -> dict[str, Payload]:
+        requests = {name: RecordDict({CONFIG: self.instructions(0)}) for name in names}
+        moments = {}
+        for name, reply in self.send(requests, HEAD_MOMENTS, "0").items():
+            if isinstance(reply, SiteFailed):
+                raise KitError(f"round 0 (head statistics) failed: {reply}")
+            moments[name] = record_to_payload(reply.content[ARRAYS])
+        return moments
+
+    def set_head_norm(self, owners: dict[str, Payload]) -> None:
+        if set(owners) != {"global"}:
+            raise KitError("over Flower the head standardization is pooled by the server")
+        self.head_norm = owners["global"]
+
+    def train(self, round_idx: int, requests: dict[str, TrainRequest]) -> dict[str, TrainAnswer]:
+        extra = {} if self.clipping_norm is None else {CLIPPING_NORM_KEY: self.clipping_norm}
+        messages = {name: RecordDict({
+                        ARRAYS: payload_to_record(request.received or {}),
+                        CONFIG: self.instructions(round_idx,
+                                                  **{"private-round": ref_round(request.private)},
+                                                  **extra)})
+                    for name, request in requests.items()}
+        replies = self.send(messages, MessageType.TRAIN, str(round_idx))
+        return {name: self._update(round_idx, reply) for name, reply in replies.items()}
+
+    def _update(self, round_idx: int, reply: Message | SiteFailed) -> TrainAnswer:
+        if isinstance(reply, SiteFailed):
+            return reply
+        instructions = reply.content[CONFIG]
+        if "error" in instructions:
+            return remote_exception(str(instructions["error-type"]), str(instructions["error"]))
+        metrics = dict(reply.content[METRICS])
+        n_examples = int(metrics.pop(NUM_EXAMPLES))
+        return ClientUpdate(record_to_payload(reply.content[ARRAYS]), n_examples,
+                            {k: float(v) for k, v in metrics.items()}, private_ref(round_idx))
+
+    def evaluate(self, group: str, requests: dict[str, list[EvalRequest]]
+                 ) -> dict[str, list[Predictions]]:
+        messages = {name: self._evaluation_message(group, items)
+                    for name, items in requests.items()}
+        answers: dict[str, list[Predictions]] = {}
+        for name, reply in self.send(messages, MessageType.EVALUATE, group).items():
+            if isinstance(reply, SiteFailed):
+                raise KitError(f"evaluation ({group}) failed: {reply}")
+            content = reply.content[PREDICTIONS]
+            answers[name] = [Predictions([str(s) for s in content[f"r{i}-ids"]],
+                                         np.asarray(content[f"r{i}-labels"], dtype=np.int64),
+                                         np.asarray(content[f"r{i}-probs"], dtype=np.float32))
+                             for i in range(len(requests[name]))]
+        return answers
+
+    def _evaluation_message(self, group: str, items: list[EvalRequest]) -> RecordDict:
+        """One message for a site's requests; a payload used by several travels once."""
+        content = RecordDict()
+        payload_ids: dict[int, int] = {}
+        wire = []
+        for item in items:
+            if item.received is not None and id(item.received) not in payload_ids:
+                payload_ids[id(item.received)] = len(payload_ids)
+                content[f"payload-{payload_ids[id(item.received)]}"] = \
+                    payload_to_record(item.received)
+            wire.append({"split": item.split, "global-only": item.global_only,
+                         "payload": payload_ids.get(id(item.received), -1),
+                         "private-round": ref_round(item.private), "export": item.export})
+        content[CONFIG] = self.instructions(int(group) if group.isdigit() else 0,
+                                            requests=json.dumps(wire))
+        return content
+
+    def export(self, folder: Path, state: RunState) -> None:
+        """What the server holds: the selected global model (each site exported its own
+        private part into its state folder with the final evaluation)."""
+        export_final_models(folder, self.model, state, include_sites=False)
