@@ -5,14 +5,17 @@ Nothing here knows about the in-process loop or Flower: both call ``train_client
 private state from its previous round, and its data. Randomness (batch order, LoRA dropout,
 augmentation) comes from a seed derived from ``(config.seed, round, client name)``, so a client's
 round gives the same result wherever and whenever it runs; there is no RNG state to carry.
-The optimizer is created fresh each round (the usual FedAvg client), so there is none to carry
-either: a client's whole memory between rounds is its private payload.
+The optimizer is created each round (the usual FedAvg client); with ``--private-optimizer
+persistent`` the AdamW state of the private parameters is kept in the private payload (keys
+under ``optimizer/``), so a client's whole memory between rounds is still its private payload.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +26,9 @@ from duallora.federated.cohort import ClientData, SplitData
 from duallora.federated.config import TrainConfig
 from duallora.federated.head_norm import apply_head_norm
 from duallora.federated.serialization import Payload
+
+OPTIMIZER_PREFIX = "optimizer/"   # private-state keys that hold AdamW state, not parameters
+ADAM_STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")
 
 
 class ClientError(RuntimeError):
@@ -89,12 +95,14 @@ def train_client(model: ClientModel, received: Payload | None, private: Payload 
     seed = client_seed(config.seed, round_idx, data.name)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # LoRA dropout draws from the global generator
-    model.set_state(received, private)
+    private_params, moments = split_private(private)
+    model.set_state(received, private_params)
     model.use_adapters(model.strategy.adapters)
     apply_head_norm(model, data.head_norm)
     weights = class_weights(train.labels) if config.class_weighting else None
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, config, round_idx))
+    if config.private_optimizer == "persistent":
+        restore_moments(optimizer, model, moments)
     set_mode(model, training=True)
     losses = []
     for _ in range(config.local_epochs):
@@ -115,7 +123,66 @@ def train_client(model: ClientModel, received: Payload | None, private: Payload 
         raise ClientError(f"client {data.name}: non-finite training loss in round {round_idx}")
     metrics = {"loss": float(np.mean(losses)), "n_examples": float(len(train)),
                "steps": float(len(losses))}
-    return ClientUpdate(model.shared_payload(), len(train), metrics, model.private_payload())
+    new_private = model.private_payload()
+    if config.private_optimizer == "persistent":
+        new_private.update(saved_moments(optimizer, model))
+    return ClientUpdate(model.shared_payload(), len(train), metrics, new_private)
+
+
+def round_lr(config: TrainConfig, round_idx: int) -> float:
+    """The learning rate of round ``round_idx`` (1-based) under ``config.lr_schedule``."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * (round_idx - 1) / config.rounds))
+    return config.lr
+
+
+def optimizer_groups(model: ClientModel, config: TrainConfig, round_idx: int
+                     ) -> list[dict[str, Any]]:
+    """AdamW parameter groups: the dual strategy's private local adapter gets its own learning
+    rate multiplier and weight decay (so shared signal can be steered to the global adapter);
+    everything else trains at the round's learning rate."""
+    lr = round_lr(config, round_idx)
+    strategy = model.strategy
+    local_groups = ({f"{strategy.private_adapter}.A", f"{strategy.private_adapter}.B"}
+                    if strategy.private_rank else set())
+    local = [n for n in model.trainable_names if model.groups[n] in local_groups]
+    rest = [n for n in model.trainable_names if model.groups[n] not in local_groups]
+    groups = [{"params": [model.params[n] for n in rest], "lr": lr,
+               "weight_decay": config.weight_decay}]
+    if local:
+        groups.append({"params": [model.params[n] for n in local],
+                       "lr": lr * config.local_lr_mult,
+                       "weight_decay": config.local_weight_decay})
+    return groups
+
+
+def split_private(private: Payload | None) -> tuple[Payload, Payload]:
+    """(parameters, optimizer moments) of a private state: moments travel nowhere, they are
+    the site's own optimizer memory (``--private-optimizer persistent``)."""
+    private = private or {}
+    moments = {k: v for k, v in private.items() if k.startswith(OPTIMIZER_PREFIX)}
+    return {k: v for k, v in private.items() if k not in moments}, moments
+
+
+def saved_moments(optimizer: torch.optim.Optimizer, model: ClientModel) -> Payload:
+    """AdamW's state (step, first and second moments) of every private parameter."""
+    saved: Payload = {}
+    for name in model.private_names:
+        state = optimizer.state.get(model.params[name], {})
+        for key in ADAM_STATE_KEYS:
+            if key in state:
+                saved[f"{OPTIMIZER_PREFIX}{key}/{name}"] = state[key].detach().clone()
+    return saved
+
+
+def restore_moments(optimizer: torch.optim.Optimizer, model: ClientModel,
+                    moments: Payload) -> None:
+    """Put the private parameters' AdamW state from the previous round back in place."""
+    for name in model.private_names:
+        keys = {key: f"{OPTIMIZER_PREFIX}{key}/{name}" for key in ADAM_STATE_KEYS}
+        if all(saved in moments for saved in keys.values()):
+            optimizer.state[model.params[name]] = {key: moments[saved].clone()
+                                                   for key, saved in keys.items()}
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -156,7 +223,7 @@ def evaluate_client(model: ClientModel, received: Payload | None, private: Paylo
         model.set_state(received, None)
         model.use_adapters(model.strategy.global_model_adapters)
     else:
-        model.set_state(received, private)
+        model.set_state(received, split_private(private)[0])
         model.use_adapters(model.strategy.adapters)
     try:
         return predict(model, data.splits[split], data.from_block, config.eval_batch_size)

@@ -17,6 +17,9 @@ from duallora.errors import KitError
 STRATEGY_NAMES = ("local", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora", "fedsa_lora",
                   "med_duallora")
 LORA_TARGETS = ("attn.q", "attn.kv", "attn.proj", "mlp.fc1", "mlp.fc2")
+LR_SCHEDULES = ("constant", "cosine")
+PRIVATE_OPTIMIZERS = ("fresh", "persistent")
+SELECTION_RULES = ("site-val-ba", "final", "pooled-val-loss")
 
 
 def setting(default: Any, help: str, *, quick: Any = None, metavar: str | None = None,
@@ -50,6 +53,20 @@ class TrainConfig:
     batch_size: int = setting(8, "training batch size")
     lr: float = setting(2e-3, "AdamW learning rate")
     weight_decay: float = setting(0.0, "AdamW weight decay")
+    lr_schedule: str = setting("constant", "learning rate over rounds: constant, or cosine "
+                               "(lr * (1 + cos(pi (r - 1) / rounds)) / 2 in round r)",
+                               metavar="constant|cosine")
+    local_lr_mult: float = setting(1.0, "learning-rate multiplier of the private local adapter")
+    local_weight_decay: float = setting(0.0, "AdamW weight decay of the private local adapter")
+    private_optimizer: str = setting("fresh", "AdamW state of the private parameters: fresh "
+                                     "each round (the usual FedAvg client), or persistent "
+                                     "(kept on the site between rounds, in its private state)",
+                                     metavar="fresh|persistent")
+    selection: str = setting("site-val-ba", "which round's models are tested: site-val-ba "
+                             "(each site's best round by its own validation balanced accuracy), "
+                             "final (the last round, no selection), or pooled-val-loss (one "
+                             "round for every site, by the pooled validation log loss)",
+                             metavar="RULE")
     model_size: str = setting("tutorial", "model preset (tutorial, tiny, base, ...)")
     model_overrides: dict[str, Any] = setting(
         {}, 'model config changes as JSON, e.g. \'{"depth": 3}\' (experiments, tests)',
@@ -124,6 +141,17 @@ class TrainConfig:
             raise KitError("--rounds, --local-epochs and --batch-size must be at least 1")
         if not 0.0 <= self.drop_prob < 1.0:
             raise KitError(f"--drop-prob must be in [0, 1), not {self.drop_prob}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise KitError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not "
+                           f"{self.lr_schedule!r}")
+        if self.private_optimizer not in PRIVATE_OPTIMIZERS:
+            raise KitError(f"--private-optimizer must be one of {', '.join(PRIVATE_OPTIMIZERS)}"
+                           f", not {self.private_optimizer!r}")
+        if self.selection not in SELECTION_RULES:
+            raise KitError(f"--selection must be one of {', '.join(SELECTION_RULES)}, not "
+                           f"{self.selection!r}")
+        if self.lr <= 0 or self.local_lr_mult <= 0:
+            raise KitError("--lr and --local-lr-mult must be positive")
         if self.rank < 1 or self.local_rank < 1:
             raise KitError("LoRA ranks must be at least 1")
         bad = sorted(set(self.targets) - set(LORA_TARGETS))

@@ -21,6 +21,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from duallora.federated.adapters import save_adapters
+from duallora.federated.client import split_private
 from duallora.federated.client_model import ClientModel
 from duallora.federated.state import RunState
 
@@ -41,7 +42,7 @@ def export_final_models(folder: Path, model: ClientModel, state: RunState,
             model.set_state(best_global.received, None)
             save_adapters(model.module, folder / "peft", ["global"])
     for client, best in sorted(state.best.items()) if include_sites else []:
-        private = best.private or {}
+        private = split_private(best.private)[0]  # parameters only, not optimizer state
         if private:
             (folder / "private").mkdir(exist_ok=True)
             save_file(_contiguous(private), str(folder / "private" / f"{client}.safetensors"))

@@ -95,7 +95,7 @@ def run_federation(config: TrainConfig, strategy: Strategy, model: ClientModel, 
     for round_idx in range(state.round + 1, config.rounds + 1):
         round_start = time.perf_counter()
         run_round(round_idx, config, strategy, sites, state, aggregate)
-        validate_round(round_idx, strategy, sites, state)
+        validate_round(round_idx, strategy, sites, state, config.selection)
         state.round = round_idx
         rundir.save_checkpoint(state.to_checkpoint())
         rundir.write_metrics(state.metrics)
@@ -168,6 +168,7 @@ def run_round(round_idx: int, config: TrainConfig, strategy: Strategy, sites: Si
         results[name] = (upload, answer)
         state.metric(round_idx, name, "train", "loss", answer.metrics["loss"])
         state.metric(round_idx, name, "train", "n_examples", answer.n_examples)
+        state.metric(round_idx, name, "train", "steps", answer.metrics["steps"])
     _log_round_bytes(state, round_idx)
     needed = min(config.min_clients, len(clients)) if strategy.federated else 1
     if strategy.federated and len(results) < needed:
@@ -196,15 +197,34 @@ def _score(predictions: Predictions) -> float:
     return binary_metrics(predictions.labels, predictions.probs)["balanced_accuracy"]
 
 
-def _better(score: float, best: SelectedRound | None) -> bool:
-    """Strictly better validation score (an undefined score keeps the latest round)."""
-    if best is None or math.isnan(score) or math.isnan(best.score):
+def log_loss(predictions: list[Predictions]) -> float:
+    """Mean binary cross-entropy of P(disease) over every subject of ``predictions``."""
+    labels = np.concatenate([p.labels for p in predictions]).astype(np.float64)
+    probs = np.clip(np.concatenate([p.probs for p in predictions]).astype(np.float64),
+                    1e-7, 1 - 1e-7)
+    if not len(labels):
+        return math.nan
+    return float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)))
+
+
+def _better(score: float, best: SelectedRound | None, rule: str = "site-val-ba") -> bool:
+    """Whether this round replaces the selected one: always under ``final``; otherwise a
+    strictly higher score (an undefined score keeps the latest round)."""
+    if rule == "final" or best is None or math.isnan(score) or math.isnan(best.score):
         return True
     return score > best.score
 
 
-def validate_round(round_idx: int, strategy: Strategy, sites: Sites, state: RunState) -> None:
-    """Validation metrics of this round's models; remember each site's best round."""
+def validate_round(round_idx: int, strategy: Strategy, sites: Sites, state: RunState,
+                   rule: str = "site-val-ba") -> None:
+    """Validation metrics of this round's models; remember the selected round (``rule``).
+
+    ``site-val-ba``: each site keeps its own best round by its validation balanced accuracy
+    (the global model: by the size-weighted mean over sites). ``final``: the last round.
+    ``pooled-val-loss``: one round for every site, the lowest log loss over all sites'
+    validation subjects (the personalized models; the global model by its own pooled loss),
+    the same rule for federated and centralized runs.
+    """
     plan: dict[str, list[EvalRequest]] = {}
     for name in sites.trainers:
         if name not in state.private and strategy.private:
@@ -213,13 +233,18 @@ def validate_round(round_idx: int, strategy: Strategy, sites: Sites, state: RunS
         if strategy.has_global_model and strategy.federated:
             plan[name].append(EvalRequest("val", state.global_payload, None, global_only=True))
     answers = sites.evaluate(str(round_idx), plan)
-    global_scores, global_weights = [], []
+    personal = [answers[name][0] for name in plan]
+    pooled_score = -log_loss(personal) if personal else math.nan
+    state.metric(round_idx, "server", "val", "pooled_log_loss", -pooled_score)
+    global_scores, global_weights, global_preds_all = [], [], []
     scores: dict[str, float] = {}
     for name, items in plan.items():
         preds = answers[name][0]
         _log_val(state, round_idx, name, "val", preds)
         score = scores[name] = _score(preds)
-        if _better(score, state.best.get(name)):
+        if rule == "pooled-val-loss":
+            score = pooled_score
+        if _better(score, state.best.get(name), rule):
             state.best[name] = SelectedRound(round_idx, score, items[0].received,
                                              items[0].private)
         if len(items) > 1:
@@ -227,16 +252,22 @@ def validate_round(round_idx: int, strategy: Strategy, sites: Sites, state: RunS
             _log_val(state, round_idx, name, "val_global", global_preds)
             global_scores.append(_score(global_preds))
             global_weights.append(len(global_preds.labels))
+            global_preds_all.append(global_preds)
     if strategy.has_global_model:
         if strategy.federated:
             finite = [(s, w) for s, w in zip(global_scores, global_weights, strict=True)
                       if not math.isnan(s)]
             score = (sum(s * w for s, w in finite) / sum(w for _, w in finite)
                      if finite else math.nan)
+            global_loss = log_loss(global_preds_all) if global_preds_all else math.nan
         else:
             score = scores.get("pooled", math.nan)  # centralized: its one model is global
+            global_loss = -pooled_score
         state.metric(round_idx, "server", "val_global", "weighted_balanced_accuracy", score)
-        if _better(score, state.best_global):
+        state.metric(round_idx, "server", "val_global", "pooled_log_loss", global_loss)
+        if rule == "pooled-val-loss":
+            score = -global_loss
+        if _better(score, state.best_global, rule):
             state.best_global = SelectedRound(round_idx, score, state.global_payload)
 
 

@@ -257,7 +257,9 @@ def export_site_model(folder: Path, model: Any, received: Any, private: Any) -> 
     from safetensors.torch import save_file
 
     from duallora.federated.adapters import save_adapters
+    from duallora.federated.client import split_private
 
+    private = split_private(private)[0]  # parameters only, not optimizer state
     folder.mkdir(parents=True, exist_ok=True)
     if private:
         save_file({k: v.contiguous() for k, v in private.items()},
