@@ -128,3 +128,21 @@ def test_steps_are_logged_for_every_training_site(harmonized_dir, cache, tmp_pat
     n = metrics[metrics.metric == "n_examples"].set_index(["round", "client"])["value"]
     for _, row in steps.iterrows():
         assert row["value"] == math.ceil(n[(row["round"], row["client"])] / 8)  # batch size 8
+
+
+def test_personalized_models_are_tested_before_and_after_aggregation(harmonized_dir, cache,
+                                                                     tmp_path):
+    dual = run_training(_config(harmonized_dir, cache), tmp_path / "dual", progress=False)
+    predictions = pd.read_csv(dual / "predictions.csv")
+    before = predictions[predictions.split == "test_before_aggregation"]
+    after = predictions[predictions.split == "test"]
+    assert sorted(before.client.unique()) == sorted(after.client.unique())
+    assert list(before.subject_id) == list(after.subject_id)
+    assert not np.allclose(before.prob, after.prob)  # the averaged global part differs
+    metrics = pd.read_csv(dual / "metrics.csv")
+    assert not metrics[(metrics.split == "test_before_aggregation")
+                       & (metrics.metric == "balanced_accuracy")].empty
+    shared_only = run_training(_config(harmonized_dir, cache, strategy="fedavg_lora"),
+                               tmp_path / "fedavg", progress=False)
+    splits = set(pd.read_csv(shared_only / "predictions.csv").split)
+    assert "test_before_aggregation" not in splits  # nothing private: no personalized model

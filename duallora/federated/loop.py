@@ -39,6 +39,10 @@ from duallora.federated.strategies import Strategy, get_strategy
 from duallora.metrics import binary_metrics
 
 VAL_METRICS = ("balanced_accuracy", "sensitivity", "specificity", "auc")
+# predictions.csv splits, in file order: each site's personalized model (after aggregation),
+# the global model on every vendor, on the hold-out, and (strategies with private parts) the
+# personalized model as the site trained it, before the server averaged the shared part
+FINAL_SPLITS = ("test", "test_global", "holdout", "test_before_aggregation")
 # (round, uploads) -> the new global payload; default: the strategy's weighted mean
 Aggregator = Callable[[int, Sequence[tuple[Payload, int]]], Payload]
 
@@ -166,6 +170,8 @@ def run_round(round_idx: int, config: TrainConfig, strategy: Strategy, sites: Si
         upload = (send_logged(state, answer.upload, round_idx, name, "up")
                   if strategy.federated else answer.upload)
         results[name] = (upload, answer)
+        if strategy.federated and strategy.private:  # for the before-aggregation test
+            state.uploads[name] = upload
         state.metric(round_idx, name, "train", "loss", answer.metrics["loss"])
         state.metric(round_idx, name, "train", "n_examples", answer.n_examples)
         state.metric(round_idx, name, "train", "steps", answer.metrics["steps"])
@@ -246,7 +252,7 @@ def validate_round(round_idx: int, strategy: Strategy, sites: Sites, state: RunS
             score = pooled_score
         if _better(score, state.best.get(name), rule):
             state.best[name] = SelectedRound(round_idx, score, items[0].received,
-                                             items[0].private)
+                                             items[0].private, state.uploads.get(name))
         if len(items) > 1:
             global_preds = answers[name][1]
             _log_val(state, round_idx, name, "val_global", global_preds)
@@ -280,8 +286,9 @@ def _log_val(state: RunState, round_idx: int, client: str, split: str,
 
 def final_plan(strategy: Strategy, sites: Sites, state: RunState
                ) -> dict[str, list[tuple[str, EvalRequest]]]:
-    """The final test requests, by site, each with the predictions.csv split it fills:
-    each vendor's selected personal model (its export), and the selected global model on every
+    """The final test requests, by site, each with the predictions.csv split it fills
+    (``FINAL_SPLITS``): each vendor's selected personal model (its export) and, for strategies
+    with private parts, the same model before aggregation; the selected global model on every
     vendor and the hold-out."""
     plan: dict[str, list[tuple[str, EvalRequest]]] = {}
     for vendor in sites.vendors:
@@ -289,6 +296,9 @@ def final_plan(strategy: Strategy, sites: Sites, state: RunState
         if best is not None:
             plan.setdefault(vendor, []).append(
                 ("test", EvalRequest("test", best.received, best.private, export=True)))
+            if best.own_upload is not None:  # the same site's model before aggregation
+                plan[vendor].append(("test_before_aggregation",
+                                     EvalRequest("test", best.own_upload, best.private)))
     if strategy.has_global_model and state.best_global is not None:
         targets = [(vendor, "test_global") for vendor in sites.vendors]
         if sites.holdout is not None:
@@ -305,12 +315,12 @@ def finish(config: TrainConfig, strategy: Strategy, model: ClientModel, sites: S
     plan = final_plan(strategy, sites, state)
     answers = sites.evaluate("final", {name: [item for _, item in items]
                                        for name, items in plan.items()})
-    by_split: dict[str, list[dict[str, Any]]] = {"test": [], "test_global": [], "holdout": []}
+    by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in FINAL_SPLITS}
     for name in sorted(plan, key=_final_order(sites)):
         for (split, _), preds in zip(plan[name], answers[name], strict=True):
             by_split[split] += prediction_rows(preds.subject_ids, name, split, preds.labels,
                                                preds.probs)
-    rows = by_split["test"] + by_split["test_global"] + by_split["holdout"]
+    rows = [row for split in FINAL_SPLITS for row in by_split[split]]
     rundir.write_predictions(rows)
     frame = pd.DataFrame(rows)
     if len(frame):

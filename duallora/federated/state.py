@@ -26,6 +26,8 @@ class SelectedRound:
     score: float
     received: Payload | None      # the global payload the model was evaluated with
     private: Any = None           # the site's private handle (None for the global model)
+    own_upload: Payload | None = None  # the site's own upload of that round: with ``private``
+    #                                    the personalized model before aggregation
 
 
 @dataclass
@@ -41,6 +43,7 @@ class RunState:
     comm: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     head_norm: dict[str, Payload] = field(default_factory=dict)
+    uploads: dict[str, Payload] = field(default_factory=dict)  # each site's latest upload
     finished: bool = False
 
     def metric(self, round_idx: int, client: str, split: str, metric: str, value: float) -> None:
@@ -59,12 +62,12 @@ class RunState:
         return {"round": self.round, "global": self.global_payload, "private": self.private,
                 "best": best, "best_global": best_global, "metrics": self.metrics,
                 "comm": self.comm, "events": self.events, "head_norm": self.head_norm,
-                "finished": self.finished}
+                "uploads": self.uploads, "finished": self.finished}
 
     @classmethod
     def from_checkpoint(cls, values: dict[str, Any]) -> RunState:
         best = {name: SelectedRound(int(sel["round"]), float(sel["score"]), sel["received"],
-                                    sel.get("private"))
+                                    sel.get("private"), sel.get("own_upload"))
                 for name, sel in values.get("best", {}).items()}
         raw_global = values.get("best_global")
         best_global = (None if raw_global is None else
@@ -75,9 +78,10 @@ class RunState:
                    metrics=list(values.get("metrics", [])), comm=list(values.get("comm", [])),
                    events=list(values.get("events", [])),
                    head_norm=dict(values.get("head_norm") or {}),
+                   uploads=dict(values.get("uploads") or {}),
                    finished=bool(values.get("finished", False)))
 
 
 def _selected_dict(selected: SelectedRound, payload_key: str) -> dict[str, Any]:
     return {"round": selected.round, "score": selected.score, payload_key: selected.received,
-            "private": selected.private}
+            "private": selected.private, "own_upload": selected.own_upload}
