@@ -77,12 +77,18 @@ class Site:
 
 
 def site_config(site: Site, instructions: ConfigRecord) -> Any:
-    """The server's TrainConfig with this site's own data folder and prefix-cache folder."""
+    """The server's TrainConfig with this site's own data folder and prefix-cache folder.
+
+    A site's folder holds only its own vendor, so the hold-out setting only concerns the
+    hold-out site itself (which then only evaluates); every other site drops it.
+    """
     from duallora.federated.config import TrainConfig
 
     values = json.loads(str(instructions["train-config"]))
     values["data"] = str(site.data_dir)
     values["cache_dir"] = str(site.state_dir / "prefix-cache")
+    if values.get("holdout_vendor") != site.name:
+        values["holdout_vendor"] = ""
     return TrainConfig.from_dict(values)
 
 
@@ -105,7 +111,7 @@ def load_site(site: Site, config: Any, instructions: ConfigRecord | None = None
     from duallora.federated.prepare import prepare_cohort
 
     model = build_client_model(config)
-    cohort = prepare_cohort(config, model, evaluation_only=site.name == config.holdout_vendor)
+    cohort = prepare_cohort(config, model, evaluation_only=bool(config.holdout_vendor))
     data = None
     if site.name in cohort.vendors:
         data = cohort.vendors[site.name]
