@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from test_fed_loop import _KILL_SCRIPT, _config, _read
+from test_fed_loop import TINY as TINY_MODEL
 
 from duallora.federated.client import (
     OPTIMIZER_PREFIX,
@@ -146,3 +147,40 @@ def test_personalized_models_are_tested_before_and_after_aggregation(harmonized_
                                tmp_path / "fedavg", progress=False)
     splits = set(pd.read_csv(shared_only / "predictions.csv").split)
     assert "test_before_aggregation" not in splits  # nothing private: no personalized model
+
+
+def test_lr_choice_rule_prefers_the_lowest_loss_then_the_smaller_lr():
+    from duallora.errors import KitError
+    from duallora.federated.tune import choose
+
+    assert choose({1e-3: 0.6, 2e-3: 0.5, 4e-3: 0.7}) == 2e-3
+    assert choose({1e-3: 0.5, 2e-3: 0.5}) == 1e-3
+    assert choose({1e-3: math.nan, 2e-3: 0.9}) == 2e-3
+    with pytest.raises(KitError):
+        choose({1e-3: math.nan})
+
+
+def test_tune_lr_trains_the_grid_and_train_uses_its_choice(harmonized_dir, cache, tmp_path,
+                                                           capsys):
+    import json
+
+    from duallora.cli import main
+
+    common = ["--data", str(harmonized_dir), "--quick", "--fm", "none", "--model-size",
+              "tutorial", "--model-overrides", json.dumps(TINY_MODEL), "--bootstrap", "10",
+              "--cache-dir", str(cache), "--no-progress", "--max-train-per-client", "6"]
+    out = tmp_path / "tune"
+    assert main(["tune-lr", "--strategy", "fedavg_lora", "--out", str(out),
+                 "--grid", "1e-3,4e-3", *common]) == 0
+    record = json.loads((out / "tune-lr.json").read_text())
+    assert record["grid"] == [1e-3, 4e-3] and record["chosen_lr"] in (1e-3, 4e-3)
+    losses = {float(k): v for k, v in record["val_loss"].items()}
+    assert record["chosen_lr"] == min(losses, key=lambda lr: (losses[lr], lr))
+    assert "chosen lr" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert main(["train", "--strategy", "fedavg_lora", "--out", str(run), "--lr-from",
+                 str(out), *common]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["lr"] == record["chosen_lr"] and config["lr_from"] == str(out)
+    assert main(["train", "--strategy", "med_duallora", "--out", str(tmp_path / "other"),
+                 "--lr-from", str(out), *common]) == 2  # tuned for another strategy

@@ -53,6 +53,9 @@ class TrainConfig:
     batch_size: int = setting(8, "training batch size")
     lr: float = setting(2e-3, "AdamW learning rate")
     weight_decay: float = setting(0.0, "AdamW weight decay")
+    lr_from: str = setting("", "a tune-lr.json (or its folder): train with the learning rate "
+                           "it chose for this strategy (the file is recorded here)",
+                           metavar="FILE")
     lr_schedule: str = setting("constant", "learning rate over rounds: constant, or cosine "
                                "(lr * (1 + cos(pi (r - 1) / rounds)) / 2 in round r)",
                                metavar="constant|cosine")
@@ -171,4 +174,11 @@ def resolve(explicit: dict[str, Any], *, quick: bool = False) -> TrainConfig:
     """The one place ``--quick`` is applied: defaults, then quick values, then every explicitly
     given value (explicit always wins). The result holds concrete values only."""
     values = {**(quick_overrides() if quick else {}), **explicit}
+    if values.get("lr_from"):
+        from duallora.federated.tune import read_choice
+
+        if "lr" in explicit:
+            raise KitError("give --lr or --lr-from, not both")
+        values["lr"] = read_choice(Path(values["lr_from"]),
+                                   values.get("strategy", TrainConfig().strategy))
     return TrainConfig.from_dict(values)
