@@ -33,9 +33,6 @@ import torch.nn.functional as F  # noqa: E402
 
 from duallora.bench.timing import repeat_timing  # noqa: E402
 
-# A ConvViT small enough for a CPU test, with the same structure as base (3 blocks, 2 adapted).
-TINY_OVERRIDES = {"embed_dim": 32, "depth": 3, "n_heads": 2, "image_size": [32, 32, 16],
-                  "conv_chans": [8, 16]}
 
 
 def log(text: str) -> None:
@@ -48,9 +45,8 @@ def build(tiny: bool, device: torch.device) -> tuple[Any, Any]:
     from duallora.federated.config import TrainConfig
 
     values: dict[str, Any] = {"strategy": "med_duallora", "fm": "none", "blocks": "last2",
-                              "model_size": "tutorial" if tiny else "base"}
-    if tiny:
-        values["model_overrides"] = dict(TINY_OVERRIDES)
+                              # test-tiny: same structure as base (3 blocks, 2 adapted), CPU-sized
+                              "model_size": "test-tiny" if tiny else "base"}
     config = TrainConfig.from_dict(values)
     model = build_client_model(config)
     model.module.to(device)

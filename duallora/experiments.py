@@ -349,7 +349,7 @@ def mae_demo(images, size: str = "tutorial", epochs: int = 2, seed: int = 0,
     """A short MAE pretraining run (the kit's CineMA recipe) on the cohort's ED and ES frames,
     to look at what the objective learns; returns ``(mae, loss log)``. The committed phantom FM
     comes from the same code run for longer on a separate population cohort."""
-    from duallora.pretrain import PretrainConfig, train_mae
+    from duallora.model.pretrain import PretrainConfig, train_mae
 
     images = images[:max_subjects] if max_subjects else images
     frames = images.reshape(-1, 1, *images.shape[2:]).float().contiguous()

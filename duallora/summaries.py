@@ -54,9 +54,10 @@ def parameter_table(sizes: Sequence[str] | None = None, rank: int = 4) -> pd.Dat
     (637 M parameters) costs nothing to count.
     """
     from duallora.model import PRESETS, build_convvit
+    from duallora.model.presets import TEST_SIZES
 
     rows = []
-    for size in sizes or list(PRESETS):
+    for size in sizes or [s for s in PRESETS if s not in TEST_SIZES]:
         cfg = PRESETS[size]
         with torch.device("meta"):
             model = build_convvit(size)

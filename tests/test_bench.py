@@ -21,13 +21,11 @@ from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.serialization import decode, encode
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"image_size": [32, 32, 16], "embed_dim": 32, "depth": 3, "n_heads": 2,
-        "conv_chans": [8, 8]}
 FLOAT32 = 4
 
 
 def _config(strategy: str, **extra) -> TrainConfig:
-    return TrainConfig(strategy=strategy, fm="none", model_overrides=TINY, **extra)
+    return TrainConfig(strategy=strategy, fm="none", model_size="test-tiny", **extra)
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,11 @@ from duallora.cli import main
 from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.loop import run_training
 
-TINY = {"image_size": [32, 32, 16], "embed_dim": 32, "depth": 3, "n_heads": 2,
-        "conv_chans": [8, 8]}
 RUN_FILES = ("config.json", "metrics.csv", "predictions.csv", "comm.jsonl")
 
 
 def _config(data: Path, cache: Path, **changes) -> TrainConfig:
-    values = {"data": str(data), "fm": "none", "model_overrides": TINY, "rounds": 2,
+    values = {"data": str(data), "fm": "none", "model_size": "test-tiny", "rounds": 2,
               "local_epochs": 1, "bootstrap": 30, "max_train_per_client": 8,
               "cache_dir": str(cache), "strategy": "med_duallora"}
     values.update(changes)
@@ -48,7 +46,7 @@ def test_quick_cli_run_writes_the_run_directory(strategy, harmonized_dir, cache,
     out = tmp_path / strategy
     code = main(["train", "--data", str(harmonized_dir), "--strategy", strategy, "--out",
                  str(out), "--quick", "--fm", "none", "--cache-dir", str(cache), "--bootstrap",
-                 "20", "--model-overrides", json.dumps(TINY), "--no-progress"])
+                 "20", "--model-size", "test-tiny", "--no-progress"])
     assert code == 0
     assert strategy in capsys.readouterr().out
     for name in RUN_FILES:

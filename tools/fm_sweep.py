@@ -39,7 +39,7 @@ from duallora.model.checkpoints import (  # noqa: E402
 )
 from duallora.model.foundation import MAE_ENCODER_FORMAT  # noqa: E402
 from duallora.model.probe import embed_all, linear_probe_scores  # noqa: E402
-from duallora.pretrain import (  # noqa: E402
+from duallora.model.pretrain import (  # noqa: E402
     PretrainConfig,
     epoch_mean_losses,
     load_frames,
