@@ -31,8 +31,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from duallora.bench.timing import repeat_timing  # noqa: E402
-
+from benchmarks.timing import repeat_timing  # noqa: E402
 
 
 def log(text: str) -> None:
@@ -125,7 +124,7 @@ def eval_throughput(modules: dict[str, torch.nn.Module], images: torch.Tensor, b
                     precision: str, device: torch.device, steps: int, warmup: int
                     ) -> dict[str, Any]:
     """Forward passes per second of each module on full images, interleaved."""
-    from duallora.bench.timing import interleaved_timing
+    from benchmarks.timing import interleaved_timing
 
     x = images[:batch]
 
@@ -148,7 +147,7 @@ def eval_throughput(modules: dict[str, torch.nn.Module], images: torch.Tensor, b
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from duallora.bench.measure import randomize_lora_b
+    from benchmarks.measure import randomize_lora_b
     from duallora.federated.adapters import merged_model
     from duallora.federated.client_model import load_foundation, model_input_size
     from duallora.federated.prepare import use_prefix_cache

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from duallora.bench import costs, measure, report, timing
+from benchmarks import costs, measure, report, timing
 from duallora.errors import KitError
 from duallora.federated.client_model import build_client_model
 from duallora.federated.config import STRATEGY_NAMES, TrainConfig
@@ -175,7 +175,7 @@ def test_bench_cli_rejects_unknown_section() -> None:
 
 
 def test_round_times_read_in_round_order(tmp_path) -> None:
-    from duallora.bench.flower import round_seconds
+    from benchmarks.flower import round_seconds
 
     (tmp_path / "timing.json").write_text(json.dumps({"rounds": {"10": 3.0, "2": 2.0, "1": 1.0}}))
     assert round_seconds(tmp_path) == [1.0, 2.0, 3.0]

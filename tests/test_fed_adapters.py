@@ -20,7 +20,6 @@ from duallora.federated.config import LORA_TARGETS
 from duallora.model import build_convvit
 
 
-
 def _tiny_model(seed: int = 0) -> torch.nn.Module:
     return build_convvit("test-tiny", seed=seed).eval()
 

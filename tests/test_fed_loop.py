@@ -105,7 +105,7 @@ def test_prefix_cache_gives_the_same_run(harmonized_dir, cache, tmp_path) -> Non
     assert (cached / "comm.jsonl").read_bytes() == (full / "comm.jsonl").read_bytes()
     assert any(cache.glob("prefix-*.safetensors"))
     # the comparison helpers see two equal runs as equal
-    from duallora.federated.compare import paired_strategy_test, results_table
+    from duallora.results.compare import paired_strategy_test, results_table
 
     table = results_table([cached, full])
     pooled = table[table["scope"] == "pooled"]
@@ -113,6 +113,20 @@ def test_prefix_cache_gives_the_same_run(harmonized_dir, cache, tmp_path) -> Non
     assert (pooled["bytes_per_round"] > 0).all()
     same = paired_strategy_test(cached, full, n_boot=50)
     assert same["diff"] == 0 and same["permutation_p"] == 1.0
+    # the one run reader sees every file the loop wrote, and the transport comparison of
+    # notebook 05 calls two identical runs identical
+    from duallora.results.compare import compare_runs
+    from duallora.results.run_reader import load_run
+
+    run = load_run(cached)
+    assert run.config["strategy"] == "med_duallora" and run.name == "cached"
+    assert run.metrics.equals(pd.read_csv(cached / "metrics.csv"))
+    assert run.predictions.equals(pd.read_csv(cached / "predictions.csv"))
+    assert len(run.comm) == len((cached / "comm.jsonl").read_text().splitlines())
+    assert set(run.timing["rounds"]) == {"1", "2"} and isinstance(run.events, list)
+    assert set(run.final_metrics()["round"]) == {2}
+    agreement = compare_runs(cached, full)
+    assert (agreement["value"] == 0).all() and agreement["same_structure"].all()
 
 
 _KILL_SCRIPT = """
@@ -212,3 +226,4 @@ def test_bad_input_gives_one_clear_line(harmonized_dir, tmp_path, capsys) -> Non
         assert main(["train", *args, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], lines
+

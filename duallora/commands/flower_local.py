@@ -64,8 +64,8 @@ def train_option_defaults() -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from duallora.errors import KitError
-    from duallora.federated.summary import headline
-    from duallora.flower.local_run import run_local
+    from duallora.flower.localhost.run import run_on_localhost as run_local
+    from duallora.results.headline import headline
 
     if not args.data.is_dir():
         raise KitError(f"--data {args.data}: no such folder")

@@ -27,14 +27,14 @@ from duallora.federated.client import Predictions, evaluate_client, train_client
 from duallora.federated.client_model import ClientModel, build_client_model
 from duallora.federated.cohort import ClientData
 from duallora.federated.config import TrainConfig
-from duallora.federated.evaluation import prediction_rows, summary_rows
 from duallora.federated.export import export_final_models
 from duallora.federated.head_norm import setup_head_norm
 from duallora.federated.prepare import FederatedCohort, prepare_cohort
 from duallora.federated.rundir import RunDir
 from duallora.federated.serialization import Payload, decode, encode
 from duallora.federated.strategies import Strategy, get_strategy
-from duallora.metrics import binary_metrics
+from duallora.results.evaluation import prediction_rows, summary_rows
+from duallora.results.metrics import binary_metrics
 
 VAL_METRICS = ("balanced_accuracy", "sensitivity", "specificity", "auc")
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from duallora.federated.compare import paired_strategy_test, results_table
 from duallora.federated.config import STRATEGY_NAMES
+from duallora.results.compare import paired_strategy_test, results_table
 
 
 def _command(strategy: str, seed: int, data: Path, out: Path, extra: list[str]) -> list[str]:

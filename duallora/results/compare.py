@@ -1,39 +1,47 @@
-"""Compare finished runs: one results table, paired tests between strategies, tests over seeds.
+"""Compare finished runs: one results table, paired tests between strategies, tests over seeds,
+and how far a Flower run is from the in-process run of the same configuration.
 
-All inputs are run directories (``duallora train --out``); nothing is recomputed from models.
+All inputs are run directories (``duallora train --out``, ``duallora flower-local --out``) read
+through ``run_reader``; nothing is recomputed from models.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors.torch import load_file
 
-from duallora.stats import across_seeds, metric_statistic, paired_bootstrap, paired_permutation
+from duallora.federated.rundir import RunDir
+from duallora.results.run_reader import RunResults, load_run, read_predictions
+from duallora.results.stats import (
+    across_seeds,
+    metric_statistic,
+    paired_bootstrap,
+    paired_permutation,
+)
 
 HEADLINE = ("balanced_accuracy", "sensitivity", "specificity")
+FLOWER_HEADLINE = ("balanced_accuracy", "specificity", "sensitivity", "auc")
 
 
-def run_info(run: Path) -> dict:
-    config = json.loads((Path(run) / "config.json").read_text())
-    timing_path = Path(run) / "timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    return {"strategy": config["strategy"], "seed": config["seed"], "rounds": config["rounds"],
-            "wall_seconds": timing.get("total_seconds", float("nan"))}
+def run_info(run: RunResults) -> dict:
+    return {"strategy": run.config["strategy"], "seed": run.config["seed"],
+            "rounds": run.config["rounds"],
+            "wall_seconds": run.timing.get("total_seconds", float("nan"))}
 
 
 def results_table(runs: Sequence[Path], split: str = "test",
                   metrics: Sequence[str] = HEADLINE) -> pd.DataFrame:
     """One row per (strategy, seed, scope): each metric with its 95% CI, bytes per round, time."""
     rows = []
-    for run in runs:
+    for path in runs:
+        run = load_run(path)
         info = run_info(run)
-        frame = pd.read_csv(Path(run) / "metrics.csv")
-        final = frame[(frame["round"] == info["rounds"]) & (frame["split"] == split)]
-        cost = frame[frame["split"] == "cost"].set_index("metric")["value"]
+        final = run.final_metrics(split)
+        cost = run.cost()
         per_round = float(cost.get("bytes_up_per_round", 0) + cost.get("bytes_down_per_round", 0))
         for scope, part in final.groupby("client", sort=False):
             values = part.set_index("metric")["value"]
@@ -48,8 +56,8 @@ def results_table(runs: Sequence[Path], split: str = "test",
 
 
 def _aligned(run_a: Path, run_b: Path, split: str) -> pd.DataFrame:
-    a = pd.read_csv(Path(run_a) / "predictions.csv").query("split == @split")
-    b = pd.read_csv(Path(run_b) / "predictions.csv").query("split == @split")
+    a = read_predictions(run_a).query("split == @split")
+    b = read_predictions(run_b).query("split == @split")
     merged = a.merge(b, on=["subject_id", "client", "label"], suffixes=("_a", "_b"))
     if len(merged) != len(a) or len(merged) != len(b):
         raise ValueError(f"{run_a} and {run_b} were not tested on the same subjects")
@@ -78,3 +86,58 @@ def seed_test(table: pd.DataFrame, strategy_a: str, strategy_b: str,
                                                       values=metric)
     part = part[[strategy_a, strategy_b]].dropna()
     return across_seeds(part[strategy_a].to_numpy(), part[strategy_b].to_numpy())
+
+
+# -- one configuration, two transports (notebook 05) ---------------------------------------
+def compare_runs(flower_dir: Path, reference_dir: Path) -> pd.DataFrame:
+    """How far a Flower run is from the in-process run: global adapter, metrics, predictions,
+    communication log (0 and True mean identical)."""
+    ours_run, ref_run = load_run(flower_dir), load_run(reference_dir)
+    ours = load_file(str(RunDir(flower_dir).final / "global.safetensors"))
+    ref = load_file(str(RunDir(reference_dir).final / "global.safetensors"))
+    same_keys = sorted(ours) == sorted(ref)
+    adapter_diff = max((float((ours[k].double() - ref[k].double()).abs().max()) for k in ref),
+                       default=0.0) if same_keys else float("nan")
+    m_ours, m_ref = ours_run.metrics, ref_run.metrics
+    same_rows = m_ours.drop(columns="value").equals(m_ref.drop(columns="value"))
+    metric_diff = float((m_ours["value"] - m_ref["value"]).abs().max()) if same_rows \
+        else float("nan")
+    p_ours, p_ref = ours_run.predictions, ref_run.predictions
+    same_subjects = p_ours.drop(columns=["prob", "pred"]).equals(p_ref.drop(columns=["prob",
+                                                                                     "pred"]))
+    prob_diff = float((p_ours["prob"] - p_ref["prob"]).abs().max()) if same_subjects \
+        else float("nan")
+    comm_same = ours_run.comm.equals(ref_run.comm)
+    return pd.DataFrame([
+        {"what": "global adapter + head (max |difference|)", "value": adapter_diff,
+         "same_structure": same_keys},
+        {"what": "metrics.csv values (max |difference|)", "value": metric_diff,
+         "same_structure": same_rows},
+        {"what": "test probabilities (max |difference|)", "value": prob_diff,
+         "same_structure": same_subjects},
+        {"what": "comm.jsonl (messages, keys, bytes)", "value": 0.0 if comm_same else 1.0,
+         "same_structure": comm_same},
+    ])
+
+
+def round_times(runs: Mapping[str, Path]) -> pd.DataFrame:
+    """Seconds per round (and final evaluation) from each run's ``timing.json``."""
+    rows = []
+    for label, path in runs.items():
+        timing = load_run(path).timing
+        for round_idx, seconds in sorted(timing["rounds"].items(), key=lambda kv: int(kv[0])):
+            rows.append({"run": label, "round": int(round_idx), "seconds": float(seconds)})
+    return pd.DataFrame(rows, columns=["run", "round", "seconds"])
+
+
+def test_metrics(runs: Mapping[str, Path], scope: str = "macro", split: str = "test"
+                 ) -> pd.DataFrame:
+    """Headline test metrics (``scope``: macro over vendors, or pooled) per run."""
+    rows = []
+    for label, path in runs.items():
+        metrics = load_run(path).metrics
+        part = metrics[(metrics.split == split) & (metrics.client == scope)
+                       & metrics.metric.isin(FLOWER_HEADLINE)]
+        for _, row in part.iterrows():
+            rows.append({"run": label, "metric": row["metric"], "value": float(row["value"])})
+    return pd.DataFrame(rows, columns=["run", "metric", "value"])
