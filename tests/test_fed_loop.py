@@ -227,3 +227,19 @@ def test_bad_input_gives_one_clear_line(harmonized_dir, tmp_path, capsys) -> Non
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], lines
 
+
+def test_sweep_command_trains_and_tabulates(harmonized_dir, cache, tmp_path, capsys) -> None:
+    """``duallora sweep``: one ``duallora train`` process per strategy and seed, then the
+    results table and the paired test against med_duallora."""
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--data", str(harmonized_dir), "--out", str(out), "--strategies",
+                 "local", "med_duallora", "--seeds", "0", "--jobs", "2", "--threads", "1",
+                 "--", "--quick", "--fm", "none", "--model-size", "test-tiny", "--bootstrap",
+                 "20", "--cache-dir", str(cache)])
+    assert code == 0, capsys.readouterr().err
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["strategy"]) == {"local", "med_duallora"}
+    assert set(results["seed"]) == {0}
+    paired = pd.read_csv(out / "paired.csv")
+    assert list(paired[["a", "b"]].itertuples(index=False, name=None)) == [
+        ("med_duallora", "local")]

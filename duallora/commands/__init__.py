@@ -6,4 +6,5 @@ COMMAND_MODULES: list[str] = [
     "duallora.commands.train",
     "duallora.commands.pretrain",
     "duallora.commands.flower_local",
+    "duallora.commands.sweep",
 ]
