@@ -17,9 +17,12 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:  # imported lazily at run time: notebooks import this module first
+    from duallora.federated.config import TrainConfig
 
 # Phantom cohort size (fraction of the real datasets' subject counts). Quick mode keeps the
 # minimum the phantom writer allows (three subjects per vendor and label, 24 in all), which
@@ -264,7 +267,7 @@ def ensure_runs(ws: Workspace, specs: dict[str, dict[str, Any]], progress: bool 
     return done
 
 
-def ensure_flower_run(run_dir: Path, config: Any, n_clients: int, *,
+def ensure_flower_run(run_dir: Path, config: TrainConfig, n_clients: int, *,
                       dp_noise_multiplier: float = 0.0, dp_clipping_norm: float = 1.0,
                       timeout: float = 3600.0) -> Path:
     """``flower-local`` into ``run_dir`` unless a finished run with these settings is there
