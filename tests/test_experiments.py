@@ -243,3 +243,21 @@ def test_markdown_table_escapes_and_truncates() -> None:
     text = markdown_table(frame, max_rows=2)
     assert "x\\|y" in text and "1 more rows" in text
     assert json.dumps(text)  # plain text
+
+
+def test_run_reader_needs_metrics_and_reads_optional_files_as_empty(tmp_path: Path) -> None:
+    from duallora.errors import KitError
+
+    with pytest.raises(KitError, match="metrics.csv missing"):
+        run_reader.load_run(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"strategy": "local", "rounds": 1}))
+    pd.DataFrame([{"round": 1, "client": "pooled", "split": "test", "metric": "auc",
+                   "value": 0.5}]).to_csv(tmp_path / "metrics.csv", index=False)
+    run = run_reader.load_run(tmp_path, "baseline")
+    assert run.name == "baseline" and run.config["strategy"] == "local"
+    assert run.predictions.empty and list(run.predictions.columns) == [
+        "subject_id", "client", "split", "label", "prob", "pred"]
+    assert run.comm.empty and list(run.comm.columns) == run_reader.COMM_COLUMNS
+    assert run.timing == {} and run.events == [] and run.norms.empty
+    assert run.final_metrics()["value"].tolist() == [0.5]
+
