@@ -31,11 +31,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from duallora.bench.timing import repeat_timing  # noqa: E402
-
-# A ConvViT small enough for a CPU test, with the same structure as base (3 blocks, 2 adapted).
-TINY_OVERRIDES = {"embed_dim": 32, "depth": 3, "n_heads": 2, "image_size": [32, 32, 16],
-                  "conv_chans": [8, 16]}
+from benchmarks.timing import repeat_timing  # noqa: E402
 
 
 def log(text: str) -> None:
@@ -48,9 +44,8 @@ def build(tiny: bool, device: torch.device) -> tuple[Any, Any]:
     from duallora.federated.config import TrainConfig
 
     values: dict[str, Any] = {"strategy": "med_duallora", "fm": "none", "blocks": "last2",
-                              "model_size": "tutorial" if tiny else "base"}
-    if tiny:
-        values["model_overrides"] = dict(TINY_OVERRIDES)
+                              # test-tiny: same structure as base (3 blocks, 2 adapted), CPU-sized
+                              "model_size": "test-tiny" if tiny else "base"}
     config = TrainConfig.from_dict(values)
     model = build_client_model(config)
     model.module.to(device)
@@ -129,7 +124,7 @@ def eval_throughput(modules: dict[str, torch.nn.Module], images: torch.Tensor, b
                     precision: str, device: torch.device, steps: int, warmup: int
                     ) -> dict[str, Any]:
     """Forward passes per second of each module on full images, interleaved."""
-    from duallora.bench.timing import interleaved_timing
+    from benchmarks.timing import interleaved_timing
 
     x = images[:batch]
 
@@ -152,7 +147,7 @@ def eval_throughput(modules: dict[str, torch.nn.Module], images: torch.Tensor, b
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from duallora.bench.measure import randomize_lora_b
+    from benchmarks.measure import randomize_lora_b
     from duallora.federated.adapters import merged_model
     from duallora.federated.client_model import load_foundation, model_input_size
     from duallora.federated.prepare import use_prefix_cache

@@ -54,7 +54,7 @@ def worker(task: dict[str, Any]) -> Any:
     """Run one measurement in this process and return its JSON-able result."""
     import torch
 
-    from duallora.bench import measure
+    from benchmarks import measure
 
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
@@ -87,8 +87,8 @@ def worker(task: dict[str, Any]) -> Any:
 
 
 def _costs_only(config: Any) -> dict[str, Any]:
-    from duallora.bench.costs import strategy_costs
-    from duallora.bench.measure import N_CLIENTS
+    from benchmarks.costs import strategy_costs
+    from benchmarks.measure import N_CLIENTS
     from duallora.federated.client_model import build_client_model
 
     row = strategy_costs(build_client_model(config), N_CLIENTS)
@@ -120,8 +120,8 @@ def section_data(ws: Any, scale: float, tmp: Path, settings: dict[str, Any],
                  measure_harmonization: bool) -> dict[str, Any]:
     """The benchmark's phantom cohort (built once, then reused from the data folder) and, unless
     skipped, the harmonization throughput measured on its raw files."""
-    from duallora.bench import measure
-    from duallora.experiments import ensure_cohort, ensure_phantoms
+    from benchmarks import measure
+    from duallora.notebooks.experiments import ensure_cohort, ensure_phantoms
 
     start = time.perf_counter()
     raw = ensure_phantoms(ws, scale)
@@ -182,8 +182,8 @@ def _rows(result: Any, name: str) -> list[dict[str, Any]]:
 def section_notebooks(tmp: Path, run_series: bool) -> dict[str, Any]:
     """The quick series run now in fresh folders, and the durations papermill stored in the
     last executed series under reports/notebooks (full mode after ``make demo``)."""
+    from benchmarks.measure import executed_notebook_times, measure_notebooks
     from duallora import paths
-    from duallora.bench.measure import executed_notebook_times, measure_notebooks
 
     out: dict[str, Any] = {
         "demo": executed_notebook_times(paths.default_reports_dir() / "notebooks")}
@@ -198,7 +198,7 @@ def section_notebooks(tmp: Path, run_series: bool) -> dict[str, Any]:
 
 
 def section_flower(data: Path, tmp: Path, log: Any) -> dict[str, Any]:
-    from duallora.bench.flower import measure_flower
+    from benchmarks.flower import measure_flower
 
     try:
         return measure_flower(data, tmp / "flower", log=log)
@@ -236,8 +236,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from duallora.bench import measure, report
-    from duallora.experiments import workspace
+    from benchmarks import measure, report
+    from duallora.notebooks.experiments import workspace
 
     started = time.perf_counter()
     settings = plan(args.quick)
@@ -315,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
 
 def render(args: argparse.Namespace) -> int:
     """``--render JSON``: targets, markdown and README block from stored results."""
-    from duallora.bench import report
+    from benchmarks import report
 
     try:
         results = json.loads(Path(args.render).read_text())

@@ -14,20 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from duallora.bench import costs, measure, report, timing
+from benchmarks import costs, measure, report, timing
 from duallora.errors import KitError
 from duallora.federated.client_model import build_client_model
 from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.serialization import decode, encode
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"image_size": [32, 32, 16], "embed_dim": 32, "depth": 3, "n_heads": 2,
-        "conv_chans": [8, 8]}
 FLOAT32 = 4
 
 
 def _config(strategy: str, **extra) -> TrainConfig:
-    return TrainConfig(strategy=strategy, fm="none", model_overrides=TINY, **extra)
+    return TrainConfig(strategy=strategy, fm="none", model_size="test-tiny", **extra)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +175,7 @@ def test_bench_cli_rejects_unknown_section() -> None:
 
 
 def test_round_times_read_in_round_order(tmp_path) -> None:
-    from duallora.bench.flower import round_seconds
+    from benchmarks.flower import round_seconds
 
     (tmp_path / "timing.json").write_text(json.dumps({"rounds": {"10": 3.0, "2": 2.0, "1": 1.0}}))
     assert round_seconds(tmp_path) == [1.0, 2.0, 3.0]

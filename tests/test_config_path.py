@@ -16,7 +16,7 @@ from duallora.commands import COMMAND_MODULES, flower_local, train
 from duallora.commands.options import add_settings_options, cli_name, explicit_values
 from duallora.errors import KitError
 from duallora.federated.config import TrainConfig, quick_overrides, resolve, setting
-from duallora.flower.local_run import run_config_for
+from duallora.flower.localhost.run import run_config_for
 from duallora.flower.run_config import (
     SITE_FIELDS,
     flower_settings,

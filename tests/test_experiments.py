@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from duallora import experiments, summaries
-from duallora.adapter_norms import NormLogger, adapter_scales, lora_norms, state_norms
 from duallora.federated.config import TrainConfig
-from duallora.reports import markdown_table, save_table, write_reports_readme
+from duallora.notebooks import experiments, exploration
+from duallora.notebooks.reports import markdown_table, save_table, write_reports_readme
+from duallora.results import run_reader, tables
+from duallora.results.adapter_norms import NormLogger, adapter_scales, lora_norms, state_norms
+from duallora.results.headline import headline_table
 
 KEY = "base_model.model.encoder.blocks.{b}.{m}.lora_{f}.{a}.weight"
 
@@ -152,7 +154,7 @@ def _metadata() -> pd.DataFrame:
 
 
 def test_cohort_table_counts_and_orders_vendors() -> None:
-    table = summaries.cohort_table(_metadata())
+    table = exploration.cohort_table(_metadata())
     assert list(table.index) == ["Siemens", "GE", "all"]
     assert table.loc["Siemens", "total"] == 6 and table.loc["all", "total"] == 10
     assert table.loc["GE", "NOR"] == 2 and table.loc["GE", "NOR train"] == 1
@@ -163,7 +165,7 @@ def test_parameter_table_matches_real_models() -> None:
     from duallora.federated.config import LORA_TARGETS
     from duallora.model import build_convvit
 
-    table = summaries.parameter_table(["tutorial"], rank=4).iloc[0]
+    table = exploration.parameter_table(["tutorial"], rank=4).iloc[0]
     model = build_convvit("tutorial", seed=0)
     assert table["params"] == sum(p.numel() for p in model.parameters())
     peft = attach_adapters(model, [AdapterSpec("global", 4, 8.0)], [4, 5], LORA_TARGETS)
@@ -177,16 +179,16 @@ def test_projection_and_vendor_separability() -> None:
     features = rng.normal(size=(40, 8))
     features[vendors == "GE", 0] += 6.0  # a strong vendor shift on one channel
     for method in ("pca", "tsne"):
-        assert summaries.project_embeddings(features, method).shape == (40, 2)
-    assert summaries.vendor_separability(features, vendors) > 0.9
-    assert summaries.vendor_separability(rng.normal(size=(40, 8)), vendors) < 0.8
+        assert exploration.project_embeddings(features, method).shape == (40, 2)
+    assert exploration.vendor_separability(features, vendors) > 0.9
+    assert exploration.vendor_separability(rng.normal(size=(40, 8)), vendors) < 0.8
     with pytest.raises(ValueError):
-        summaries.project_embeddings(features, "umap")
+        exploration.project_embeddings(features, "umap")
 
 
 def _fake_run(name: str, probs: np.ndarray, labels: np.ndarray, vendors: np.ndarray,
               bytes_up: float):
-    from duallora.federated.evaluation import prediction_rows, summary_rows
+    from duallora.results.evaluation import prediction_rows, summary_rows
 
     preds = pd.DataFrame(prediction_rows([f"s{i}" for i in range(len(labels))], "x", "test",
                                          labels, probs))
@@ -196,7 +198,7 @@ def _fake_run(name: str, probs: np.ndarray, labels: np.ndarray, vendors: np.ndar
                           "value": v} for m, v in (("bytes_up_total", bytes_up),
                                                    ("bytes_down_total", bytes_up),
                                                    ("trainable_params", 10))])
-    return experiments.RunResults(name, Path(name), {"rounds": 2},
+    return run_reader.RunResults(name, Path(name), {"rounds": 2},
                                   pd.concat([metrics, cost], ignore_index=True), preds,
                                   pd.DataFrame(), pd.DataFrame())
 
@@ -208,16 +210,16 @@ def test_result_tables_from_run_files() -> None:
     always_sick = np.full(8, 0.9)
     runs = {"good": _fake_run("good", perfect, labels, vendors, 100.0),
             "bad": _fake_run("bad", always_sick, labels, vendors, 50.0)}
-    table = summaries.metric_table(runs)
+    table = tables.metric_table(runs)
     good = table[(table["strategy"] == "good") & (table["scope"] == "macro")]
     assert good.set_index("metric").loc["balanced_accuracy", "value"] == 1.0
-    headline = summaries.headline_table(runs).set_index("strategy")
+    headline = headline_table(runs).set_index("strategy")
     assert headline.loc["good", "bal_acc"] == 1.0 and headline.loc["bad", "spec"] == 0.0
     assert headline.loc["good", "MB_sent"] == pytest.approx(200 / 1e6)
-    significance = summaries.significance_table(runs, "good", n_boot=100)
+    significance = tables.significance_table(runs, "good", n_boot=100)
     pooled = significance[significance["scope"] == "pooled"].iloc[0]
     assert pooled["diff"] == pytest.approx(0.5)
-    same = summaries.significance_table({"a": runs["good"], "b": runs["good"]}, "a",
+    same = tables.significance_table({"a": runs["good"], "b": runs["good"]}, "a",
                                         n_boot=50)
     assert (same["diff"] == 0).all()
 
@@ -241,3 +243,21 @@ def test_markdown_table_escapes_and_truncates() -> None:
     text = markdown_table(frame, max_rows=2)
     assert "x\\|y" in text and "1 more rows" in text
     assert json.dumps(text)  # plain text
+
+
+def test_run_reader_needs_metrics_and_reads_optional_files_as_empty(tmp_path: Path) -> None:
+    from duallora.errors import KitError
+
+    with pytest.raises(KitError, match="metrics.csv missing"):
+        run_reader.load_run(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"strategy": "local", "rounds": 1}))
+    pd.DataFrame([{"round": 1, "client": "pooled", "split": "test", "metric": "auc",
+                   "value": 0.5}]).to_csv(tmp_path / "metrics.csv", index=False)
+    run = run_reader.load_run(tmp_path, "baseline")
+    assert run.name == "baseline" and run.config["strategy"] == "local"
+    assert run.predictions.empty and list(run.predictions.columns) == [
+        "subject_id", "client", "split", "label", "prob", "pred"]
+    assert run.comm.empty and list(run.comm.columns) == run_reader.COMM_COLUMNS
+    assert run.timing == {} and run.events == [] and run.norms.empty
+    assert run.final_metrics()["value"].tolist() == [0.5]
+

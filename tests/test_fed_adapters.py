@@ -19,14 +19,9 @@ from duallora.federated.adapters import (
 from duallora.federated.config import LORA_TARGETS
 from duallora.model import build_convvit
 
-TINY = {"image_size": (32, 32, 16), "embed_dim": 32, "depth": 3, "n_heads": 2,
-        "conv_chans": (8, 8)}
-
 
 def _tiny_model(seed: int = 0) -> torch.nn.Module:
-    overrides = dict(TINY)
-    image_size = overrides.pop("image_size")
-    return build_convvit("tutorial", image_size=image_size, seed=seed, **overrides).eval()
+    return build_convvit("test-tiny", seed=seed).eval()
 
 
 def _dual(seed: int = 0):

@@ -20,13 +20,11 @@ from duallora.cli import main
 from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.loop import run_training
 
-TINY = {"image_size": [32, 32, 16], "embed_dim": 32, "depth": 3, "n_heads": 2,
-        "conv_chans": [8, 8]}
 RUN_FILES = ("config.json", "metrics.csv", "predictions.csv", "comm.jsonl")
 
 
 def _config(data: Path, cache: Path, **changes) -> TrainConfig:
-    values = {"data": str(data), "fm": "none", "model_overrides": TINY, "rounds": 2,
+    values = {"data": str(data), "fm": "none", "model_size": "test-tiny", "rounds": 2,
               "local_epochs": 1, "bootstrap": 30, "max_train_per_client": 8,
               "cache_dir": str(cache), "strategy": "med_duallora"}
     values.update(changes)
@@ -48,7 +46,7 @@ def test_quick_cli_run_writes_the_run_directory(strategy, harmonized_dir, cache,
     out = tmp_path / strategy
     code = main(["train", "--data", str(harmonized_dir), "--strategy", strategy, "--out",
                  str(out), "--quick", "--fm", "none", "--cache-dir", str(cache), "--bootstrap",
-                 "20", "--model-overrides", json.dumps(TINY), "--no-progress"])
+                 "20", "--model-size", "test-tiny", "--no-progress"])
     assert code == 0
     assert strategy in capsys.readouterr().out
     for name in RUN_FILES:
@@ -107,7 +105,7 @@ def test_prefix_cache_gives_the_same_run(harmonized_dir, cache, tmp_path) -> Non
     assert (cached / "comm.jsonl").read_bytes() == (full / "comm.jsonl").read_bytes()
     assert any(cache.glob("prefix-*.safetensors"))
     # the comparison helpers see two equal runs as equal
-    from duallora.federated.compare import paired_strategy_test, results_table
+    from duallora.results.compare import paired_strategy_test, results_table
 
     table = results_table([cached, full])
     pooled = table[table["scope"] == "pooled"]
@@ -115,6 +113,20 @@ def test_prefix_cache_gives_the_same_run(harmonized_dir, cache, tmp_path) -> Non
     assert (pooled["bytes_per_round"] > 0).all()
     same = paired_strategy_test(cached, full, n_boot=50)
     assert same["diff"] == 0 and same["permutation_p"] == 1.0
+    # the one run reader sees every file the loop wrote, and the transport comparison of
+    # notebook 05 calls two identical runs identical
+    from duallora.results.compare import compare_runs
+    from duallora.results.run_reader import load_run
+
+    run = load_run(cached)
+    assert run.config["strategy"] == "med_duallora" and run.name == "cached"
+    assert run.metrics.equals(pd.read_csv(cached / "metrics.csv"))
+    assert run.predictions.equals(pd.read_csv(cached / "predictions.csv"))
+    assert len(run.comm) == len((cached / "comm.jsonl").read_text().splitlines())
+    assert set(run.timing["rounds"]) == {"1", "2"} and isinstance(run.events, list)
+    assert set(run.final_metrics()["round"]) == {2}
+    agreement = compare_runs(cached, full)
+    assert (agreement["value"] == 0).all() and agreement["same_structure"].all()
 
 
 _KILL_SCRIPT = """
@@ -215,3 +227,20 @@ def test_bad_input_gives_one_clear_line(harmonized_dir, tmp_path, capsys) -> Non
         assert main(["train", *args, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_sweep_command_trains_and_tabulates(harmonized_dir, cache, tmp_path, capsys) -> None:
+    """``duallora sweep``: one ``duallora train`` process per strategy and seed, then the
+    results table and the paired test against med_duallora."""
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--data", str(harmonized_dir), "--out", str(out), "--strategies",
+                 "local", "med_duallora", "--seeds", "0", "--jobs", "2", "--threads", "1",
+                 "--", "--quick", "--fm", "none", "--model-size", "test-tiny", "--bootstrap",
+                 "20", "--cache-dir", str(cache)])
+    assert code == 0, capsys.readouterr().err
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["strategy"]) == {"local", "med_duallora"}
+    assert set(results["seed"]) == {0}
+    paired = pd.read_csv(out / "paired.csv")
+    assert list(paired[["a", "b"]].itertuples(index=False, name=None)) == [
+        ("med_duallora", "local")]

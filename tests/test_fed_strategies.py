@@ -11,13 +11,11 @@ from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.serialization import decode, encode, roundtrip
 from duallora.federated.strategies import get_strategy, weighted_average
 
-TINY = {"image_size": [32, 32, 16], "embed_dim": 32, "depth": 3, "n_heads": 2,
-        "conv_chans": [8, 8]}
 HEADS = ("pred_head_dict.sax.", "pred_head_dict.cls.")
 
 
 def _model(strategy: str, **extra):
-    config = TrainConfig(strategy=strategy, fm="none", model_overrides=TINY, **extra)
+    config = TrainConfig(strategy=strategy, fm="none", model_size="test-tiny", **extra)
     return build_client_model(config)
 
 

@@ -17,7 +17,7 @@ from flwr.common.config import parse_config_args, validate_config
 from duallora.errors import KitError
 from duallora.federated.config import TrainConfig, quick_overrides, resolve
 from duallora.federated.strategies import get_strategy
-from duallora.flower import launcher
+from duallora.flower.localhost import launcher
 from duallora.flower.node_state import (
     MissingPrivateStateError,
     NodeStateStore,
@@ -149,7 +149,7 @@ def test_a_process_that_fails_to_start_is_reported_with_its_log_and_reaped(tmp_p
     failing.write_text("#!/bin/sh\necho 'cannot bind: address in use' >&2\nsleep 0.2\nexit 3\n")
     failing.chmod(0o755)
     monkeypatch.setattr(launcher, "flower_executable", lambda name: str(failing))
-    federation = launcher.LocalFederation(tmp_path / "fed", [launcher.NodeSpec("GE", {})],
+    federation = launcher.LocalhostFederation(tmp_path / "fed", [launcher.NodeSpec("GE", {})],
                                           startup_timeout=20)
     with pytest.raises(KitError) as err, federation:
         pass

@@ -28,8 +28,8 @@ from duallora.cli import build_parser
 from duallora.commands import COMMAND_MODULES, flower_local, train
 from duallora.federated.config import TrainConfig
 from duallora.federated.loop import run_training
-from duallora.flower.launcher import LocalFederation, group_alive
-from duallora.flower.local_run import run_local
+from duallora.flower.localhost.launcher import LocalhostFederation, group_alive
+from duallora.flower.localhost.run import run_on_localhost
 from duallora.flower.run_config import SITE_FIELDS
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def flower(config: TrainConfig, tmp_path_factory: pytest.TempPathFactory) -> dic
     groups: list[int] = []
     restarted: dict[str, float] = {}
 
-    def stop_and_restart_one_site(federation: LocalFederation, run_dir: Path) -> None:
+    def stop_and_restart_one_site(federation: LocalhostFederation, run_dir: Path) -> None:
         """Once the server holds GE's round-1 upload, stop GE's SuperNode and start it again."""
         groups.extend(federation.process_groups())
         wire = run_dir / "flower" / "wire.jsonl"
@@ -110,8 +110,8 @@ def flower(config: TrainConfig, tmp_path_factory: pytest.TempPathFactory) -> dic
         groups.extend(federation.process_groups())
 
     start = time.perf_counter()
-    local = run_local(config, base / "run", len(SITES), work_dir=base / "work",
-                      during_run=stop_and_restart_one_site, timeout=1200)
+    local = run_on_localhost(config, base / "run", len(SITES), work_dir=base / "work",
+                             during_run=stop_and_restart_one_site, timeout=1200)
     return {"local": local, "groups": groups, "restarted": restarted,
             "seconds": time.perf_counter() - start, "work": base / "work"}
 

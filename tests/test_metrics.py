@@ -1,4 +1,4 @@
-"""duallora.metrics and duallora.stats against scikit-learn / scipy on fixed inputs."""
+"""duallora.results.metrics and .stats against scikit-learn / scipy on fixed inputs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from duallora.metrics import binary_metrics, grouped_metrics, roc_auc
-from duallora.stats import (
+from duallora.results.metrics import binary_metrics, grouped_metrics, roc_auc
+from duallora.results.stats import (
     across_seeds,
     bootstrap_ci,
     metric_statistic,
@@ -105,14 +105,14 @@ def test_across_seeds_matches_scipy() -> None:
 def test_average_ranks_match_scipy() -> None:
     from scipy.stats import rankdata
 
-    from duallora.metrics import average_ranks
+    from duallora.results.metrics import average_ranks
 
     values = np.array([0.3, 0.1, 0.3, 0.9, 0.1, 0.1, 0.5])
     np.testing.assert_array_equal(average_ranks(values), rankdata(values))
 
 
 def test_bootstrap_metrics_agrees_with_single_metric_version() -> None:
-    from duallora.stats import bootstrap_metrics
+    from duallora.results.stats import bootstrap_metrics
 
     labels, probs = _fixed_inputs(6, n=90)
     groups = np.array(["A", "B", "C"] * 30)

@@ -51,7 +51,7 @@ def probe_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.
                                                                      pd.DataFrame]:
     from data_prep.harmonize import harmonize_datasets
     from data_prep.phantoms import write_phantom_cohort
-    from duallora.experiments import raw_roots
+    from duallora.notebooks.experiments import raw_roots
 
     work = tmp_path_factory.mktemp("fm_probe")
     raw = write_phantom_cohort(work / "raw", scale=PROBE_COHORT_SCALE, seed=PROBE_COHORT_SEED)

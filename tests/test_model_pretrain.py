@@ -11,7 +11,7 @@ import torch
 from duallora.cli import main
 from duallora.model import build_convvit, load_foundation_model, read_state_dict
 from duallora.model.mae import MaskedAutoencoder, random_token_mask, slab_token_mask
-from duallora.pretrain import (
+from duallora.model.pretrain import (
     PretrainConfig,
     build_mae,
     epoch_mean_losses,

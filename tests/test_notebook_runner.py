@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from duallora.errors import KitError
-from duallora.notebook_runner import list_notebooks, run_notebooks
+from duallora.notebooks.runner import list_notebooks, run_notebooks
 
 
 def test_committed_notebooks_are_clean() -> None:

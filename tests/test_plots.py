@@ -109,7 +109,7 @@ def test_cine_viewer_and_static_figure() -> None:
 
 
 def test_model_figures(metadata: pd.DataFrame) -> None:
-    from duallora.summaries import parameter_table
+    from duallora.notebooks.exploration import parameter_table
 
     fig = plot_parameter_counts(parameter_table(["tiny", "tutorial"]))
     _labelled(fig)
@@ -173,7 +173,7 @@ def test_adapter_figures() -> None:
     norms = pd.DataFrame(rows)
     fig = plot_norm_heatmaps(norms)
     assert sum(1 for ax in fig.axes if ax.images) == 3
-    from duallora.summaries import norm_totals
+    from duallora.results.tables import norm_totals
 
     totals = norm_totals(norms)
     assert totals[(totals["round"] == 2) & (totals["owner"] == "GE")]["norm"].iloc[0] == \

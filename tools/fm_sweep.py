@@ -30,7 +30,6 @@ import torch  # noqa: E402
 
 from duallora.commands.pretrain import build_population  # noqa: E402
 from duallora.data import load_cohort_arrays  # noqa: E402
-from duallora.experiments import raw_roots  # noqa: E402
 from duallora.model import build_convvit, phantom_fm_path  # noqa: E402
 from duallora.model.checkpoints import (  # noqa: E402
     encoder_state,
@@ -38,13 +37,14 @@ from duallora.model.checkpoints import (  # noqa: E402
     save_weights,
 )
 from duallora.model.foundation import MAE_ENCODER_FORMAT  # noqa: E402
-from duallora.model.probe import embed_all, linear_probe_scores  # noqa: E402
-from duallora.pretrain import (  # noqa: E402
+from duallora.model.pretrain import (  # noqa: E402
     PretrainConfig,
     epoch_mean_losses,
     load_frames,
     train_mae,
 )
+from duallora.model.probe import embed_all, linear_probe_scores  # noqa: E402
+from duallora.notebooks.experiments import raw_roots  # noqa: E402
 
 SIZE = "tutorial"
 # Phantom client cohorts used only for probing: (scale, seed). seed 0 / 0.2 is the demo cohort,

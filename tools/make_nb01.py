@@ -37,14 +37,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from duallora import experiments, paths, summaries
+from duallora import paths
 from duallora.data import load_pair, load_real_sample, read_metadata
+from duallora.notebooks import experiments, exploration
+from duallora.notebooks.reports import save_table
 from duallora.plots import VENDORS, save_figure
 from duallora.plots.data import (plot_cohort_counts, plot_intensity_distributions,
                                  plot_phantoms_vs_real)
 from duallora.plots.viewer import (CineViewer, load_cine_subject, static_cine_figure,
                                    widgets_can_render)
-from duallora.reports import save_table
 
 out = Path(out_dir)
 ws = experiments.workspace(data_dir, quick, seed)
@@ -74,7 +75,7 @@ class almost everywhere, and Canon is the smallest site: the two facts that make
 accuracy and specificity the metrics to watch.
 """),
     code("""
-counts = summaries.cohort_table(metadata)
+counts = exploration.cohort_table(metadata)
 save_table(counts, out, "01_cohort_counts", index=True)
 display(counts)
 fig = plot_cohort_counts(metadata)

@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from duallora import experiments, summaries
+from duallora.notebooks import experiments, exploration
+from duallora.notebooks.reports import save_table
 from duallora.plots import save_figure
 from duallora.plots.model import (plot_embeddings, plot_mae_loss, plot_mae_reconstructions,
                                   plot_parameter_counts)
-from duallora.reports import save_table
 
 torch.manual_seed(seed)
 out = Path(out_dir)
@@ -59,7 +59,7 @@ $B \in \mathbb{R}^{d_{out} \times r}$, $s = \alpha / r$: only $r(d_{in} + d_{out
 per layer train (and travel). Adapting only the last two blocks shrinks that again.
 """),
     code("""
-table = summaries.parameter_table(rank=lora_rank)
+table = exploration.parameter_table(rank=lora_rank)
 save_table(table, out, "02_parameter_counts")
 display(table)
 fig = plot_parameter_counts(table, rank=lora_rank)
@@ -113,12 +113,12 @@ if model_size == "tutorial":
 else:
     big, _ = experiments.cohort_images(harmonized, model_size)
     features = experiments.cohort_features(model, big, batch_size=2)
-projections = {"PCA": summaries.project_embeddings(features, "pca", seed),
-               "t-SNE": summaries.project_embeddings(features, "tsne", seed)}
+projections = {"PCA": exploration.project_embeddings(features, "pca", seed),
+               "t-SNE": exploration.project_embeddings(features, "tsne", seed)}
 fig = plot_embeddings(projections, metadata["vendor"], metadata["label"])
 save_figure(fig, out, "02_embeddings")
 plt.show()
-shift = summaries.vendor_separability(features, metadata["vendor"], seed)
+shift = exploration.vendor_separability(features, metadata["vendor"], seed)
 n_vendors = metadata["vendor"].nunique()
 print(f"vendor predicted from frozen features: accuracy {shift:.2f} (chance {1 / n_vendors:.2f})")
 save_table(metadata[["subject_id", "vendor", "label"]].assign(

@@ -38,11 +38,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from duallora import experiments, summaries
+from duallora.notebooks import experiments
+from duallora.notebooks.reports import save_table
 from duallora.plots import save_figure
 from duallora.plots.results import (plot_communication, plot_learning_curves,
                                     plot_vendor_metrics)
-from duallora.reports import save_table
+from duallora.results import run_reader, tables
 
 out = Path(out_dir)
 ws = experiments.workspace(data_dir, quick, seed)
@@ -61,7 +62,7 @@ and cached for every strategy.
     code("""
 specs = experiments.strategy_specs(strategies, rounds=rounds, blocks=blocks, rank=lora_rank)
 run_dirs = experiments.ensure_runs(ws, specs)
-runs = experiments.load_runs(run_dirs)
+runs = run_reader.load_runs(run_dirs)
 for name, path in run_dirs.items():
     print(f"{name:12s} -> {path}")
 """),
@@ -72,9 +73,9 @@ Dots: test-set value; bars: 95% bootstrap interval (subjects resampled within ea
 `macro` is the mean over vendors, so the small Canon site counts as much as Siemens.
 """),
     code("""
-table = summaries.metric_table(runs, "test")
+table = tables.metric_table(runs, "test")
 save_table(table, out, "03_test_metrics_long")
-wide = summaries.wide_metric_table(table)
+wide = tables.wide_metric_table(table)
 save_table(wide, out, "03_test_metrics")
 display(wide)
 fig = plot_vendor_metrics(table, title="Baselines: test metrics per vendor (95% bootstrap CI)")
@@ -89,7 +90,7 @@ one pooled model). Federated clients move together; `local` clients each follow 
 small dataset.
 """),
     code("""
-curves = summaries.learning_curves(runs)
+curves = tables.learning_curves(runs)
 save_table(curves, out, "03_learning_curves")
 fig = plot_learning_curves(curves)
 save_figure(fig, out, "03_learning_curves")
@@ -106,10 +107,10 @@ sum and sum of squares, pooled by the server into the standardization in front o
 (see the README, "Training").
 """),
     code("""
-costs = summaries.cost_table(runs)
+costs = tables.cost_table(runs)
 save_table(costs, out, "03_communication")
 display(costs)
-per_round = summaries.comm_per_round(runs)
+per_round = tables.comm_per_round(runs)
 fig = plot_communication(costs, per_round)
 save_figure(fig, out, "03_communication")
 plt.show()

@@ -34,13 +34,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from duallora import experiments, summaries
+from duallora.notebooks import experiments
+from duallora.notebooks.reports import save_table
 from duallora.plots import save_figure
 from duallora.plots.adapters import (plot_local_share, plot_norm_heatmaps,
                                      plot_norms_over_rounds)
 from duallora.plots.results import (plot_learning_curves, plot_metric_bars,
                                     plot_significance, plot_vendor_metrics)
-from duallora.reports import save_table
+from duallora.results import run_reader, tables
+from duallora.results.headline import headline_table
 
 out = Path(out_dir)
 ws = experiments.workspace(data_dir, quick, seed)
@@ -59,20 +61,20 @@ missing are trained here, so this notebook also runs on its own.
     code("""
 main_specs = experiments.strategy_specs(["med_duallora", *experiments.BASELINES],
                                         rounds=rounds, rank=lora_rank)
-runs = experiments.load_runs(experiments.ensure_runs(ws, main_specs))
+runs = run_reader.load_runs(experiments.ensure_runs(ws, main_specs))
 """),
     md("""
 ## Med-DualLoRA against every baseline, per vendor
 """),
     code("""
-table = summaries.metric_table(runs, "test")
-save_table(summaries.wide_metric_table(table), out, "04_test_metrics")
+table = tables.metric_table(runs, "test")
+save_table(tables.wide_metric_table(table), out, "04_test_metrics")
 save_table(table, out, "04_test_metrics_long")
 fig = plot_vendor_metrics(table, title="Med-DualLoRA and baselines: test metrics per vendor "
                           "(95% bootstrap CI)")
 save_figure(fig, out, "04_vendor_metrics")
 plt.show()
-headline = summaries.headline_table(runs)
+headline = headline_table(runs)
 save_table(headline, out, "headline")
 display(headline)
 """),
@@ -86,7 +88,7 @@ outputs per subject at random). With a few test subjects per vendor, wide interv
 honest answer.
 """),
     code("""
-significance = summaries.significance_table(runs, "med_duallora", n_boot=replicates, seed=seed)
+significance = tables.significance_table(runs, "med_duallora", n_boot=replicates, seed=seed)
 save_table(significance, out, "04_significance")
 display(significance.round(3))
 fig = plot_significance(significance)
@@ -104,8 +106,8 @@ global model there: what a new hospital would get on day one.
 ablations = experiments.ablation_specs(ranks=ranks, holdout_vendor=holdout_vendor,
                                        holdout_baselines=() if quick else ("fedavg_lora",),
                                        rounds=rounds, rank=lora_rank)
-ablation_runs = experiments.load_runs(experiments.ensure_runs(ws, ablations))
-global_table = summaries.metric_table({k: v for k, v in runs.items()
+ablation_runs = run_reader.load_runs(experiments.ensure_runs(ws, ablations))
+global_table = tables.metric_table({k: v for k, v in runs.items()
                                        if k in ("med_duallora", "fedavg_lora", "fedavg_full",
                                                 "ffa_lora")}, "test_global")
 save_table(global_table, out, "04_global_model_metrics")
@@ -115,7 +117,7 @@ save_figure(fig, out, "04_global_model_metrics")
 plt.show()
 if holdout_vendor:
     held = {k: v for k, v in ablation_runs.items() if "_holdout_" in k}
-    holdout_table = summaries.metric_table(held, "holdout")
+    holdout_table = tables.metric_table(held, "holdout")
     save_table(holdout_table, out, "04_holdout_vendor")
     fig = plot_metric_bars(holdout_table, scope=holdout_vendor,
                            title=f"Held-out vendor {holdout_vendor}: global model, balanced "
@@ -136,7 +138,7 @@ save_table(norms, out, "04_adapter_norms")
 fig = plot_norm_heatmaps(norms)
 save_figure(fig, out, "04_adapter_norms_modules")
 plt.show()
-totals = summaries.norm_totals(norms)
+totals = tables.norm_totals(norms)
 fig = plot_norms_over_rounds(totals)
 save_figure(fig, out, "04_adapter_norms_rounds")
 plt.show()
@@ -154,17 +156,17 @@ plt.show()
     code("""
 variants = {"med_duallora": runs["med_duallora"],
             **{k: v for k, v in ablation_runs.items() if "_holdout_" not in k}}
-ablation_table = summaries.metric_table(variants, "test")
-ablation_costs = summaries.cost_table(variants)
+ablation_table = tables.metric_table(variants, "test")
+ablation_costs = tables.cost_table(variants)
 save_table(ablation_table, out, "04_ablations")
 save_table(ablation_costs, out, "04_ablation_costs")
-display(summaries.headline_table(variants))
+display(headline_table(variants))
 fig = plot_metric_bars(ablation_table, scope="macro",
                        title="Ablations: macro test balanced accuracy (95% CI)",
                        order=list(variants))
 save_figure(fig, out, "04_ablations")
 plt.show()
-curves = summaries.learning_curves(variants)
+curves = tables.learning_curves(variants)
 fig = plot_learning_curves(curves)
 save_figure(fig, out, "04_ablation_learning_curves")
 plt.show()

@@ -32,10 +32,12 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from duallora import experiments
-from duallora.flower import report
+from duallora.flower.localhost.run import site_files
+from duallora.notebooks import experiments
+from duallora.notebooks.reports import save_table
 from duallora.plots import save_figure
-from duallora.reports import save_table
+from duallora.plots.results import plot_round_times, plot_run_metric_bars
+from duallora.results import compare
 
 out = Path(out_dir)
 ws = experiments.workspace(data_dir, quick, seed)
@@ -81,7 +83,7 @@ Flower starts a fresh `ClientApp` process for every message, so the local adapte
 node's `context.state` *and* in `state-dir` (a restarted SuperNode resumes from there).
 """),
     code("""
-flower_run = report.ensure_flower_run(ws.runs / "flower_med_duallora", config, n_clients)
+flower_run = experiments.ensure_flower_run(ws.runs / "flower_med_duallora", config, n_clients)
 print((flower_run / "flower" / "server.log").read_text())
 """),
     md(r"""
@@ -91,7 +93,7 @@ Same seed, same settings: the global adapter, every metric, every test probabili
 communication log should match (differences at float precision at most).
 """),
     code("""
-comparison = report.compare_runs(flower_run, in_process)
+comparison = compare.compare_runs(flower_run, in_process)
 save_table(comparison, out, "05_flower_vs_inprocess")
 display(comparison)
 """),
@@ -110,7 +112,7 @@ arrays = sorted({n.split("/", 1)[1] for r in wire if r["type"] == "train" for n 
                  if n.startswith("arrays/")})
 print(f"{len(wire)} replies; uploaded tensors: {len(arrays)}, e.g. {arrays[:2]}")
 print("names containing 'local':", [n for r in wire for n in r["names"] if "local" in n.lower()])
-kept = report.site_files(flower_run / "flower" / "work")
+kept = site_files(flower_run / "flower" / "work")
 display(kept.groupby("site").agg(files=("file", "count"), bytes=("bytes", "sum")))
 """),
     md(r"""
@@ -122,10 +124,10 @@ each time), SuperNodes polling the SuperLink, and serialization. On a laptop the
 compete for the same cores; on real sites they train in parallel on their own machines.
 """),
     code("""
-times = report.round_times({"in-process": in_process, "Flower": flower_run})
+times = compare.round_times({"in-process": in_process, "Flower": flower_run})
 save_table(times, out, "05_round_times")
 display(times.groupby("run")["seconds"].mean().rename("mean seconds per round"))
-fig = report.plot_round_times(times)
+fig = plot_round_times(times)
 save_figure(fig, out, "05_round_times")
 """),
     md(r"""
@@ -139,15 +141,15 @@ never leaves its site, so Med-DualLoRA keeps part of its personalization intact.
 accuracy:
 """),
     code("""
-dp_run = report.ensure_flower_run(ws.runs / "flower_med_duallora_dp", config, n_clients,
-                                  dp_noise_multiplier=dp_noise_multiplier,
-                                  dp_clipping_norm=dp_clipping_norm)
+dp_run = experiments.ensure_flower_run(ws.runs / "flower_med_duallora_dp", config, n_clients,
+                                       dp_noise_multiplier=dp_noise_multiplier,
+                                       dp_clipping_norm=dp_clipping_norm)
 runs = {"in-process": in_process, "Flower": flower_run,
         f"Flower + DP (z={dp_noise_multiplier}, C={dp_clipping_norm})": dp_run}
-cost = report.test_metrics(runs)
+cost = compare.test_metrics(runs)
 save_table(cost, out, "05_dp_cost")
 display(cost.pivot(index="metric", columns="run", values="value"))
-fig = report.plot_metric_bars(cost, "Test metrics (macro over vendors)")
+fig = plot_run_metric_bars(cost, "Test metrics (macro over vendors)")
 save_figure(fig, out, "05_dp_cost")
 """),
     md(r"""

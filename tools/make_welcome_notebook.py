@@ -46,7 +46,7 @@ leaves the site. Only the last two transformer blocks are adapted."""),
 Notebooks appear here as they are added to the kit; the list below is what this checkout holds."""),
     code("""from pathlib import Path
 
-from duallora.notebook_runner import list_notebooks
+from duallora.notebooks.runner import list_notebooks
 
 for path in list_notebooks(Path.cwd()):
     print(path.name)"""),

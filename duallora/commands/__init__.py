@@ -1,4 +1,15 @@
-"""Subcommands of ``duallora``. Each module has ``register(subparsers)``; add new ones here."""
+"""Subcommands of ``duallora``. Each module has ``register(subparsers)`` and ``run(args)``; a new
+one is a module here plus a line in ``COMMAND_MODULES``. Commands stay thin: they parse, check
+and call a package function.
+
+- ``notebooks``     run the numbered notebooks with papermill (``duallora.notebooks.runner``).
+- ``demo``          every notebook at the tutorial default, then ``reports/README.md``.
+- ``train``         one strategy -> one run directory (``duallora.federated.loop``).
+- ``pretrain``      MAE-pretrain a foundation model (``duallora.model.pretrain``).
+- ``flower_local``  ``flower-local``: the same training over real Flower processes on this
+  machine (``duallora.flower.localhost``).
+- ``sweep``         strategies x seeds, then results tables (``duallora.federated.sweep``).
+"""
 
 COMMAND_MODULES: list[str] = [
     "duallora.commands.notebooks",
@@ -6,5 +17,6 @@ COMMAND_MODULES: list[str] = [
     "duallora.commands.train",
     "duallora.commands.pretrain",
     "duallora.commands.flower_local",
+    "duallora.commands.sweep",
     "duallora.commands.tune_lr",
 ]

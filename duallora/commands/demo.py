@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from duallora.notebook_runner import run_notebooks
-    from duallora.reports import write_reports_readme
+    from duallora.notebooks.reports import write_reports_readme
+    from duallora.notebooks.runner import run_notebooks
 
     start = time.perf_counter()
     results = run_notebooks(out_dir=args.out, data_dir=args.data, quick=False, seed=args.seed,

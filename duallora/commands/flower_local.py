@@ -21,6 +21,7 @@ from pathlib import Path
 from duallora.commands.options import add_settings_options, explicit_values
 from duallora.commands.train import add_run_options, config_from_args
 from duallora.federated.config import STRATEGY_NAMES, TrainConfig
+from duallora.federated.strategies import get_strategy
 from duallora.flower.run_config import SITE_FIELDS
 from duallora.flower.settings import FlowerSettings
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="number of sites (SuperNodes), one per vendor of the cohort")
     parser.add_argument("--data", type=Path, required=True, help="harmonized cohort folder")
     parser.add_argument("--out", type=Path, required=True, help="run directory to write")
-    federated = [name for name in STRATEGY_NAMES if name not in ("local", "centralized")]
+    federated = [name for name in STRATEGY_NAMES if get_strategy(name).federated]
     parser.add_argument("--strategy", default="med_duallora", metavar="NAME",
                         help=f"federated strategy (default med_duallora); one of "
                         f"{', '.join(federated)}")
@@ -49,8 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from duallora.errors import KitError
-    from duallora.federated.summary import headline
-    from duallora.flower.local_run import run_local
+    from duallora.flower.localhost.run import run_on_localhost
+    from duallora.results.headline import headline
 
     if not args.data.is_dir():
         raise KitError(f"--data {args.data}: no such folder")
@@ -58,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, skip=SITE_FIELDS)
     work_dir = args.work_dir or args.out / "flower" / "work"
     start = time.perf_counter()
-    local = run_local(config, args.out, args.clients, work_dir=work_dir, resume=args.resume,
-                      overwrite=args.overwrite, settings=deployment, timeout=args.timeout)
-    print(headline(local.run_dir))
-    print(f"flower-local: {len(local.sites)} sites ({', '.join(local.sites)}), "
-          f"{time.perf_counter() - start:.0f} s; run directory {local.run_dir}; "
-          f"site folders {local.work_dir / 'sites'}")
+    run = run_on_localhost(config, args.out, args.clients, work_dir=work_dir,
+                           resume=args.resume, overwrite=args.overwrite, settings=deployment,
+                           timeout=args.timeout)
+    print(headline(run.run_dir))
+    print(f"flower-local: {len(run.sites)} sites ({', '.join(run.sites)}), "
+          f"{time.perf_counter() - start:.0f} s; run directory {run.run_dir}; "
+          f"site folders {run.work_dir / 'sites'}")
     return 0

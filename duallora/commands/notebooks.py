@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from duallora.notebook_runner import run_notebooks
+    from duallora.notebooks.runner import run_notebooks
 
     run_notebooks(out_dir=args.out, data_dir=args.data, quick=args.quick, seed=args.seed,
                   only=args.only, cell_timeout=args.timeout)

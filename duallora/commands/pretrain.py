@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache", type=Path, default=paths.default_data_dir(),
                         help="where --population writes its cohort (default: data/)")
     parser.add_argument("--out", type=Path, required=True, help="weights file (.safetensors)")
-    # Defaults mirror duallora.pretrain.PretrainConfig (not imported here: keeps --help fast).
+    # Defaults mirror duallora.model.pretrain.PretrainConfig (not imported: keeps --help fast).
     parser.add_argument("--size", default="tutorial",
                         help="model preset: tutorial (default), tiny, base, large, huge")
     parser.add_argument("--epochs", type=int, default=3)
@@ -62,7 +62,7 @@ def build_population(n_subjects: int, cache: Path, seed: int, progress: bool) ->
 
 def run(args: argparse.Namespace) -> int:
     from duallora.model.presets import PRESETS
-    from duallora.pretrain import PretrainConfig, pretrain
+    from duallora.model.pretrain import PretrainConfig, pretrain
 
     if args.size not in PRESETS:
         raise KitError(f"unknown --size {args.size!r}; choose one of {', '.join(PRESETS)}")

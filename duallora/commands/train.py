@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume:
         check_cohort(args.data)
     from duallora.federated.loop import run_training  # imports PEFT: only once input is sane
-    from duallora.federated.summary import headline
+    from duallora.results.headline import headline
 
     out = run_training(config, args.out, resume=args.resume, overwrite=args.overwrite,
                        progress=not args.no_progress)

@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from duallora.federated.client import Predictions
 from duallora.federated.client_model import ClientModel, build_client_model
 from duallora.federated.config import TrainConfig
-from duallora.federated.evaluation import prediction_rows, summary_rows
 from duallora.federated.head_norm import pooled_head_norm
 from duallora.federated.prepare import prepare_cohort
 from duallora.federated.rundir import RunDir
@@ -36,7 +35,8 @@ from duallora.federated.serialization import Payload, decode, encode
 from duallora.federated.sites import EvalRequest, InProcessSites, Sites, TrainRequest
 from duallora.federated.state import RunState, SelectedRound
 from duallora.federated.strategies import Strategy, get_strategy
-from duallora.metrics import binary_metrics
+from duallora.results.evaluation import prediction_rows, summary_rows
+from duallora.results.metrics import binary_metrics
 
 VAL_METRICS = ("balanced_accuracy", "sensitivity", "specificity", "auc")
 # predictions.csv splits, in file order: each site's personalized model (after aggregation),

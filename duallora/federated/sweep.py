@@ -1,28 +1,28 @@
 """Run several strategies and seeds side by side, then tabulate them (the benchmark table).
 
-    python -m duallora.federated.sweep --data HARMONIZED --out DIR [--seeds 0 1 2]
-        [--strategies ...] [--jobs 4] [--threads 2] [-- extra `duallora train` options]
-
-Each run is its own ``duallora train`` process limited to ``--threads`` CPU threads, so wall
-times are those of a small machine even on a big one. Writes ``DIR/<strategy>-s<seed>/`` run
-directories, ``DIR/results.csv`` (``compare.results_table``) and ``DIR/paired.csv``
+``duallora sweep`` (``duallora.commands.sweep``) is the command line; this module does the work.
+Each run is its own ``duallora train`` process limited to ``threads`` CPU threads, so wall
+times are those of a small machine even on a big one. Writes ``OUT/<strategy>-s<seed>/`` run
+directories, ``OUT/results.csv`` (``results.compare.results_table``) and ``OUT/paired.csv``
 (every strategy against ``med_duallora`` on the same test subjects, per seed).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from duallora.federated.compare import paired_strategy_test, results_table
-from duallora.federated.config import STRATEGY_NAMES
+from duallora.federated.rundir import RunDir
+from duallora.results.compare import paired_strategy_test, results_table
+
+REFERENCE = "med_duallora"
 
 
 def _command(strategy: str, seed: int, data: Path, out: Path, extra: list[str]) -> list[str]:
@@ -33,6 +33,7 @@ def _command(strategy: str, seed: int, data: Path, out: Path, extra: list[str]) 
 
 def run_one(strategy: str, seed: int, data: Path, out: Path, threads: int,
             extra: list[str]) -> tuple[str, int, float, int]:
+    """One ``duallora train`` process; returns ``(strategy, seed, seconds, exit code)``."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     start = time.perf_counter()
     result = subprocess.run(_command(strategy, seed, data, out, extra), env=env,
@@ -42,43 +43,33 @@ def run_one(strategy: str, seed: int, data: Path, out: Path, threads: int,
     return strategy, seed, time.perf_counter() - start, result.returncode
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m duallora.federated.sweep",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGY_NAMES))
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
-    args, extra = parser.parse_known_args(argv)
+def run_sweep(data: Path, out: Path, seeds: Sequence[int], strategies: Sequence[str],
+              jobs: int = 1, threads: int = 2, extra: Sequence[str] = ()) -> Path:
+    """Train every ``strategy`` x ``seed`` (``jobs`` at a time) into ``out``, then write
+    ``results.csv`` and ``paired.csv`` there; returns ``out``. A failed run is reported on
+    stderr and left out of the tables."""
     extra = [e for e in extra if e != "--"]
-    jobs = [(s, seed) for seed in args.seeds for s in args.strategies]
+    planned = [(s, seed) for seed in seeds for s in strategies]
     # fedavg_full is the slowest: start it first so the pool drains evenly
-    jobs.sort(key=lambda job: job[0] != "fedavg_full")
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, s, seed, args.data, args.out / f"{s}-s{seed}",
-                               args.threads, extra) for s, seed in jobs]
+    planned.sort(key=lambda job: job[0] != "fedavg_full")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_one, s, seed, data, out / f"{s}-s{seed}", threads, extra)
+                   for s, seed in planned]
         for future in futures:
             strategy, seed, seconds, code = future.result()
             print(f"{strategy:13s} seed {seed}: {seconds:6.1f} s (exit {code})", flush=True)
-    runs = [args.out / f"{s}-s{seed}" for s, seed in jobs
-            if (args.out / f"{s}-s{seed}" / "predictions.csv").is_file()]
-    table = results_table(runs)
-    table.to_csv(args.out / "results.csv", index=False)
+    runs = [out / f"{s}-s{seed}" for s, seed in planned
+            if RunDir(out / f"{s}-s{seed}").predictions.is_file()]
+    results_table(runs).to_csv(out / "results.csv", index=False)
     paired = []
-    for seed in args.seeds:
-        reference = args.out / f"med_duallora-s{seed}"
-        for strategy in args.strategies:
-            other = args.out / f"{strategy}-s{seed}"
-            if strategy == "med_duallora" or other not in runs or reference not in runs:
+    for seed in seeds:
+        reference = out / f"{REFERENCE}-s{seed}"
+        for strategy in strategies:
+            other = out / f"{strategy}-s{seed}"
+            if strategy == REFERENCE or other not in runs or reference not in runs:
                 continue
             test = paired_strategy_test(reference, other, n_boot=500, seed=seed)
-            paired.append({"seed": seed, "a": "med_duallora", "b": strategy, **test})
-    pd.DataFrame(paired).to_csv(args.out / "paired.csv", index=False)
-    return 0
+            paired.append({"seed": seed, "a": REFERENCE, "b": strategy, **test})
+    pd.DataFrame(paired).to_csv(out / "paired.csv", index=False)
+    return out
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,6 @@
-"""Multi-site training with Flower (flwr 1.42, Message API), reusing the federated core.
+"""The Flower app (flwr 1.42, Message API): the federated engine with every site remote.
+
+This is what real sites deploy; ``localhost/`` is the launcher that runs it on one machine.
 
 - ``app/pyproject.toml``: the Flower app that ``flwr run`` ships (components + run config).
 - ``server_app``: the ServerApp; runs ``duallora.federated.loop``'s rounds with remote sites.
@@ -6,7 +8,7 @@
   ``evaluate_client`` on the site's data, private state kept on the site (``node_state``).
 - ``messaging``: site discovery by name and request/reply exchanges that survive node restarts.
 - ``wire``: payload <-> ArrayRecord, and the audit of what reaches the server.
+- ``node_state``: a site's private state between rounds (node context and node-local folder).
 - ``run_config``: ``TrainConfig`` <-> Flower run config (same names and defaults).
-- ``launcher`` / ``local_run``: a real SuperLink and SuperNodes on 127.0.0.1, torn down always.
-- ``report``: build-or-reuse runs, comparisons, tables and plots for notebook 05.
+- ``localhost/``: a real SuperLink and SuperNodes on 127.0.0.1, torn down always.
 """

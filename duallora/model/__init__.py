@@ -2,6 +2,16 @@
 
 Start with :func:`build_convvit` (random init), :func:`load_phantom_fm` (the kit's committed,
 phantom-pretrained encoder) or :func:`load_cinema_fm` (CineMA's published encoder).
+
+- ``presets``      model sizes (CineMA's, ``tutorial`` for CPUs, ``test-tiny`` for the tests).
+- ``layers``       ConvViT building blocks with CineMA's parameter names.
+- ``convvit``      the ConvViT itself and ``build_convvit``.
+- ``checkpoints``  reading and writing weights (CineMA's MAE and fine-tuned files, ours).
+- ``hub``          CineMA's weights from the Hugging Face hub.
+- ``foundation``   ready-to-fine-tune encoders: the phantom FM, CineMA's, any weights file.
+- ``mae``          the masked autoencoder CineMA pretrains with.
+- ``pretrain``     MAE pretraining on a harmonized cohort (``duallora pretrain``).
+- ``probe``        linear probes of frozen features.
 """
 
 from duallora.model.checkpoints import (

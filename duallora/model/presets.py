@@ -1,4 +1,4 @@
-"""Model sizes: CineMA's size table plus the kit's CPU "tutorial" preset.
+"""Model sizes: CineMA's size table, the kit's CPU "tutorial" preset and the tests' "test-tiny".
 
 Every preset keeps CineMA's structure (conv stem with patch 4x4x1 then two 2x2x1 stages of two
 masked conv blocks each, linear patch embedding, CLS-token ViT, multi-scale fusion, two heads);
@@ -72,9 +72,15 @@ PRESETS: dict[str, ConvViTConfig] = {
     # The kit's CPU preset (see the module docstring for the reasoning).
     "tutorial": ConvViTConfig(embed_dim=96, depth=6, n_heads=4, image_size=(64, 64, 16),
                               crop_size=128, conv_chans=(16, 32)),
+    # The tests' model: the tutorial preset shrunk until a federated round takes well under a
+    # second (three blocks, so "last2" still leaves a frozen prefix). Not a size to train with.
+    "test-tiny": ConvViTConfig(embed_dim=32, depth=3, n_heads=2, image_size=(32, 32, 16),
+                               crop_size=128, conv_chans=(8, 8)),
 }
 
 CINEMA_SIZES = ("tiny", "base", "large", "huge")
+# Presets that exist for the test suite only; tables of "the model sizes" leave them out.
+TEST_SIZES = ("test-tiny",)
 
 
 def get_preset(size: str) -> ConvViTConfig:

@@ -1,4 +1,4 @@
-"""Figures of the adapter norms ``||s B A||_F`` (see ``duallora.adapter_norms``)."""
+"""Figures of the adapter norms ``||s B A||_F`` (see ``duallora.results.adapter_norms``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from duallora.adapter_norms import NORM_COLUMNS
 from duallora.plots.style import VENDORS, apply_style, vendor_color
+from duallora.results.adapter_norms import NORM_COLUMNS
 
 MODULE_ORDER = ("attn.q", "attn.kv", "attn.proj", "mlp.fc1", "mlp.fc2")
 GLOBAL_COLOR = "#333333"

@@ -65,7 +65,7 @@ def plot_intensity_distributions(samples: pd.DataFrame) -> plt.Figure:
     """Per-vendor intensity densities before (scanner units) and after harmonization ([0, 1]).
 
     ``samples``: rows ``vendor, stage (raw|harmonized), intensity`` (see
-    ``duallora.experiments.intensity_samples``).
+    ``duallora.notebooks.experiments.intensity_samples``).
     """
     apply_style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))

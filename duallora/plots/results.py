@@ -1,5 +1,6 @@
-"""Figures of notebooks 03 and 04: per-vendor metrics with CIs, learning curves,
-communication cost, significance of differences, held-out vendor and ablations.
+"""Figures of notebooks 03 to 05: per-vendor metrics with CIs, learning curves,
+communication cost, significance of differences, held-out vendor and ablations, and the
+round times and metrics of one configuration run in-process and with Flower.
 
 Vendors keep the kit's colours (x tick labels, curves); strategies get their own palette,
 chosen not to collide with the vendor colours.
@@ -207,4 +208,29 @@ def plot_metric_bars(table: pd.DataFrame, scope: str, metric: str = "balanced_ac
     ax.axvline(0.5, color="#bbbbbb", lw=0.8, ls="--")
     ax.set_xlim(0, 1.02)
     ax.set(xlabel=f"{METRIC_NAMES.get(metric, metric)} ({scope})", title=title)
+    return fig
+
+
+# -- one configuration, two transports (notebook 05) ---------------------------------------
+def plot_round_times(table: pd.DataFrame) -> plt.Figure:
+    """Seconds per round (``compare.round_times``), one bar group per round, one colour per run."""
+    wide = table.pivot(index="round", columns="run", values="seconds")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    wide.plot.bar(ax=ax, rot=0)
+    ax.set_ylabel("seconds per round")
+    ax.set_title("Round time: in-process loop vs Flower processes")
+    fig.tight_layout()
+    return fig
+
+
+def plot_run_metric_bars(table: pd.DataFrame, title: str) -> plt.Figure:
+    """One bar per run for each headline metric (``compare.test_metrics``)."""
+    wide = table.pivot(index="metric", columns="run", values="value")
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    wide.plot.bar(ax=ax, rot=0)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test value (macro over vendors)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig

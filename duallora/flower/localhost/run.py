@@ -1,9 +1,10 @@
 """Run the kit's Flower app on this machine: N sites as N real SuperNodes on 127.0.0.1.
 
-This is what ``python -m duallora flower-local`` and notebook 05 call. Each site gets its own
-folder under ``work_dir/sites/<vendor>`` (node-local state: private adapters, prefix cache,
-event log) and reads the harmonized cohort through its node config, as a hospital would read
-its own copy. The server writes the run directory, in the same format as ``duallora train``.
+This is what ``python -m duallora flower-local`` and notebook 05 call (``run_on_localhost``).
+Each site gets its own folder under ``work_dir/sites/<vendor>`` (node-local state: private
+adapters, prefix cache, event log; ``site_files`` lists it) and reads the harmonized cohort
+through its node config, as a hospital would read its own copy. The server writes the run
+directory, in the same format as ``duallora train``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 
 from duallora.errors import KitError
 from duallora.federated.config import TrainConfig
-from duallora.flower.launcher import FlowerRunResult, LocalFederation, NodeSpec
+from duallora.flower.localhost.launcher import FlowerRunResult, LocalhostFederation, NodeSpec
 from duallora.flower.run_config import APP_DIR, settings_run_config, to_run_config
 from duallora.flower.server_app import FINISHED
 from duallora.flower.settings import FlowerSettings
@@ -31,8 +32,8 @@ VENDOR_ORDER = ("Siemens", "Philips", "GE", "Canon")
 
 
 @dataclass
-class LocalRun:
-    """Where a local Flower run put things."""
+class LocalhostRun:
+    """Where a localhost Flower run put things."""
 
     run_dir: Path
     work_dir: Path
@@ -111,12 +112,13 @@ def run_config_for(config: TrainConfig, settings: FlowerSettings) -> dict[str, A
     return {**to_run_config(config), **settings_run_config(settings)}
 
 
-def run_local(config: TrainConfig, out_dir: Path, n_clients: int, *,
-              work_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
-              dp_noise_multiplier: float = 0.0, dp_clipping_norm: float = 1.0,
-              settings: FlowerSettings | None = None, timeout: float = 3600.0,
-              keep_work: bool = True,
-              during_run: Callable[[LocalFederation, Path], None] | None = None) -> LocalRun:
+def run_on_localhost(config: TrainConfig, out_dir: Path, n_clients: int, *,
+                     work_dir: Path | None = None, resume: bool = False,
+                     overwrite: bool = False, dp_noise_multiplier: float = 0.0,
+                     dp_clipping_norm: float = 1.0, settings: FlowerSettings | None = None,
+                     timeout: float = 3600.0, keep_work: bool = True,
+                     during_run: Callable[[LocalhostFederation, Path], None] | None = None,
+                     ) -> LocalhostRun:
     """Start a SuperLink and ``n_clients`` SuperNodes, run the app, tear everything down.
 
     ``config.data`` is the harmonized folder every local site reads. ``during_run(federation,
@@ -138,7 +140,7 @@ def run_local(config: TrainConfig, out_dir: Path, n_clients: int, *,
     finished = out_dir / "flower" / FINISHED
     finished.unlink(missing_ok=True)
     try:
-        with terminate_as_interrupt(), LocalFederation(work / "flower", nodes) as federation:
+        with terminate_as_interrupt(), LocalhostFederation(work / "flower", nodes) as federation:
             submitted = federation.submit(APP_DIR, run_config)
             if during_run is not None:
                 during_run(federation, out_dir)
@@ -153,4 +155,22 @@ def run_local(config: TrainConfig, out_dir: Path, n_clients: int, *,
     finally:
         if own_work and not keep_work:
             shutil.rmtree(work, ignore_errors=True)
-    return LocalRun(out_dir, work, [node.name for node in nodes], result)
+    return LocalhostRun(out_dir, work, [node.name for node in nodes], result)
+
+
+def site_files(work_dir: Path) -> pd.DataFrame:
+    """What each site kept on its own disk (node-local state), by file kind."""
+    rows = []
+    for site in sorted(p for p in (Path(work_dir) / "sites").iterdir() if p.is_dir()):
+        for path in sorted((site / "state").rglob("*")):
+            if path.is_file():
+                rows.append({"site": site.name,
+                             "file": str(path.relative_to(site / "state")),
+                             "bytes": path.stat().st_size})
+    return pd.DataFrame(rows, columns=["site", "file", "bytes"])
+
+
+# Deprecated aliases (the old names, when "local" meant "on this machine" and was easily read as
+# "one site alone"): kept for one release so outside code keeps working.
+run_local = run_on_localhost
+LocalRun = LocalhostRun

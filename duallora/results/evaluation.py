@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from duallora.metrics import METRICS, grouped_metrics
-from duallora.stats import bootstrap_metrics
+from duallora.results.metrics import METRICS, grouped_metrics
+from duallora.results.stats import bootstrap_metrics
 
 CI_METRICS = ("balanced_accuracy", "sensitivity", "specificity", "auc")
 

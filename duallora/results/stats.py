@@ -1,4 +1,4 @@
-"""Uncertainty and significance for the metrics of ``duallora.metrics``.
+"""Uncertainty and significance for the metrics of ``duallora.results.metrics``.
 
 - ``bootstrap_ci``: percentile 95% interval, resampling subjects within each vendor (so every
   replicate keeps the cohort's vendor mix); works for per-vendor, pooled and macro metrics.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats as sps
 
-from duallora.metrics import binary_metrics, grouped_metrics
+from duallora.results.metrics import binary_metrics, grouped_metrics
 
 Statistic = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 

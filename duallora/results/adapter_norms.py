@@ -25,7 +25,9 @@ _LORA_KEY = re.compile(
 
 def adapter_scales(config: Any) -> dict[str, float]:
     """``alpha / rank`` of each adapter name, as ``duallora.federated`` builds them."""
-    local_is_own = config.strategy == "med_duallora"
+    from duallora.federated.strategies import get_strategy
+
+    local_is_own = get_strategy(config.strategy).private_rank  # --local-rank/--local-alpha
     return {"global": config.alpha / config.rank,
             "local": (config.local_alpha / config.local_rank) if local_is_own
             else config.alpha / config.rank}

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from duallora.bench.costs import strategy_costs
-from duallora.bench.timing import (
+from benchmarks.costs import strategy_costs
+from benchmarks.timing import (
     current_rss_bytes,
     interleaved_timing,
     peak_rss_bytes,
@@ -39,7 +39,7 @@ def bench_config(preset: str, strategy: str, data: str | Path = "", cache_dir: s
     The tutorial preset uses the committed phantom foundation model when the checkout has it;
     ``base`` starts from a random init (timing and bytes do not depend on the weights).
     """
-    from duallora.experiments import phantom_fm_available
+    from duallora.notebooks.experiments import phantom_fm_available
 
     fm = "phantom" if preset == "tutorial" and phantom_fm_available(preset) else "none"
     values: dict[str, Any] = {"data": str(data), "strategy": strategy, "model_size": preset,
@@ -298,9 +298,9 @@ def measure_harmonization(raw_root: Path, out_root: Path, *, repeats: int,
     fresh folder (a cold worker pool included: that is what a user's run pays)."""
     import pandas as pd
 
+    from benchmarks.timing import summarize
     from data_prep.harmonize import harmonize_datasets
-    from duallora.bench.timing import summarize
-    from duallora.experiments import raw_roots
+    from duallora.notebooks.experiments import raw_roots
 
     samples, n_subjects = [], 0
     for index in range(repeats):
@@ -319,7 +319,7 @@ def measure_harmonization(raw_root: Path, out_root: Path, *, repeats: int,
 # -- notebooks -------------------------------------------------------------------------------
 def measure_notebooks(out_dir: Path, data_dir: Path, quick: bool = True) -> dict[str, Any]:
     """Run the whole notebook series (fresh folders, so cohort building is included)."""
-    from duallora.notebook_runner import run_notebooks
+    from duallora.notebooks.runner import run_notebooks
 
     start = time.perf_counter()
     results = run_notebooks(out_dir=out_dir, data_dir=data_dir, quick=quick, seed=0)

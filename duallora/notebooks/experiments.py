@@ -7,7 +7,7 @@ JSON marker when it finishes, so the next notebook (or the next ``make demo``) r
 instead of computing it again, and a changed setting (scale, seed, run configuration) redoes it.
 
 Notebooks call only these functions; the algorithms live in ``data_prep`` and
-``duallora.federated``.
+``duallora.federated``; finished runs are read back with ``duallora.results.run_reader``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from duallora.errors import KitError
+if TYPE_CHECKING:  # imported lazily at run time: notebooks import this module first
+    from duallora.federated.config import TrainConfig
 
 # Phantom cohort size (fraction of the real datasets' subject counts). Quick mode keeps the
 # minimum the phantom writer allows (three subjects per vendor and label, 24 in all), which
@@ -31,6 +32,7 @@ FULL_SCALE = 0.2
 PHANTOM_MARKER = "phantoms.json"
 COHORT_MARKER = "cohort.json"
 RUN_MARKER = "kit_run.json"
+FLOWER_RUN_MARKER = "flower_run.json"
 
 
 @dataclass(frozen=True)
@@ -232,8 +234,8 @@ def ensure_run(ws: Workspace, name: str, strategy: str, *, progress: bool = True
     uninterrupted one); a run with another configuration is replaced. Med-DualLoRA and the
     other LoRA strategies also log adapter norms per round (``adapter_norms.csv``).
     """
-    from duallora.adapter_norms import NormLogger
     from duallora.federated.loop import run_training
+    from duallora.results.adapter_norms import NormLogger
 
     config = train_config(ws, strategy, **overrides)
     out = ws.runs / name
@@ -265,43 +267,27 @@ def ensure_runs(ws: Workspace, specs: dict[str, dict[str, Any]], progress: bool 
     return done
 
 
-@dataclass
-class RunResults:
-    """The files of one run directory, read into frames."""
+def ensure_flower_run(run_dir: Path, config: TrainConfig, n_clients: int, *,
+                      dp_noise_multiplier: float = 0.0, dp_clipping_norm: float = 1.0,
+                      timeout: float = 3600.0) -> Path:
+    """``flower-local`` into ``run_dir`` unless a finished run with these settings is there
+    (the Flower counterpart of ``ensure_run``: it reruns only when the settings changed)."""
+    from duallora.flower.localhost.run import run_on_localhost
 
-    name: str
-    path: Path
-    config: dict[str, Any]
-    metrics: pd.DataFrame
-    predictions: pd.DataFrame
-    comm: pd.DataFrame
-    norms: pd.DataFrame
-
-
-def load_run(path: str | Path, name: str | None = None) -> RunResults:
-    """Read ``config.json``, ``metrics.csv``, ``predictions.csv``, ``comm.jsonl`` (+ norms)."""
-    path = Path(path)
-    if not (path / "metrics.csv").is_file():
-        raise KitError(f"{path}: not a finished run directory (metrics.csv missing)")
-    comm_file = path / "comm.jsonl"
-    comm_rows = [json.loads(line) for line in comm_file.read_text().splitlines() if line.strip()] \
-        if comm_file.is_file() else []
-    comm = pd.DataFrame(comm_rows, columns=["round", "client", "direction", "keys", "bytes"])
-    norms_file = path / "adapter_norms.csv"
-    predictions_file = path / "predictions.csv"
-    return RunResults(
-        name=name or path.name, path=path,
-        config=json.loads((path / "config.json").read_text()),
-        metrics=pd.read_csv(path / "metrics.csv"),
-        predictions=pd.read_csv(predictions_file) if predictions_file.is_file()
-        else pd.DataFrame(columns=["subject_id", "client", "split", "label", "prob", "pred"]),
-        comm=comm,
-        norms=pd.read_csv(norms_file) if norms_file.is_file() else pd.DataFrame(),
-    )
-
-
-def load_runs(paths: dict[str, Path]) -> dict[str, RunResults]:
-    return {name: load_run(path, name) for name, path in paths.items()}
+    run_dir = Path(run_dir)
+    wanted = {"config": json.loads(config.to_json()), "clients": n_clients,
+              "dp_noise_multiplier": dp_noise_multiplier, "dp_clipping_norm": dp_clipping_norm}
+    marker = run_dir / FLOWER_RUN_MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == wanted \
+            and (run_dir / "predictions.csv").is_file():
+        return run_dir
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_on_localhost(config, run_dir, n_clients, work_dir=run_dir / "flower" / "work",
+                     dp_noise_multiplier=dp_noise_multiplier,
+                     dp_clipping_norm=dp_clipping_norm, timeout=timeout)
+    marker.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    return run_dir
 
 
 def existing_runs(ws: Workspace, names: Iterable[str]) -> dict[str, Path]:
@@ -349,7 +335,7 @@ def mae_demo(images, size: str = "tutorial", epochs: int = 2, seed: int = 0,
     """A short MAE pretraining run (the kit's CineMA recipe) on the cohort's ED and ES frames,
     to look at what the objective learns; returns ``(mae, loss log)``. The committed phantom FM
     comes from the same code run for longer on a separate population cohort."""
-    from duallora.pretrain import PretrainConfig, train_mae
+    from duallora.model.pretrain import PretrainConfig, train_mae
 
     images = images[:max_subjects] if max_subjects else images
     frames = images.reshape(-1, 1, *images.shape[2:]).float().contiguous()

@@ -1,16 +1,15 @@
 """Flower on localhost vs the in-process loop: the same run, per-round time ratio.
 
 Both runs use the same ``TrainConfig`` on the same cohort: ``duallora.federated.loop`` in this
-process, and ``duallora.flower.local_run.run_local`` with one real SuperNode per vendor on
-127.0.0.1. Each writes ``timing.json`` with the wall time of every round (training, upload,
-aggregation and validation), which is what is compared. When this checkout has no usable
+process, and ``duallora.flower.localhost.run.run_on_localhost`` with one real SuperNode per
+vendor on 127.0.0.1. Each writes ``timing.json`` with the wall time of every round (training,
+upload, aggregation and validation), which is what is compared. When this checkout has no usable
 Flower part, ``measure_flower`` raises ``KitError`` with the reason ("not available").
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,21 +21,24 @@ FLOWER_ROUNDS = 3
 
 
 def flower_runner() -> Callable[..., Any]:
-    """``duallora.flower.local_run.run_local``, or KitError saying why it cannot be used."""
+    """``duallora.flower.localhost.run.run_on_localhost``, or KitError saying why it cannot be
+    used."""
     try:
-        from duallora.flower.local_run import run_local
+        from duallora.flower.localhost.run import run_on_localhost
     except Exception as err:  # not in this checkout yet, or flwr missing
         raise KitError(f"duallora.flower is not importable ({type(err).__name__}: {err})"
                        ) from None
-    return run_local
+    return run_on_localhost
 
 
 def round_seconds(run_dir: Path) -> list[float]:
     """Per-round wall times a run directory recorded (``timing.json``), in round order."""
-    path = Path(run_dir) / "timing.json"
-    if not path.is_file():
-        raise KitError(f"{path}: the run left no timing record")
-    rounds = json.loads(path.read_text()).get("rounds", {})
+    from duallora.federated.rundir import RunDir
+    from duallora.results.run_reader import read_timing
+
+    if not RunDir(run_dir).timing.is_file():
+        raise KitError(f"{RunDir(run_dir).timing}: the run left no timing record")
+    rounds = read_timing(run_dir).get("rounds", {})
     return [float(v) for _, v in sorted(rounds.items(), key=lambda kv: int(kv[0]))]
 
 
@@ -47,12 +49,12 @@ def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
     Round 1 is reported apart (it includes each site's start-up: loading its data and building
     its prefix cache); the ratio uses the median of the later rounds.
     """
-    from duallora.bench.measure import N_CLIENTS, bench_config
-    from duallora.bench.timing import summarize
+    from benchmarks.measure import N_CLIENTS, bench_config
+    from benchmarks.timing import summarize
     from duallora.federated.config import quick_overrides
     from duallora.federated.loop import run_training
 
-    run_local = flower_runner()
+    run_on_localhost = flower_runner()
     values = {**quick_overrides(), "rounds": FLOWER_ROUNDS}
     config = bench_config("tutorial", strategy, data, **values)
     work = Path(work)
@@ -63,8 +65,8 @@ def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
     inprocess_total = time.perf_counter() - start
     log("flower: localhost federation run")
     start = time.perf_counter()
-    run_local(config, work / "flower-run", N_CLIENTS, work_dir=work / "flower-work",
-              timeout=900.0)
+    run_on_localhost(config, work / "flower-run", N_CLIENTS, work_dir=work / "flower-work",
+                     timeout=900.0)
     flower_total = time.perf_counter() - start
     ours, theirs = round_seconds(work / "inprocess"), round_seconds(work / "flower-run")
     later_ours, later_theirs = summarize(ours[1:] or ours), summarize(theirs[1:] or theirs)

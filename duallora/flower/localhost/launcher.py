@@ -216,7 +216,7 @@ class FlowerRunResult:
 
 
 @dataclass
-class LocalFederation:
+class LocalhostFederation:
     """A SuperLink plus SuperNodes on 127.0.0.1, as a context manager that always tears down.
 
     ``work_dir`` receives one private FLWR_HOME per process (``homes/``), the process logs
@@ -229,7 +229,7 @@ class LocalFederation:
     superlink_port: int = 0
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
-    def __enter__(self) -> LocalFederation:
+    def __enter__(self) -> LocalhostFederation:
         try:
             self.start()
         except BaseException:
@@ -427,3 +427,8 @@ class LocalFederation:
     def process_groups(self) -> list[int]:
         """The process-group ids still held (empty after ``stop``)."""
         return [proc.pid for proc in self.processes.values() if proc.pid is not None]
+
+
+# Deprecated alias (the old name, from before the localhost launcher had its own package): kept
+# for one release so outside code keeps working; use LocalhostFederation.
+LocalFederation = LocalhostFederation

@@ -1,0 +1,40 @@
+"""``duallora sweep``: several strategies x seeds, each its own ``duallora train``, then tables.
+
+    duallora sweep --data HARMONIZED --out DIR [--seeds 0 1 2] [--strategies ...]
+                   [--jobs 4] [--threads 2] [-- extra `duallora train` options]
+
+Writes DIR/<strategy>-s<seed>/ run directories, DIR/results.csv (one row per strategy, seed and
+scope) and DIR/paired.csv (every strategy against med_duallora on the same test subjects).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from duallora.federated.config import STRATEGY_NAMES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("sweep", help="train strategies x seeds in parallel and tabulate "
+                            "them", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="harmonized cohort folder")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the run folders")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGY_NAMES),
+                        metavar="NAME", help=f"default: all ({', '.join(STRATEGY_NAMES)})")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per run")
+    parser.add_argument("train_options", nargs=argparse.REMAINDER, metavar="-- OPTIONS",
+                        help="passed to every `duallora train` (e.g. -- --quick --rounds 4)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from duallora.federated.sweep import run_sweep
+
+    out = run_sweep(args.data, args.out, args.seeds, args.strategies, jobs=args.jobs,
+                    threads=args.threads, extra=args.train_options)
+    print(f"sweep done: {out / 'results.csv'} and {out / 'paired.csv'}")
+    return 0

@@ -1,0 +1,19 @@
+"""The federated engine: one run of one strategy over the clients of a harmonized cohort.
+
+- ``config``         ``TrainConfig``: everything that defines a run (JSON in ``config.json``).
+- ``prepare``        harmonized folder -> the run's clients (same for in-process and Flower).
+- ``cohort``         clients (one per vendor) and their train / val / test splits.
+- ``client_model``   frozen foundation model + the strategy's adapters and heads.
+- ``adapters``       LoRA adapters on the ConvViT with Hugging Face PEFT.
+- ``prefix_cache``   features of the frozen blocks, computed once per client.
+- ``head_norm``      head-input standardization with statistics pooled across clients.
+- ``strategies``     the seven strategies as small declarative objects (add one here).
+- ``client``         what one client does in a round: train or evaluate (pure functions).
+- ``serialization``  the one wire format of every message (a safetensors blob).
+- ``loop``           the round driver: send -> local training -> upload -> aggregate.
+- ``rundir``         the run directory's writer (atomic files, checkpoints).
+- ``export``         the final models, reusable outside the kit.
+- ``sweep``          strategies x seeds as parallel ``duallora train`` runs (``duallora sweep``).
+
+Evaluation rows and everything that reads a run back live in ``duallora.results``.
+"""

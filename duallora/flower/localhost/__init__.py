@@ -1,0 +1,10 @@
+"""The localhost launcher: the kit's Flower app on one machine, every site a real process.
+
+Apart from the app (``duallora.flower``), which is what real sites deploy: this package only
+starts and stops Flower processes on 127.0.0.1 for ``duallora flower-local``, notebook 05, the
+benchmarks and the tests.
+
+- ``launcher``  ``LocalhostFederation``: a SuperLink and N SuperNodes, always torn down.
+- ``run``       ``run_on_localhost``: one site per vendor, submit the app, wait, clean up;
+  ``site_files`` lists what each site kept on its own disk.
+"""

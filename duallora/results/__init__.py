@@ -1,0 +1,16 @@
+"""From finished run directories to numbers: metrics, statistics, tables, comparisons.
+
+The training loop writes a run directory (``duallora.federated.rundir``); everything that turns
+one back into numbers lives here, and reads it through ``run_reader`` only.
+
+- ``metrics``        binary classification metrics (balanced accuracy, AUC, ...), NaN if undefined.
+- ``stats``          bootstrap CIs, paired bootstrap / permutation tests, tests over seeds.
+- ``evaluation``     final predictions -> the metric rows of ``metrics.csv`` (the loop calls it).
+- ``adapter_norms``  ``||s B A||_F`` of every LoRA update; ``NormLogger`` writes them per round.
+- ``run_reader``     ``load_run(path) -> RunResults``: the one reader of a run directory.
+- ``tables``         tidy tables of several runs: metrics with CIs, costs, curves, significance.
+- ``headline``       the headline: one line per run (CLI) and one row per strategy (README).
+- ``compare``        results table over strategies x seeds, paired tests, Flower vs in-process.
+
+Nothing is imported here, so ``import duallora.results.metrics`` stays light.
+"""
