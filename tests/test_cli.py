@@ -44,7 +44,8 @@ def test_every_subcommand_has_help() -> None:
 
 def test_kit_error_is_one_line(tmp_path) -> None:
     """A bad --only value is reported as a one-line error, exit 2, no traceback."""
-    result = _run(["-m", "duallora", "notebooks", "--only", "xx", "--out", str(tmp_path)])
+    result = _run(["-m", "duallora", "notebooks", "--only", "xx", "--out", str(tmp_path / "out"),
+                   "--data", str(tmp_path / "data")])  # never the repository's data/
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--only" in result.stderr
