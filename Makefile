@@ -23,9 +23,15 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m duallora demo
 
+# The quick notebooks run in a fresh scratch folder: they neither overwrite the reports/ of
+# `make demo` nor reuse data/ left by earlier runs (the folder is kept when a notebook fails).
 test: setup
 	$(PY) -m pytest
-	$(PY) -m duallora notebooks --quick
+	@scratch=$$(mktemp -d "$${TMPDIR:-/tmp}/duallora-test.XXXXXX") && \
+	echo "quick notebooks -> $$scratch" && \
+	if $(PY) -m duallora notebooks --quick --out "$$scratch/reports" --data "$$scratch/data"; \
+	then rm -rf "$$scratch"; \
+	else echo "notebooks failed; outputs kept in $$scratch" >&2; exit 1; fi
 
 notebooks: setup
 	$(PY) -m duallora notebooks

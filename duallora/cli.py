@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
 from duallora import __version__
 from duallora.commands import COMMAND_MODULES
-from duallora.errors import KitError
+from duallora.errors import KitError, Terminated
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -37,13 +38,19 @@ def build_parser(prog: str, description: str, modules: Sequence[str]) -> argpars
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse, dispatch to the chosen subcommand, and turn ``KitError`` into one clean line."""
+    """Parse, dispatch to the chosen subcommand, and turn ``KitError`` into one clean line.
+
+    Ctrl-C ends with exit 130 and SIGTERM (where a command handles it) with 143, the codes of a
+    process killed by those signals, after the command's own cleanup has run."""
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KitError as err:
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"{parser.prog} {args.command}: interrupted (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130

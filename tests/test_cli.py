@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from duallora.cli import OneLineParser, run_cli
+from duallora.errors import Terminated
+
 COMMANDS = [["-m", "duallora"], ["-m", "data_prep"]]
 
 
@@ -41,7 +44,22 @@ def test_every_subcommand_has_help() -> None:
 
 def test_kit_error_is_one_line(tmp_path) -> None:
     """A bad --only value is reported as a one-line error, exit 2, no traceback."""
-    result = _run(["-m", "duallora", "notebooks", "--only", "xx", "--out", str(tmp_path)])
+    result = _run(["-m", "duallora", "notebooks", "--only", "xx", "--out", str(tmp_path / "out"),
+                   "--data", str(tmp_path / "data")])  # never the repository's data/
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--only" in result.stderr
+
+
+@pytest.mark.parametrize(("raised", "code", "message"),
+                         [(KeyboardInterrupt, 130, "interrupted"),
+                          (Terminated, 143, "interrupted (SIGTERM)")])
+def test_interrupts_end_with_the_exit_code_of_the_signal(raised, code, message, capsys) -> None:
+    """Ctrl-C ends with 130 and a handled SIGTERM with 143, each with one line on stderr."""
+    def stopped(args) -> int:
+        raise raised
+
+    parser = OneLineParser(prog="duallora")
+    parser.add_subparsers(dest="command").add_parser("job").set_defaults(func=stopped)
+    assert run_cli(parser, ["job"]) == code
+    assert capsys.readouterr().err == f"duallora job: {message}\n"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import subprocess
 import sys
 import tomllib
@@ -14,10 +16,11 @@ import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.common.config import parse_config_args, validate_config
 
-from duallora.errors import KitError
+from duallora.errors import KitError, Terminated
 from duallora.federated.config import TrainConfig, quick_overrides, resolve
 from duallora.federated.strategies import get_strategy
 from duallora.flower.localhost import launcher
+from duallora.flower.localhost.run import terminate_as_interrupt
 from duallora.flower.node_state import (
     MissingPrivateStateError,
     NodeStateStore,
@@ -173,6 +176,20 @@ def test_stop_all_kills_the_whole_process_group(tmp_path):
     assert len(_group_members(pgid)) == 2  # the parent and its child
     launcher.stop_all([proc], grace=2)
     assert not launcher.group_alive(pgid)
+
+
+def test_sigterm_raises_terminated_once_and_cannot_cut_the_teardown_short():
+    before = signal.getsignal(signal.SIGTERM)
+    teardown_finished = False
+    with pytest.raises(Terminated), terminate_as_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            pytest.fail("SIGTERM did not interrupt the body")
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # a second one, during teardown: ignored
+            teardown_finished = True
+    assert teardown_finished
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def _group_members(pgid: int) -> list[int]:

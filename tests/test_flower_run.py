@@ -127,7 +127,8 @@ def test_flower_run_completes_with_metrics_for_every_site(flower: dict):
         assert losses["value"].notna().all()
         val = metrics[(metrics.client == site) & (metrics.split == "val")]
         assert set(val.metric) >= {"balanced_accuracy", "auc"}
-    assert metrics[metrics.client == HOLDOUT].empty  # it never trains nor validates
+    never = metrics[(metrics.client == HOLDOUT) & metrics.split.isin(["train", "val"])]
+    assert never.empty  # it never trains nor validates; its rows are the hold-out test's
     predictions = pd.read_csv(local.run_dir / "predictions.csv")
     assert set(predictions.client) == set(SITES)
     held = predictions[predictions.client == HOLDOUT]
@@ -223,20 +224,72 @@ def test_flower_local_cli_rejects_bad_input_in_one_line(harmonized_dir: Path, tm
     assert processes_mentioning(str(tmp_path)) == []
 
 
-def test_ctrl_c_stops_every_process_the_launcher_started(harmonized_dir: Path, tmp_path: Path):
+# Starts a command with SIGINT and SIGTERM at their defaults and unblocked, whatever the caller
+# left: a background job of a non-interactive shell (job control off) starts with SIGINT
+# ignored, an ignored disposition and the blocked mask survive fork and exec, and Python keeps an
+# inherited-ignored SIGINT ignored (as under nohup). An exec wrapper, not preexec_fn, which is
+# unsafe in a process with threads; the pid stays the launcher's.
+SIGNALS_AT_DEFAULT = """import os, signal, sys
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_DFL)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def signal_state(pid: int, sig: signal.Signals) -> dict[str, bool]:
+    """Whether ``sig`` is ignored, blocked or caught by process ``pid`` (from /proc)."""
+    fields = dict(line.split(":\t", 1)
+                  for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                  if ":\t" in line)
+    bit = 1 << (int(sig) - 1)
+    return {name: bool(int(fields[key], 16) & bit)
+            for name, key in (("ignored", "SigIgn"), ("blocked", "SigBlk"), ("caught", "SigCgt"))}
+
+
+def stop_the_launcher_with(sig: signal.Signals, harmonized_dir: Path, tmp_path: Path
+                           ) -> tuple[int, str, Path]:
+    """Start ``flower-local`` (signals at their defaults), wait until the run is submitted, send
+    ``sig``; return its exit code, its stderr and its work folder."""
     work = tmp_path / "work"
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "duallora", "flower-local", "--clients", "2", "--quick",
-         "--fm", "none", "--data", str(harmonized_dir), "--out", str(tmp_path / "run"),
-         "--work-dir", str(work)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    submitted = work / "flower" / "logs" / "flwr-run.log"
-    deadline = time.monotonic() + 300
-    while not submitted.exists() and launcher.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert submitted.exists(), launcher.communicate(timeout=60)
-    assert len(processes_mentioning(str(work))) >= 3  # SuperLink + 2 SuperNodes (+ children)
-    launcher.send_signal(signal.SIGINT)
-    _, stderr = launcher.communicate(timeout=120)
-    assert launcher.returncode == 130, stderr
+    command = [sys.executable, "-m", "duallora", "flower-local", "--clients", "2", "--quick",
+               "--fm", "none", "--data", str(harmonized_dir), "--out", str(tmp_path / "run"),
+               "--work-dir", str(work)]
+    launcher = subprocess.Popen([sys.executable, "-c", SIGNALS_AT_DEFAULT, *command],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        submitted = work / "flower" / "logs" / "flwr-run.log"
+        deadline = time.monotonic() + 300
+        while not submitted.exists() and launcher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert submitted.exists(), launcher.communicate(timeout=60)
+        assert len(processes_mentioning(str(work))) >= 3  # SuperLink + 2 SuperNodes (+ children)
+        # the launcher handles the signal itself (Python's SIGINT handler / our SIGTERM handler)
+        assert signal_state(launcher.pid, sig) == {"ignored": False, "blocked": False,
+                                                   "caught": True}
+        launcher.send_signal(sig)
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:  # a failed check: let the launcher tear down, then kill it
+            launcher.terminate()
+            try:
+                launcher.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+                launcher.communicate()
+    return launcher.returncode, stderr, work
+
+
+def test_ctrl_c_stops_every_process_the_launcher_started(harmonized_dir: Path, tmp_path: Path):
+    code, stderr, work = stop_the_launcher_with(signal.SIGINT, harmonized_dir, tmp_path)
+    assert code == 130, stderr
     assert "interrupted" in stderr
+    assert processes_mentioning(str(work)) == []
+
+
+def test_sigterm_stops_every_process_the_launcher_started(harmonized_dir: Path, tmp_path: Path):
+    code, stderr, work = stop_the_launcher_with(signal.SIGTERM, harmonized_dir, tmp_path)
+    assert code == 143, stderr
+    assert "interrupted (SIGTERM)" in stderr
     assert processes_mentioning(str(work)) == []

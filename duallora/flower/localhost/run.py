@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from duallora.errors import KitError
+from duallora.errors import KitError, Terminated
 from duallora.federated.config import TrainConfig
 from duallora.flower.localhost.launcher import FlowerRunResult, LocalhostFederation, NodeSpec
 from duallora.flower.run_config import APP_DIR, settings_run_config, to_run_config
@@ -90,10 +90,14 @@ def site_nodes(data_dir: Path, work_dir: Path, n_clients: int) -> list[NodeSpec]
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt while the federation runs, so a killed launcher
-    still tears down its processes (Ctrl-C already raises KeyboardInterrupt)."""
+    """Turn SIGTERM into ``Terminated`` (a KeyboardInterrupt) while the federation runs, so a
+    launcher stopped by SIGTERM (``kill``, ``timeout``, a job scheduler or supervisor) tears
+    down every process it started, as on Ctrl-C, and the command line exits 143, not 130.
+    Once caught, SIGTERM is ignored until teardown is over: a second one must not cut the
+    teardown short and leave processes running."""
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
