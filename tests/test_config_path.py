@@ -16,6 +16,7 @@ from duallora.commands import COMMAND_MODULES, flower_local, train
 from duallora.commands.options import add_settings_options, cli_name, explicit_values
 from duallora.errors import KitError
 from duallora.federated.config import TrainConfig, quick_overrides, resolve, setting
+from duallora.federated.strategies import get_strategy
 from duallora.flower.localhost.run import run_config_for
 from duallora.flower.run_config import (
     SITE_FIELDS,
@@ -119,6 +120,12 @@ def test_bad_values_fail_when_the_config_is_made():
         flower_settings({"dp-noise-multiplier": -1.0})
 
 
-def test_deprecated_head_local_means_private():
+def test_deprecated_local_names_still_work_for_one_release():
+    """"local" now means only the paper's local adapter: the single-site strategy and the
+    private head were renamed; the old names are accepted (and mapped) for one release."""
     assert TrainConfig(head="local").head == "private"
     assert train.config_from_args(train_args("--head", "local")).head == "private"
+    old = parse(["train", "--data", "cohort", "--strategy", "local", "--out", "run"])
+    assert train.config_from_args(old).strategy == "single_site"
+    assert get_strategy("local") == get_strategy("single_site")
+    assert TrainConfig.from_dict({"strategy": "local"}).strategy == "single_site"  # old runs

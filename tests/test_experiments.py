@@ -140,7 +140,7 @@ def test_specs_share_settings_between_notebooks() -> None:
     assert "med_duallora_r4" not in ablations and ablations["med_duallora_r2"]["rank"] == 2
     assert ablations["med_duallora_holdout_Canon"]["holdout_vendor"] == "Canon"
     assert ablations["med_duallora_all_blocks"]["blocks"] == "all"
-    assert ablations["med_duallora_local_head"]["head"] == "local"
+    assert ablations["med_duallora_private_head"]["head"] == "private"
 
 
 # -- summaries -------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_federated_runs_pool_statistics_and_log_them_as_round_zero(harmonized_di
 
 
 def test_local_strategy_uses_each_clients_own_statistics(harmonized_dir, tmp_path) -> None:
-    config = _config(harmonized_dir, tmp_path, strategy="local")
+    config = _config(harmonized_dir, tmp_path, strategy="single_site")
     model = build_client_model(config)
     cohort = prepare_cohort(config, model)
     sent = []

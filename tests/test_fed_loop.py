@@ -67,7 +67,7 @@ def test_quick_cli_run_writes_the_run_directory(strategy, harmonized_dir, cache,
     messages = [json.loads(line) for line in (out / "comm.jsonl").read_text().splitlines()]
     config = json.loads((out / "config.json").read_text())
     assert config["strategy"] == strategy and config["quick"] is True
-    if strategy in ("local", "centralized"):
+    if strategy in ("single_site", "centralized"):
         assert messages == []
         return
     assert {m["direction"] for m in messages} == {"up", "down"}
@@ -219,9 +219,9 @@ def test_bad_input_gives_one_clear_line(harmonized_dir, tmp_path, capsys) -> Non
     meta.to_csv(bad_meta / "metadata.csv", index=False)
     cases = [
         (["--data", str(harmonized_dir), "--strategy", "fedprox"], "unknown strategy"),
-        (["--data", str(tmp_path / "missing"), "--strategy", "local"], "no such folder"),
-        (["--data", str(bad_meta), "--strategy", "local", "--fm", "none"], "label"),
-        (["--data", str(harmonized_dir), "--strategy", "local", "--blocks", "9"], "--blocks"),
+        (["--data", str(tmp_path / "missing"), "--strategy", "single_site"], "no such folder"),
+        (["--data", str(bad_meta), "--strategy", "single_site", "--fm", "none"], "label"),
+        (["--data", str(harmonized_dir), "--strategy", "single_site", "--blocks", "9"], "--blocks"),
     ]
     for args, expected in cases:
         assert main(["train", *args, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
@@ -234,13 +234,13 @@ def test_sweep_command_trains_and_tabulates(harmonized_dir, cache, tmp_path, cap
     results table and the paired test against med_duallora."""
     out = tmp_path / "sweep"
     code = main(["sweep", "--data", str(harmonized_dir), "--out", str(out), "--strategies",
-                 "local", "med_duallora", "--seeds", "0", "--jobs", "2", "--threads", "1",
+                 "single_site", "med_duallora", "--seeds", "0", "--jobs", "2", "--threads", "1",
                  "--", "--quick", "--fm", "none", "--model-size", "test-tiny", "--bootstrap",
                  "20", "--cache-dir", str(cache)])
     assert code == 0, capsys.readouterr().err
     results = pd.read_csv(out / "results.csv")
-    assert set(results["strategy"]) == {"local", "med_duallora"}
+    assert set(results["strategy"]) == {"single_site", "med_duallora"}
     assert set(results["seed"]) == {0}
     paired = pd.read_csv(out / "paired.csv")
     assert list(paired[["a", "b"]].itertuples(index=False, name=None)) == [
-        ("med_duallora", "local")]
+        ("med_duallora", "single_site")]

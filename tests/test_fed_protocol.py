@@ -56,7 +56,7 @@ def test_local_adapter_has_its_own_learning_rate_and_decay(harmonized_dir, cache
     assert local["lr"] == pytest.approx(0.25 * config.lr) and local["weight_decay"] == 0.1
     assert shared["lr"] == config.lr and shared["weight_decay"] == config.weight_decay
     # the single-site strategy's adapter is private but it is not a dual local adapter
-    alone_config = _config(harmonized_dir, cache, strategy="local", local_lr_mult=0.25)
+    alone_config = _config(harmonized_dir, cache, strategy="single_site", local_lr_mult=0.25)
     alone = build_client_model(alone_config)
     assert len(optimizer_groups(alone, alone_config, 1)) == 1
 

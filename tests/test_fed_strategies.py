@@ -54,7 +54,7 @@ def test_strategy_groups(models) -> None:
     assert any("lora_B" in k for k in names(ffa, "shared"))
     assert all("lora_A" in k for k in names(fedsa, "shared"))           # only A travels
     assert any(_is_head(k) for k in names(fedsa, "private"))
-    assert not names(models["local"], "shared")                         # nothing travels
+    assert not names(models["single_site"], "shared")                         # nothing travels
     full = models["fedavg_full"]
     assert any(k.startswith("encoder.blocks.2.attn.q.weight") for k in names(full, "shared"))
     assert not any(k.startswith("encoder.blocks.0.") for k in names(full, "trainable"))
@@ -63,7 +63,7 @@ def test_strategy_groups(models) -> None:
     for model in models.values():
         flagged = sorted(n for n, p in model.module.named_parameters() if p.requires_grad)
         assert flagged == model.trainable_names, model.strategy.name
-    head_local = _model("med_duallora", head="local")
+    head_local = _model("med_duallora", head="private")
     assert not any(_is_head(k) for k in head_local.shared_names)
     assert not head_local.strategy.has_global_model
 

@@ -142,11 +142,11 @@ def test_result_figures() -> None:
     ticks = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
     assert ticks == [*VENDORS, "macro"]
     curves = pd.DataFrame([{"strategy": s, "round": r, "client": v, "value": 0.5 + r / 10}
-                           for s in ("local", "centralized") for r in (1, 2)
-                           for v in (VENDORS if s == "local" else ["pooled"])])
+                           for s in ("single_site", "centralized") for r in (1, 2)
+                           for v in (VENDORS if s == "single_site" else ["pooled"])])
     fig = plot_learning_curves(curves)
     assert {vendor_color(v) for v in VENDORS} <= _colours(fig)
-    costs = pd.DataFrame({"strategy": ["local", "fedavg_lora"], "bytes_total": [0.0, 2e6]})
+    costs = pd.DataFrame({"strategy": ["single_site", "fedavg_lora"], "bytes_total": [0.0, 2e6]})
     per_round = pd.DataFrame({"strategy": ["fedavg_lora"] * 2, "round": [1, 2],
                               "direction": ["up", "down"], "bytes": [1e6, 1e6]})
     fig = plot_communication(costs, per_round)

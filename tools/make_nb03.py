@@ -12,12 +12,12 @@ the head):
 
 | strategy | who trains what | what travels |
 |---|---|---|
-| `local` | each vendor its own LoRA + head, alone | nothing |
+| `single_site` | each vendor its own LoRA + head, alone | nothing |
 | `centralized` | one LoRA + head on the pooled data of all vendors | the data itself (not private: an upper reference) |
 | `fedavg_full` | every weight of the two blocks + head | full block weights, averaged |
 | `fedavg_lora` (FedIT) | LoRA $A$, $B$ + head | $A$, $B$, head, averaged |
 | `ffa_lora` | $B$ + head, $A$ frozen at a shared random init | $B$, head |
-| `fedsa_lora` | $A$, $B$ + head | only $A$ (shared); $B$ and head stay local |
+| `fedsa_lora` | $A$, $B$ + head | only $A$ (shared); $B$ and head stay on the site |
 
 The server combines uploads with the sample-weighted mean (FedAvg):
 $\theta^{t+1} = \sum_k \frac{n_k}{\sum_j n_j}\,\theta_k^{t}$.
@@ -30,7 +30,7 @@ positive one: **sensitivity** = diseased found, **specificity** = healthy recogn
 rounds = None         # federated rounds (None: the kit default, 2 in quick mode)
 blocks = 'last2'      # adapted transformer blocks: last2, all, or indices like 4,5
 lora_rank = 4
-strategies = ['local', 'centralized', 'fedavg_full', 'fedavg_lora', 'ffa_lora', 'fedsa_lora']
+strategies = ['single_site', 'centralized', 'fedavg_full', 'fedavg_lora', 'ffa_lora', 'fedsa_lora']
 """),
     code("""
 from pathlib import Path
@@ -86,7 +86,7 @@ plt.show()
 ## Learning curves
 
 Validation balanced accuracy of every client's model after each round (for `centralized`, the
-one pooled model). Federated clients move together; `local` clients each follow their own
+one pooled model). Federated clients move together; `single_site` clients each follow their own
 small dataset.
 """),
     code("""
@@ -101,7 +101,7 @@ plt.show()
 
 Bytes are measured on the serialized messages (`comm.jsonl`), down (server to client) and up.
 Full fine-tuning of two blocks sends every weight of them; LoRA sends two thin matrices per
-layer; FFA-LoRA and FedSA-LoRA halve that again. `local` and `centralized` have no server.
+layer; FFA-LoRA and FedSA-LoRA halve that again. `single_site` and `centralized` have no server.
 Round 0 is the same small message for every federated strategy: each client's feature count,
 sum and sum of squares, pooled by the server into the standardization in front of the heads
 (see the README, "Training").

@@ -111,7 +111,8 @@ wire = [json.loads(line) for line in (flower_run / "flower" / "wire.jsonl").read
 arrays = sorted({n.split("/", 1)[1] for r in wire if r["type"] == "train" for n in r["names"]
                  if n.startswith("arrays/")})
 print(f"{len(wire)} replies; uploaded tensors: {len(arrays)}, e.g. {arrays[:2]}")
-print("names containing 'local':", [n for r in wire for n in r["names"] if "local" in n.lower()])
+print("local-adapter tensors that reached the server:",
+      [n for r in wire for n in r["names"] if ".lora_A.local." in n or ".lora_B.local." in n])
 kept = site_files(flower_run / "flower" / "work")
 display(kept.groupby("site").agg(files=("file", "count"), bytes=("bytes", "sum")))
 """),

@@ -5,7 +5,8 @@
 
 Every training setting (duallora.federated.config.TrainConfig) is an option; --help lists them.
 
-Strategies: local, centralized, fedavg_full, fedavg_lora, ffa_lora, fedsa_lora, med_duallora.
+Strategies: single_site (was: local), centralized, fedavg_full, fedavg_lora, ffa_lora,
+fedsa_lora, med_duallora.
 The run directory holds config.json, metrics.csv, predictions.csv, comm.jsonl, checkpoints/.
 """
 
@@ -16,9 +17,6 @@ from pathlib import Path
 
 from duallora.commands.options import add_settings_options, explicit_values
 from duallora.federated.config import STRATEGY_NAMES, TrainConfig, resolve
-
-# Deprecated command-line names (kept for one release): old -> new.
-STRATEGY_ALIASES: dict[str, str] = {}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,9 +45,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> TrainConfig:
     """The TrainConfig these options describe: ``--quick`` first, explicit options win."""
-    strategy = STRATEGY_ALIASES.get(args.strategy, args.strategy)
     explicit = {**explicit_values(args, TrainConfig, skip), "data": str(args.data),
-                "strategy": strategy}
+                "strategy": args.strategy}  # a deprecated name is mapped by TrainConfig
     return resolve(explicit, quick=bool(args.quick))
 
 

@@ -7,10 +7,15 @@
 - ``adapters``       LoRA adapters on the ConvViT with Hugging Face PEFT.
 - ``prefix_cache``   features of the frozen blocks, computed once per client.
 - ``head_norm``      head-input standardization with statistics pooled across clients.
-- ``strategies``     the seven strategies as small declarative objects (add one here).
+- ``strategies``     the strategy table: declarative objects (add a strategy here).
 - ``client``         what one client does in a round: train or evaluate (pure functions).
 - ``serialization``  the one wire format of every message (a safetensors blob).
-- ``loop``           the round driver: send -> local training -> upload -> aggregate.
+- ``loop``           the round driver: send -> local training -> upload -> aggregate ->
+                     validate -> select; the only place that decides what happens in a round.
+- ``sites``          the driver's batch-shaped view of the sites; ``InProcessSites`` (the Flower
+                     transport is ``duallora.flower.sites.FlowerSites``).
+- ``state``          ``RunState``: the typed state between rounds (the checkpoint).
+- ``tune``           a small learning-rate grid per strategy, chosen on validation loss.
 - ``rundir``         the run directory's writer (atomic files, checkpoints).
 - ``export``         the final models, reusable outside the kit.
 - ``sweep``          strategies x seeds as parallel ``duallora train`` runs (``duallora sweep``).

@@ -14,9 +14,12 @@ from typing import Any
 
 from duallora.errors import KitError
 
-STRATEGY_NAMES = ("local", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora", "fedsa_lora",
-                  "med_duallora")
+STRATEGY_NAMES = ("single_site", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora",
+                  "fedsa_lora", "med_duallora")
 LORA_TARGETS = ("attn.q", "attn.kv", "attn.proj", "mlp.fc1", "mlp.fc2")
+# Deprecated strategy names, accepted for one release: "local" now only means the paper's
+# local adapter, so the strategy in which each site trains alone is "single_site".
+STRATEGY_ALIASES = {"local": "single_site"}
 LR_SCHEDULES = ("constant", "cosine")
 PRIVATE_OPTIMIZERS = ("fresh", "persistent")
 SELECTION_RULES = ("site-val-ba", "final", "pooled-val-loss")
@@ -112,6 +115,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.head == "local":  # deprecated alias (one release): "private" says what it is
             self.head = "private"
+        if self.strategy in STRATEGY_ALIASES:  # deprecated names (one release)
+            self.strategy = STRATEGY_ALIASES[self.strategy]
         self.validate()
 
     def to_json(self) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from duallora.errors import KitError
-from duallora.federated.config import STRATEGY_NAMES
+from duallora.federated.config import STRATEGY_ALIASES, STRATEGY_NAMES
 from duallora.federated.serialization import Payload
 
 GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B = "global.A", "global.B", "local.A", "local.B"
@@ -112,8 +112,8 @@ def _lora(*groups: str) -> frozenset[str]:
 
 
 _STRATEGIES: dict[str, Strategy] = {
-    "local": Strategy(
-        "local", ("local",), _lora(LOCAL_A, LOCAL_B, HEAD), frozenset(), federated=False,
+    "single_site": Strategy(
+        "single_site", ("local",), _lora(LOCAL_A, LOCAL_B, HEAD), frozenset(), federated=False,
         private_adapter="local",
         description="each vendor trains its own LoRA and head alone; nothing is exchanged"),
     "centralized": Strategy(
@@ -144,6 +144,7 @@ _STRATEGIES: dict[str, Strategy] = {
 def get_strategy(name: str, head: str = "shared") -> Strategy:
     """The strategy called ``name``; ``head='private'`` keeps the head on the site (an
     ablation; ``'local'`` is its deprecated alias)."""
+    name = STRATEGY_ALIASES.get(name, name)
     if name not in _STRATEGIES:
         raise KitError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}")
     strategy = _STRATEGIES[name]

@@ -363,7 +363,7 @@ def mae_reconstructions(mae, images, mask_ratio: float = 0.75, seed: int = 0):
 
 
 # -- the runs of notebooks 03 and 04 ---------------------------------------------------------
-BASELINES = ("local", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora", "fedsa_lora")
+BASELINES = ("single_site", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora", "fedsa_lora")
 
 
 def _common(rounds: int | None, blocks: str, rank: int) -> dict[str, Any]:
@@ -387,7 +387,7 @@ def ablation_specs(ranks: Iterable[int] = (2, 8), holdout_vendor: str = "Canon",
     runs (Med-DualLoRA and the given baselines never see ``holdout_vendor``)."""
     base = {"strategy": "med_duallora", **_common(rounds, "last2", rank)}
     specs = {"med_duallora_all_blocks": {**base, "blocks": "all"},
-             "med_duallora_local_head": {**base, "head": "local"}}
+             "med_duallora_private_head": {**base, "head": "private"}}
     for r in ranks:
         if r != rank:
             specs[f"med_duallora_r{r}"] = {**base, **_common(rounds, "last2", r)}

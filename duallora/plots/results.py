@@ -18,7 +18,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from duallora.plots.style import VENDORS, apply_style, vendor_color
 
 STRATEGY_COLORS: dict[str, str] = {
-    "local": "#999999",
+    "single_site": "#999999",
     "centralized": "#222222",
     "fedavg_full": "#8C564B",
     "fedavg_lora": "#56B4E9",

@@ -34,7 +34,7 @@ from typing import IO
 from duallora.errors import KitError
 
 LOOPBACK = "127.0.0.1"
-CONNECTION_NAME = "local"
+CONNECTION_NAME = "localhost"
 ConfigValue = str | int | float | bool
 
 
