@@ -23,14 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train one strategy (federated or baseline) into a "
                             "run directory", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="harmonized cohort folder")
-    parser.add_argument("--strategy", required=True, metavar="NAME",
-                        help=f"one of {', '.join(STRATEGY_NAMES)}")
-    parser.add_argument("--out", type=Path, required=True, help="run directory to write")
+    add_run_arguments(parser, out_help="run directory to write")
     add_run_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_settings_options(parser, TrainConfig, title="training settings")
     parser.set_defaults(func=run)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """``--data``, ``--strategy`` and ``--out``: what every training command needs."""
+    parser.add_argument("--data", type=Path, required=True, help="harmonized cohort folder")
+    parser.add_argument("--strategy", required=True, metavar="NAME",
+                        help=f"one of {', '.join(STRATEGY_NAMES)}")
+    parser.add_argument("--out", type=Path, required=True, help=out_help)
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -12,11 +12,10 @@ Test data are never read. See ``duallora.federated.tune``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from duallora.commands.options import add_settings_options
-from duallora.commands.train import config_from_args
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig
+from duallora.commands.train import add_run_arguments, config_from_args
+from duallora.federated.config import TrainConfig
 
 
 def _grid(text: str) -> tuple[float, ...]:
@@ -33,10 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("tune-lr", help="choose a strategy's learning rate from a small "
                             "grid on the pooled validation loss", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="harmonized cohort folder")
-    parser.add_argument("--strategy", required=True, metavar="NAME",
-                        help=f"one of {', '.join(STRATEGY_NAMES)}")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the grid's runs")
+    add_run_arguments(parser, out_help="folder for the grid's runs")
     parser.add_argument("--grid", type=_grid, default=DEFAULT_GRID,
                         help="learning rates to try (default "
                         f"{','.join(f'{lr:g}' for lr in DEFAULT_GRID)})")
