@@ -59,7 +59,10 @@ def state_norms(state: Mapping[str, Any], scales: Mapping[str, float], round_idx
     shared = state.get("global") or {}
     for row in lora_norms(shared, scales):
         rows.append({"round": round_idx, "owner": "server", **row})
+    from duallora.federated.client import split_private
+
     for client, private in sorted((state.get("private") or {}).items()):
+        private = split_private(private)[0]  # parameters only, not optimizer state
         if not private:
             continue
         private_adapters = {m["adapter"] for k in private if (m := _LORA_KEY.search(k))}
