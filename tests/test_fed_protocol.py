@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 import torch
 from test_fed_loop import _KILL_SCRIPT, _config, _read
-from test_fed_loop import TINY as TINY_MODEL
 
 from duallora.federated.client import (
     OPTIMIZER_PREFIX,
@@ -167,7 +166,7 @@ def test_tune_lr_trains_the_grid_and_train_uses_its_choice(harmonized_dir, cache
     from duallora.cli import main
 
     common = ["--data", str(harmonized_dir), "--quick", "--fm", "none", "--model-size",
-              "tutorial", "--model-overrides", json.dumps(TINY_MODEL), "--bootstrap", "10",
+              "test-tiny", "--bootstrap", "10",
               "--cache-dir", str(cache), "--no-progress", "--max-train-per-client", "6"]
     out = tmp_path / "tune"
     assert main(["tune-lr", "--strategy", "fedavg_lora", "--out", str(out),
