@@ -191,7 +191,7 @@ def test_flower_matches_the_in_process_loop_with_the_same_seed(flower: dict, in_
                                    rtol=1e-5, atol=1e-6)
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "predictions.csv"),
                                   pd.read_csv(in_process / "predictions.csv"),
-                                  rtol=1e-5, atol=1e-6)
+                                  rtol=1e-5, atol=1e-5)  # probabilities, after 2 x 2 epochs
     assert (run_dir / "comm.jsonl").read_text() == (in_process / "comm.jsonl").read_text()
 
 
@@ -265,9 +265,17 @@ def stop_the_launcher_with(sig: signal.Signals, harmonized_dir: Path, tmp_path: 
             time.sleep(0.2)
         assert submitted.exists(), launcher.communicate(timeout=60)
         assert len(processes_mentioning(str(work))) >= 3  # SuperLink + 2 SuperNodes (+ children)
-        # the launcher handles the signal itself (Python's SIGINT handler / our SIGTERM handler)
-        assert signal_state(launcher.pid, sig) == {"ignored": False, "blocked": False,
-                                                   "caught": True}
+        # the launcher handles the signal itself (Python's SIGINT handler / our SIGTERM
+        # handler). It blocks every signal for an instant whenever it forks (CPython's
+        # subprocess does, and the launcher polls `flwr ls`), so "not blocked" is checked as
+        # "seen unblocked within a few seconds": a blocked signal stays pending, not lost.
+        states = []
+        for _ in range(50):
+            states.append(signal_state(launcher.pid, sig))
+            if not states[-1]["blocked"]:
+                break
+            time.sleep(0.1)
+        assert states[-1] == {"ignored": False, "blocked": False, "caught": True}, states
         launcher.send_signal(sig)
         _, stderr = launcher.communicate(timeout=120)
     finally:
