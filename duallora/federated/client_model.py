@@ -24,7 +24,14 @@ from duallora.federated.adapters import (
 )
 from duallora.federated.config import TrainConfig
 from duallora.federated.serialization import Payload
-from duallora.federated.strategies import FROZEN, Strategy, get_strategy, parameter_group
+from duallora.federated.strategies import (
+    FROZEN,
+    STEM,
+    Strategy,
+    get_strategy,
+    parameter_group,
+)
+from duallora.model.frames import FRAME_MODES, STEM_LR_MULT
 
 
 def load_foundation(config: TrainConfig) -> nn.Module:
@@ -32,25 +39,31 @@ def load_foundation(config: TrainConfig) -> nn.Module:
 
     A file may hold CineMA's MAE pretraining checkpoint or a fine-tuned classifier
     (``duallora.model.load_foundation_model`` tells them apart). Heads not in the file are
-    initialised from ``config.seed``.
+    initialised from ``config.seed``. ``config.frames`` picks how ED and ES enter the model
+    (``duallora.model.frames``).
     """
     from duallora import model as model_lib
 
+    if config.frames not in FRAME_MODES:
+        raise KitError(f"--frames must be one of {', '.join(FRAME_MODES)}, not "
+                       f"{config.frames!r}")
     if config.fm == "phantom":
         if config.model_overrides:
             raise KitError("--model-overrides needs --fm none (the phantom FM has fixed shapes)")
-        return model_lib.load_phantom_fm(config.model_size, seed=config.seed)
+        return model_lib.load_phantom_fm(config.model_size, seed=config.seed,
+                                         frames=config.frames)
     if config.fm != "none":
         path = Path(config.fm)
         if not path.is_file():
             raise KitError(f"--fm {config.fm}: no such weights file")
-        return model_lib.load_foundation_model(path, size=config.model_size, seed=config.seed)
+        return model_lib.load_foundation_model(path, size=config.model_size, seed=config.seed,
+                                               frames=config.frames)
     overrides = dict(config.model_overrides)
     image_size = overrides.pop("image_size", None)
     if "conv_chans" in overrides:
         overrides["conv_chans"] = tuple(overrides["conv_chans"])
     return model_lib.build_convvit(config.model_size, image_size=image_size, seed=config.seed,
-                                   **overrides)
+                                   frames=config.frames, **overrides)
 
 
 def model_input_size(config: TrainConfig) -> tuple[tuple[int, int, int], int]:
@@ -75,7 +88,8 @@ class ClientModel:
         self.strategy = strategy
         self.blocks = list(blocks)
         head_names = list(self.core.head_parameter_names())
-        self.groups = {name: parameter_group(name, self.blocks, head_names)
+        stem_names = list(getattr(self.core, "stem_parameter_names", list)())
+        self.groups = {name: parameter_group(name, self.blocks, head_names, stem_names)
                        for name, _ in module.named_parameters()}
         self.params = dict(module.named_parameters())
         self.trainable_names = sorted(n for n, g in self.groups.items() if g in strategy.trainable)
@@ -96,6 +110,18 @@ class ClientModel:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [self.params[name] for name in self.trainable_names]
+
+    def optimizer_groups(self, lr: float) -> list[dict]:
+        """Parameter groups for the client's optimizer: every trained parameter at ``lr``,
+        except the trainable stem (``frames="trainable-stem"``) at ``lr * STEM_LR_MULT``
+        (CineMA's layer-wise LR decay, see ``duallora.model.frames``). Without a stem this is
+        one group holding ``trainable_parameters()`` in the same order (same optimizer)."""
+        stem = [n for n in self.trainable_names if self.groups[n] == STEM]
+        rest = [n for n in self.trainable_names if self.groups[n] != STEM]
+        groups = [{"params": [self.params[n] for n in rest], "lr": lr}]
+        if stem:
+            groups.append({"params": [self.params[n] for n in stem], "lr": lr * STEM_LR_MULT})
+        return groups
 
     def count(self, names: Sequence[str]) -> int:
         return int(sum(self.params[name].numel() for name in names))
@@ -148,6 +174,8 @@ def build_client_model(config: TrainConfig, strategy: Strategy | None = None) ->
     network = load_foundation(config)
     network.eval()  # the backbone is frozen: no dropout / norm statistics updates in it
     blocks = resolve_blocks(config.blocks, int(network.n_blocks))
+    if getattr(network, "per_frame", False):
+        network.set_fusion_block(min(blocks))  # the frozen prefix stays one frame at a time
     torch.manual_seed(config.seed + 1)  # adapter init, identical on every client
     specs = [_adapter_spec(name, config, strategy) for name in strategy.adapters]
     module = (attach_adapters(network, specs, blocks, config.targets, config.lora_dropout)
