@@ -19,9 +19,9 @@ from duallora.model.convvit import TOKENS_KEY
 from duallora.model.foundation import phantom_fm_path
 from duallora.model.frames import FRAME_MODES, STEM_LR_MULT, frame_key
 
-TINY = {"image_size": [32, 32, 16], "embed_dim": 32, "depth": 3, "n_heads": 2,
+TINY = {"image_size": [32, 32, 4], "embed_dim": 32, "depth": 3, "n_heads": 2,
         "conv_chans": [8, 8]}
-TINY_SHAPE = (32, 32, 16)
+TINY_SHAPE = (32, 32, 4)
 
 
 def _tiny(frames: str, seed: int = 0) -> torch.nn.Module:
@@ -46,7 +46,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def phantom_x() -> torch.Tensor:
-    return torch.rand(2, 2, 64, 64, 16, generator=torch.Generator().manual_seed(0))
+    return torch.rand(1, 2, 64, 64, 16, generator=torch.Generator().manual_seed(0))
 
 
 @torch.no_grad()
@@ -119,13 +119,13 @@ def test_prefix_and_suffix_keep_their_meaning_under_every_mode() -> None:
             model.set_fusion_block(1)
             model.frame_fusion.tokens.U.normal_(generator=torch.Generator().manual_seed(2))
             model.frame_fusion.skips[1].U.normal_(generator=torch.Generator().manual_seed(3))
-        full = model(x)
+        full, embedding = model(x), model.embed(x)
         for k in range(model.n_blocks + 1):
             state = model.forward_prefix(x, k)
             assert set(state) == set(model.state_keys(k)), (frames, k)
             torch.testing.assert_close(model.forward_suffix(state, k), full, rtol=1e-5,
                                        atol=1e-6)
-            torch.testing.assert_close(model.embed_from_state(state, k), model.embed(x),
+            torch.testing.assert_close(model.embed_from_state(state, k), embedding,
                                        rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="frames='per-frame'"):
         _tiny("per-frame").forward_suffix(_tiny("repeat").forward_prefix(x, 2), 2)
@@ -209,3 +209,21 @@ def test_one_training_round_under_each_mode(frames) -> None:
     trained_group = {"per-frame": FUSION, "trainable-stem": STEM}.get(frames)
     if trained_group is not None:
         assert {n for n in changed if model.groups[n] == trained_group}, frames
+
+
+def test_cinema_mae_layout_loads_as_is_under_per_frame(reference_dir) -> None:
+    """CineMA's MAE checkpoint (its manifest, synthetic values): under per-frame the one-frame
+    first conv needs no expansion; the rest loads exactly as under repeat."""
+    from test_model_checkpoints import SMALL, synthetic_mae_checkpoint
+
+    from duallora.model import load_cinema_pretrained
+
+    model = build_convvit("tiny", seed=0, frames="per-frame", **SMALL)
+    state = synthetic_mae_checkpoint(reference_dir / "mae_pretrained_base_4views.tsv", model)
+    report = load_cinema_pretrained(model, state)
+    assert report.expanded == []
+    assert torch.equal(model.state_dict()[FIRST_CONV_KEY], state[FIRST_CONV_KEY])
+    assert all(k.startswith("frame_fusion.") for k in report.kept_from_model
+               if not k.startswith(("pred_head_dict.", "enc_down_dict.sax.pos_embed")))
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 2, 32, 32, 2)).shape == (1, 2)
