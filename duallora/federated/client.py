@@ -26,6 +26,8 @@ from duallora.federated.cohort import ClientData, SplitData
 from duallora.federated.config import TrainConfig
 from duallora.federated.head_norm import apply_head_norm
 from duallora.federated.serialization import Payload
+from duallora.federated.strategies import STEM
+from duallora.model.frames import STEM_LR_MULT
 
 OPTIMIZER_PREFIX = "optimizer/"   # private-state keys that hold AdamW state, not parameters
 ADAM_STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")
@@ -138,21 +140,28 @@ def round_lr(config: TrainConfig, round_idx: int) -> float:
 
 def optimizer_groups(model: ClientModel, config: TrainConfig, round_idx: int
                      ) -> list[dict[str, Any]]:
-    """AdamW parameter groups: the dual strategy's private local adapter gets its own learning
-    rate multiplier and weight decay (so shared signal can be steered to the global adapter);
-    everything else trains at the round's learning rate."""
+    """AdamW parameter groups at the round's learning rate, except: the dual strategy's private
+    local adapter has its own multiplier and weight decay (so shared signal can be steered to
+    the global adapter), and a trainable stem (``--frames trainable-stem``) trains at
+    ``STEM_LR_MULT`` times the rate, as CineMA's layer-wise decay does. Without either, one
+    group holding ``trainable_parameters()`` in order: the same optimizer as a plain AdamW."""
     lr = round_lr(config, round_idx)
     strategy = model.strategy
     local_groups = ({f"{strategy.private_adapter}.A", f"{strategy.private_adapter}.B"}
                     if strategy.private_rank else set())
     local = [n for n in model.trainable_names if model.groups[n] in local_groups]
-    rest = [n for n in model.trainable_names if model.groups[n] not in local_groups]
+    stem = [n for n in model.trainable_names if model.groups[n] == STEM]
+    rest = [n for n in model.trainable_names
+            if model.groups[n] not in local_groups and model.groups[n] != STEM]
     groups = [{"params": [model.params[n] for n in rest], "lr": lr,
                "weight_decay": config.weight_decay}]
     if local:
         groups.append({"params": [model.params[n] for n in local],
                        "lr": lr * config.local_lr_mult,
                        "weight_decay": config.local_weight_decay})
+    if stem:
+        groups.append({"params": [model.params[n] for n in stem], "lr": lr * STEM_LR_MULT,
+                       "weight_decay": config.weight_decay})
     return groups
 
 

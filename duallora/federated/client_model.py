@@ -24,7 +24,13 @@ from duallora.federated.adapters import (
 )
 from duallora.federated.config import TrainConfig
 from duallora.federated.serialization import Payload
-from duallora.federated.strategies import FROZEN, Strategy, get_strategy, parameter_group
+from duallora.federated.strategies import (
+    FROZEN,
+    Strategy,
+    get_strategy,
+    parameter_group,
+)
+from duallora.model.frames import FRAME_MODES
 
 
 def load_foundation(config: TrainConfig) -> nn.Module:
@@ -32,25 +38,31 @@ def load_foundation(config: TrainConfig) -> nn.Module:
 
     A file may hold CineMA's MAE pretraining checkpoint or a fine-tuned classifier
     (``duallora.model.load_foundation_model`` tells them apart). Heads not in the file are
-    initialised from ``config.seed``.
+    initialised from ``config.seed``. ``config.frames`` picks how ED and ES enter the model
+    (``duallora.model.frames``).
     """
     from duallora import model as model_lib
 
+    if config.frames not in FRAME_MODES:
+        raise KitError(f"--frames must be one of {', '.join(FRAME_MODES)}, not "
+                       f"{config.frames!r}")
     if config.fm == "phantom":
         if config.model_overrides:
             raise KitError("--model-overrides needs --fm none (the phantom FM has fixed shapes)")
-        return model_lib.load_phantom_fm(config.model_size, seed=config.seed)
+        return model_lib.load_phantom_fm(config.model_size, seed=config.seed,
+                                         frames=config.frames)
     if config.fm != "none":
         path = Path(config.fm)
         if not path.is_file():
             raise KitError(f"--fm {config.fm}: no such weights file")
-        return model_lib.load_foundation_model(path, size=config.model_size, seed=config.seed)
+        return model_lib.load_foundation_model(path, size=config.model_size, seed=config.seed,
+                                               frames=config.frames)
     overrides = dict(config.model_overrides)
     image_size = overrides.pop("image_size", None)
     if "conv_chans" in overrides:
         overrides["conv_chans"] = tuple(overrides["conv_chans"])
     return model_lib.build_convvit(config.model_size, image_size=image_size, seed=config.seed,
-                                   **overrides)
+                                   frames=config.frames, **overrides)
 
 
 def model_input_size(config: TrainConfig) -> tuple[tuple[int, int, int], int]:
@@ -75,7 +87,8 @@ class ClientModel:
         self.strategy = strategy
         self.blocks = list(blocks)
         head_names = list(self.core.head_parameter_names())
-        self.groups = {name: parameter_group(name, self.blocks, head_names)
+        stem_names = list(getattr(self.core, "stem_parameter_names", list)())
+        self.groups = {name: parameter_group(name, self.blocks, head_names, stem_names)
                        for name, _ in module.named_parameters()}
         self.params = dict(module.named_parameters())
         self.trainable_names = sorted(n for n, g in self.groups.items() if g in strategy.trainable)
@@ -148,6 +161,8 @@ def build_client_model(config: TrainConfig, strategy: Strategy | None = None) ->
     network = load_foundation(config)
     network.eval()  # the backbone is frozen: no dropout / norm statistics updates in it
     blocks = resolve_blocks(config.blocks, int(network.n_blocks))
+    if getattr(network, "per_frame", False):
+        network.set_fusion_block(min(blocks))  # the frozen prefix stays one frame at a time
     torch.manual_seed(config.seed + 1)  # adapter init, identical on every client
     specs = [_adapter_spec(name, config, strategy) for name in strategy.adapters]
     module = (attach_adapters(network, specs, blocks, config.targets, config.lora_dropout)

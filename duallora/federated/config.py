@@ -79,6 +79,10 @@ class TrainConfig:
         metavar="JSON")
     fm: str = setting("phantom", "foundation weights: phantom (committed), none (random init) "
                       "or a file")
+    frames: str = setting("repeat", "how ED and ES enter the model: repeat (CineMA's input), "
+                          "per-frame (frozen one-frame prefix per frame, trained fusion) or "
+                          "trainable-stem (first conv trained at a reduced LR)",
+                          metavar="repeat|per-frame|trainable-stem")
     blocks: str = setting("last2", "adapted blocks: last2, lastK, all, or indices like 4,5",
                           metavar="SPEC")
     rank: int = setting(4, "LoRA rank (global adapter)")

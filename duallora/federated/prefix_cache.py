@@ -4,7 +4,9 @@ When every trained weight lies in blocks ``>= k`` (plus the heads), the stem and
 ``[0, k)`` give the same output in every epoch, round and strategy. ``prefix_states`` runs
 ``model.forward_prefix(x, k)`` once and keeps the result on disk, keyed by a hash of the prefix
 weights, ``k`` and the images, so every strategy that adapts the same blocks reuses it. Training
-then runs only ``model.forward_suffix`` (the same arithmetic as the full forward).
+then runs only ``model.forward_suffix`` (the same arithmetic as the full forward). Under
+``frames="per-frame"`` the cached state holds both frames' streams (``tokens@ED``, ...), twice
+the tensors of the other modes; ``trainable-stem`` trains a prefix weight, so it is not cached.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ _MEMORY_LIMIT = 8
 
 
 def prefix_key(core: nn.Module, images: torch.Tensor, upto_block: int) -> str:
-    """Hash of what the prefix output depends on: its weights, the split point, the images."""
+    """Hash of what the prefix output depends on: its weights, the split point, the images,
+    and the ``frames`` mode with its fusion block (they change the state's layout)."""
     digest = hashlib.sha256()
     digest.update(f"upto={upto_block};shape={tuple(images.shape)};".encode())
+    frames = getattr(core, "frames", "repeat")
+    digest.update(f"frames={frames};fusion={getattr(core, 'fusion_block', None)};".encode())
     params = dict(core.named_parameters())
     for name in sorted(core.prefix_parameter_names(upto_block)):
         digest.update(name.encode())

@@ -7,7 +7,10 @@ model and no data, so the in-process loop (``duallora.federated.loop``) and the 
 
 Parameter groups (see ``parameter_group``): ``global.A``/``global.B`` and ``local.A``/``local.B``
 are LoRA factors of the named adapters, ``head`` the classification heads, ``block`` the full
-weights of the adapted blocks (only ``fedavg_full`` trains those), ``frozen`` everything else.
+weights of the adapted blocks (only ``fedavg_full`` trains those), ``fusion`` the frame fusion
+and ``stem`` the first conv (both exist only under the matching ``frames`` model option, see
+``duallora.model.frames``; every strategy trains them, and shares them wherever there is a
+server, like the global adapter), ``frozen`` everything else.
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ import torch
 from duallora.errors import KitError
 from duallora.federated.config import STRATEGY_ALIASES, STRATEGY_NAMES
 from duallora.federated.serialization import Payload
+from duallora.model.frames import FUSION_PREFIX
 
 GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B = "global.A", "global.B", "local.A", "local.B"
 HEAD, BLOCK, FROZEN = "head", "block", "frozen"
+FUSION, STEM = "fusion", "stem"  # frames="per-frame" / "trainable-stem" only (else empty)
+FRAME_GROUPS = frozenset({FUSION, STEM})
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,11 @@ class Strategy:
         """Whether the shared parts alone make a usable model (evaluated on every vendor).
 
         True when there is a server (or pooled data) and nothing the global-only forward pass
-        needs is private: the global adapters' factors, the head and any trained block.
+        needs is private: the global adapters' factors, the head, any trained block, the frame
+        groups.
         """
-        needed = {HEAD, BLOCK} | {f"{name}.{factor}" for name in self.global_model_adapters
-                                  for factor in ("A", "B")}
+        needed = {HEAD, BLOCK} | FRAME_GROUPS | {
+            f"{name}.{factor}" for name in self.global_model_adapters for factor in ("A", "B")}
         return (self.federated or self.pooled) and not (self.private & needed)
 
     def aggregate(self, uploads: Sequence[tuple[Payload, int]]) -> Payload:
@@ -91,8 +98,10 @@ def weighted_average(uploads: Sequence[tuple[Payload, int]]) -> Payload:
     return averaged
 
 
-def parameter_group(name: str, adapted_blocks: Iterable[int], head_names: Iterable[str]) -> str:
-    """Which group a parameter of the (PEFT-wrapped) model belongs to, from its name alone."""
+def parameter_group(name: str, adapted_blocks: Iterable[int], head_names: Iterable[str],
+                    stem_names: Iterable[str] = ()) -> str:
+    """Which group a parameter of the (PEFT-wrapped) model belongs to, from its name alone
+    (``stem_names``: the model's ``stem_parameter_names()``, empty unless the stem trains)."""
     for adapter in ("global", "local"):
         if f".lora_A.{adapter}." in name:
             return f"{adapter}.A"
@@ -101,6 +110,10 @@ def parameter_group(name: str, adapted_blocks: Iterable[int], head_names: Iterab
     bare = name.removeprefix("base_model.model.")
     if bare in set(head_names):
         return HEAD
+    if bare.startswith(FUSION_PREFIX):
+        return FUSION
+    if bare in set(stem_names):
+        return STEM
     prefixes = tuple(f"encoder.blocks.{block}." for block in adapted_blocks)
     if bare.startswith(prefixes):
         return BLOCK
@@ -139,6 +152,17 @@ _STRATEGIES: dict[str, Strategy] = {
         private_rank=True,
         description="global adapter and head averaged; the local adapter never leaves the site"),
 }
+
+
+def _with_frame_groups(strategy: Strategy) -> Strategy:
+    """Every strategy trains the frame groups; they travel wherever there is a server (or
+    pooled data), as the global adapter does, and stay on the site otherwise (``local``)."""
+    shares = strategy.federated or strategy.pooled
+    return replace(strategy, trainable=strategy.trainable | FRAME_GROUPS,
+                   shared=strategy.shared | FRAME_GROUPS if shares else strategy.shared)
+
+
+_STRATEGIES = {name: _with_frame_groups(strategy) for name, strategy in _STRATEGIES.items()}
 
 
 def get_strategy(name: str, head: str = "shared") -> Strategy:

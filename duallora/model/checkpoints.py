@@ -15,6 +15,8 @@ CineMA's own fine-tuning starts from. That is nearly the same as averaging the f
 then sees ``W*(ED+ES) = 2*W*mean(ED, ES)`` and the channel LayerNorm right after it removes the
 overall scale, only the small conv bias weighs half as much. ``frame_init="mean"`` divides by the
 number of frames instead, which makes a pretrained stem see exactly the frame average.
+Under ``frames="per-frame"`` (``duallora.model.frames``) the model's first conv has one input
+channel, so the MAE kernel loads as is and nothing is expanded.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from duallora.model.frames import REPEAT, check_frames
+
 
 @dataclass(frozen=True)
 class ConvViTConfig:
@@ -40,6 +42,10 @@ class ConvViTConfig:
     mlp_ratio: int = 4
     n_frames: int = 2
     n_classes: int = 2
+    frames: str = REPEAT  # how ED and ES enter the model; see duallora.model.frames
+
+    def __post_init__(self) -> None:
+        check_frames(self.frames)
 
     def with_overrides(self, **overrides: object) -> ConvViTConfig:
         """A copy with some fields replaced (``None`` values are ignored)."""

@@ -51,8 +51,12 @@ READOUTS = ("pooled", "tokens", "per_frame")
 
 
 def _token_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    state = model.forward_prefix(x, model.n_blocks)
-    return model.encoder.norm(state[TOKENS_KEY])[:, 1:].flatten(1)
+    """Normed patch tokens after the last block; a ``per-frame`` model's state still holds one
+    token stream per frame there (``tokens@ED``, ``tokens@ES``): both, side by side."""
+    n = model.n_blocks
+    state = model.forward_prefix(x, n)
+    keys = [k for k in model.state_keys(n) if k.split("@")[0] == TOKENS_KEY]
+    return torch.cat([model.encoder.norm(state[k])[:, 1:].flatten(1) for k in keys], dim=1)
 
 
 def _per_frame_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
