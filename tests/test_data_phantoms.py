@@ -9,7 +9,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from data_prep.anatomy import Scan, render_stack, sample_heart
 from data_prep.conventions import LV, MYO, RV
 from data_prep.harmonize import harmonize_datasets
 from data_prep.phantoms import (
@@ -18,8 +17,9 @@ from data_prep.phantoms import (
     scaled_counts,
     write_population_cohort,
 )
+from data_prep.phantoms.anatomy import Scan, render_stack, sample_heart
+from data_prep.phantoms.appearance import STYLES
 from data_prep.readers import read_mnms, read_mnms2
-from data_prep.vendors import STYLES
 
 
 def test_full_scale_counts_mirror_the_real_datasets() -> None:
