@@ -38,6 +38,7 @@ class Centre:
     mix: dict[str, float]
     rule: dict[str, float]
     pathology_mix: dict[str, float]  # generative pathology code -> probability
+    field_3t: dict[str, Any]  # physics of a 3 T scan (shifts.toml [acq.field_3t])
 
 
 def pooled_mix() -> dict[str, float]:
@@ -83,7 +84,8 @@ def _make_centre(name: str, vendor: str, dataset: str, size: int, unseen: bool,
              for c in codes}
     norm = sum(blend.values())
     return Centre(name, vendor, dataset, size, unseen, acq, mix, rule,
-                  {c: p / norm for c, p in blend.items() if p > 0})
+                  {c: p / norm for c, p in blend.items() if p > 0},
+                  dict(config["acq"]["field_3t"]))
 
 
 def draw_centres(shifts: Shifts, seed: int) -> list[Centre]:

@@ -45,7 +45,7 @@ def _oracle(x: np.ndarray, y: np.ndarray) -> DecisionTreeClassifier:
 
 
 def headroom_report(shifts: Shifts, seed: int, n_train: int = 4000,
-                    n_test: int = 1000) -> dict[str, Any]:
+                    n_test: int = 2000) -> dict[str, Any]:
     """Per vendor and pooled oracle balanced accuracies and the personalization headroom."""
     centres = draw_centres(shifts, seed)
     by_vendor = centres_by_vendor(centres)

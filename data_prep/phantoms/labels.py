@@ -62,26 +62,32 @@ def subject_seed(seed: int, *parts: object) -> int:
     return zlib.crc32("/".join(map(str, (seed, *parts))).encode())
 
 
+def _clip(value: float, lo: float, hi: float) -> float:
+    """Scalar clip: np.clip on Python floats costs more than the draw it bounds."""
+    return float(min(max(value, lo), hi))
+
+
 def draw_latent(centre: Centre, seed: int, pathology: str | None = None) -> Latent:
     """One subject of ``centre`` from its own seed (pathology drawn from the centre's mix)."""
     rng = np.random.default_rng([seed, 0])  # stream 0: latents; rendering uses stream 1
     codes = list(centre.pathology_mix)
-    drawn = str(rng.choice(codes, p=list(centre.pathology_mix.values())))
+    cumulative = np.cumsum(list(centre.pathology_mix.values()))
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    drawn = codes[min(index, len(codes) - 1)]
     pathology = pathology or drawn
     male = rng.random() < centre.mix["male_share"]
-    body = float(np.clip(rng.normal(centre.mix["body_mean"], 0.07), 0.8, 1.2))
+    body = _clip(rng.normal(centre.mix["body_mean"], 0.07), 0.8, 1.2)
     heart = normal_heart(rng, body)
     severity = float(rng.beta(2.2, 1.6))
     if rng.random() < centre.mix["mild_share"]:  # community centres see more mild disease
         severity *= 0.35
     if pathology != HEALTHY_CODE:
         heart = PATHOLOGY_EFFECTS[pathology](heart, severity, rng)
-    heart = replace(heart, radius=float(np.clip(heart.radius, 12, 42)),
-                    wall=float(np.clip(heart.wall, 3.5, 24)),
-                    ejection=float(np.clip(heart.ejection, 0.08, 0.78)))
-    height = float(np.clip(rng.normal(176 if male else 163, 7) * body, 140, 205))
-    weight = float(np.clip(rng.normal(80 if male else 66, 12) * body ** 2, 40, 150))
-    age = int(np.clip(rng.normal(centre.mix["age_mean"], 14), 18, 90))
+    heart = replace(heart, radius=_clip(heart.radius, 12, 42), wall=_clip(heart.wall, 3.5, 24),
+                    ejection=_clip(heart.ejection, 0.08, 0.78))
+    height = _clip(rng.normal(176 if male else 163, 7) * body, 140, 205)
+    weight = _clip(rng.normal(80 if male else 66, 12) * body ** 2, 40, 150)
+    age = int(_clip(rng.normal(centre.mix["age_mean"], 14), 18, 90))
     return Latent(seed, pathology, severity if pathology != HEALTHY_CODE else 0.0, heart,
                   round(height, 1), round(weight, 1), age, "M" if male else "F")
 

@@ -68,10 +68,15 @@ def draw_quota(centre: Centre, quota: dict[int, int], seed: int, purpose: str) -
 
 
 def draw_balanced(centres: list[Centre], n: int, seed: int, purpose: str) -> list[Draw]:
-    """``n`` subjects over ``centres`` (shares by centre size), half NOR, half disease."""
+    """``n`` subjects over ``centres``, half NOR, half disease (``n // 2`` NOR when odd).
+
+    Each label's count is shared over the centres by centre size, so the group as a whole is
+    balanced exactly even when a centre gets a single subject.
+    """
     sizes = [float(c.size) or 1.0 for c in centres]
+    n_nor = n // 2
     draws: list[Draw] = []
-    for centre, n_centre in zip(centres, allocate(n, sizes), strict=True):
-        n_nor = n_centre // 2
-        draws += draw_quota(centre, {0: n_nor, 1: n_centre - n_nor}, seed, purpose)
+    for centre, k_nor, k_dis in zip(centres, allocate(n_nor, sizes),
+                                    allocate(n - n_nor, sizes), strict=True):
+        draws += draw_quota(centre, {0: k_nor, 1: k_dis}, seed, purpose)
     return draws
