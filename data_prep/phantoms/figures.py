@@ -16,7 +16,7 @@ import pandas as pd
 
 from data_prep.phantoms.acquisition import render_v2
 from data_prep.phantoms.centres import Centre, draw_centres
-from data_prep.phantoms.labels import measurements
+from data_prep.phantoms.labels import annotate, measurements
 from data_prep.phantoms.sampling import Draw, draw_natural, draw_one
 from data_prep.phantoms.shifts import Shifts, no_shift, parse_shifts
 
@@ -88,8 +88,6 @@ def annotation_table(seed: int = 0, n: int = 3000) -> pd.DataFrame:
         draws = draw_natural(centres[0], n, seed, "figure-label")
         lvef = np.array([measurements(d.latent)["lvef"] for d in draws])
         bins = np.clip(((lvef - 0.30) / 0.025).astype(int), 0, 15)
-        from data_prep.phantoms.labels import annotate
-
         for centre in centres:
             labels = np.array([annotate(d.latent, centre, centre.dataset)[0] for d in draws])
             for b in np.unique(bins):
