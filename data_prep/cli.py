@@ -1,6 +1,8 @@
-"""``python -m data_prep``: build the phantom cohort and harmonize raw datasets.
+"""``python -m data_prep``: build the phantom cohort, its headroom report, and harmonize.
 
-    python -m data_prep phantoms  --out DIR [--scale F] [--seed N]
+    python -m data_prep phantoms  --out DIR [--scale F] [--seed N] [--shift acq=A,mix=M,label=L]
+                                  [--generator v2|v1] [--test-per-vendor N] [--val-per-vendor N]
+    python -m data_prep headroom  [--seed N] [--shift acq=A,mix=M,label=L] [--out DIR]
     python -m data_prep harmonize [--acdc DIR] [--mnms DIR] [--mnms2 DIR] --out DIR [--seed N]
 """
 
@@ -20,7 +22,44 @@ def _register_phantoms(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="fraction of the real datasets' subject counts (default 1.0)")
     parser.add_argument("--seed", type=int, default=0)
+    _add_shift_options(parser)
+    parser.add_argument("--generator", choices=("v2", "v1"), default="v2",
+                        help="v2 (default): centres and shifts; v1: the original generator that "
+                        "past results are pinned to (no shifts, no test cohorts)")
+    parser.add_argument("--test-per-vendor", type=int, default=250,
+                        help="v2: balanced (50/50) harmonized test subjects per vendor, written "
+                        "to DIR/test_harmonized (0: none; default 250)")
+    parser.add_argument("--unseen-test", type=int, default=None,
+                        help="v2: test subjects from the unseen centre (default: as many as "
+                        "--test-per-vendor)")
+    parser.add_argument("--val-per-vendor", type=int, default=0,
+                        help="v2: balanced validation subjects per vendor in DIR/val_harmonized")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default: all cores)")
     parser.set_defaults(func=_run_phantoms)
+
+
+def _add_shift_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shift", default=None, metavar="acq=A,mix=M,label=L",
+                        help="shift strengths in [0, 1]; omitted families keep the defaults of "
+                        "the config (all three 0: the no-shift control)")
+    parser.add_argument("--shift-config", type=Path, default=None,
+                        help="shift ranges and default strengths (default: the packaged "
+                        "data_prep/phantoms/shifts.toml)")
+
+
+def _register_headroom(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("headroom", help="oracle headroom of per-vendor over pooled models "
+                            "from the v2 generator's latent parameters (seconds, no rendering)")
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
+    _add_shift_options(parser)
+    parser.add_argument("--n-train", type=int, default=4000,
+                        help="training draws per vendor for each oracle (default 4000)")
+    parser.add_argument("--n-test", type=int, default=2000,
+                        help="balanced test draws per vendor (default 2000)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder to write headroom.json into (default: print only)")
+    parser.set_defaults(func=_run_headroom)
 
 
 def _register_harmonize(sub: argparse._SubParsersAction) -> None:
@@ -36,10 +75,36 @@ def _register_harmonize(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_harmonize)
 
 
+def _shifts(args: argparse.Namespace):  # -> Shifts (imported lazily: keeps --help fast)
+    from data_prep.phantoms.shifts import load_config, parse_shifts
+
+    return parse_shifts(args.shift, load_config(args.shift_config))
+
+
 def _run_phantoms(args: argparse.Namespace) -> int:
     from data_prep.phantoms import write_phantom_cohort
+    from duallora.errors import KitError
 
-    write_phantom_cohort(args.out, scale=args.scale, seed=args.seed)
+    if args.generator == "v1":
+        if args.shift is not None or args.shift_config is not None:
+            raise KitError("--shift and --shift-config need the v2 generator")
+        write_phantom_cohort(args.out, scale=args.scale, seed=args.seed, workers=args.workers,
+                             generator="v1")
+        return 0
+    write_phantom_cohort(args.out, scale=args.scale, seed=args.seed, workers=args.workers,
+                         shifts=_shifts(args), test_per_vendor=args.test_per_vendor,
+                         unseen_test=args.unseen_test, val_per_vendor=args.val_per_vendor)
+    print(f"phantom cohort (v2) in {args.out}; oracle headroom in {args.out / 'headroom.json'}")
+    return 0
+
+
+def _run_headroom(args: argparse.Namespace) -> int:
+    from data_prep.phantoms.headroom import format_report, headroom_report, write_headroom
+
+    report = headroom_report(_shifts(args), args.seed, n_train=args.n_train, n_test=args.n_test)
+    print(format_report(report))
+    if args.out is not None:
+        print(f"written to {write_headroom(report, args.out)}")
     return 0
 
 
@@ -57,5 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     _register_phantoms(sub)
+    _register_headroom(sub)
     _register_harmonize(sub)
     return run_cli(parser, argv)

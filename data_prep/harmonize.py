@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -25,6 +26,9 @@ from data_prep.readers import read_acdc, read_mnms, read_mnms2
 from data_prep.records import Skip, SubjectRecord
 from data_prep.split import federated_split
 from duallora.errors import KitError
+
+if TYPE_CHECKING:  # preprocess imports torch/MONAI: workers import it, the CLI need not
+    from data_prep.preprocess import Harmonized
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,9 @@ def collect_records(acdc: Path | None, mnms: Path | None,
     unique: list[SubjectRecord] = []
     for record in records:
         if record.subject_id in seen:
-            skips.append(Skip(record.subject_id, record.source_path, "duplicate subject id"))
+            skips.append(Skip(record.subject_id, record.source_path,
+                              f"{record.source_path}: duplicate subject id {record.subject_id} "
+                              "(a subject with this id was already read; this one is left out)"))
         else:
             seen.add(record.subject_id)
             unique.append(record)
@@ -99,14 +105,24 @@ def harmonize_subject(record: SubjectRecord, out: Path) -> dict | Skip:
 
 def _harmonize_and_save(record: SubjectRecord, out: Path) -> dict:
     from data_prep.preprocess import harmonize_frames
-    from data_prep.volumes import read_frames, save_nifti_atomic
+    from data_prep.volumes import read_frames
 
     frames = read_frames(record)
     if record.dataset == "acdc":  # ACDC masks are 1 RV, 2 MYO, 3 LV
         frames.ed_seg = acdc_to_unified(frames.ed_seg) if frames.ed_seg is not None else None
         frames.es_seg = acdc_to_unified(frames.es_seg) if frames.es_seg is not None else None
-    result = harmonize_frames(frames)
-    paths = _volume_paths(record.subject_id)
+    return save_harmonized(harmonize_frames(frames), record.subject_id, record.source_path, out)
+
+
+def save_harmonized(result: Harmonized, subject_id: str, source: str, out: Path) -> dict:
+    """Write one harmonized subject's volumes (and ``done.json``); returns its path columns.
+
+    Shared by the raw-file path above and the phantoms' in-memory fast path, so both write
+    exactly the same files for the same arrays.
+    """
+    from data_prep.volumes import save_nifti_atomic
+
+    paths = _volume_paths(subject_id)
     save_nifti_atomic(result.ed, result.affine, out / paths["ed_path"])
     save_nifti_atomic(result.es, result.affine, out / paths["es_path"])
     if result.ed_seg is not None and result.es_seg is not None:
@@ -114,9 +130,9 @@ def _harmonize_and_save(record: SubjectRecord, out: Path) -> dict:
         save_nifti_atomic(result.es_seg, result.affine, out / paths["es_seg_path"])
     else:
         paths["ed_seg_path"] = paths["es_seg_path"] = ""
-    info = {**paths, "crop_source": result.crop_source, "source": record.source_path}
+    info = {**paths, "crop_source": result.crop_source, "source": source}
     # written last: its presence marks the subject complete for a re-run
-    _write_text_atomic(_subject_dir(out, record.subject_id) / DONE_FILE, json.dumps(info))
+    _write_text_atomic(_subject_dir(out, subject_id) / DONE_FILE, json.dumps(info))
     return info
 
 

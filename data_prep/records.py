@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
+
+from duallora.errors import KitError
+
 
 @dataclass(frozen=True)
 class SubjectRecord:
@@ -61,3 +65,23 @@ class Skip:
 def existing(path: Path) -> str:
     """``str(path)`` when the file exists, else the empty string (optional files)."""
     return str(path) if path.is_file() else ""
+
+
+def read_table(csv: Path, **options: object) -> tuple[pd.DataFrame, list[list[str]]]:
+    """A dataset table and its malformed lines (too many fields), instead of failing on them.
+
+    One broken line must cost only its own subject: pandas would otherwise reject the whole
+    table. An unreadable file is a ``KitError`` naming it.
+    """
+    bad: list[list[str]] = []
+
+    def keep_bad(fields: list[str]) -> None:
+        bad.append(fields)
+        return None
+
+    try:
+        table = pd.read_csv(csv, engine="python", on_bad_lines=keep_bad, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) \
+            as err:
+        raise KitError(f"{csv}: unreadable table ({type(err).__name__}: {err})") from err
+    return table, bad

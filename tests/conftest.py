@@ -49,7 +49,8 @@ def phantom_raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from data_prep.phantoms import write_phantom_cohort
 
     out = tmp_path_factory.mktemp("phantoms")
-    write_phantom_cohort(out, scale=TEST_COHORT_SCALE, seed=TEST_COHORT_SEED)
+    # v1, pinned: the federated-loop golden comparisons were measured on this cohort
+    write_phantom_cohort(out, scale=TEST_COHORT_SCALE, seed=TEST_COHORT_SEED, generator="v1")
     return out
 
 

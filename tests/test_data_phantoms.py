@@ -1,25 +1,22 @@
-"""Phantom cohort: counts, determinism, pathology anatomy, vendor appearance, population."""
+"""Phantom cohort v1: counts, determinism, anatomy, vendor appearance, population, bytes."""
 
 from __future__ import annotations
 
 import collections
+import hashlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from data_prep.anatomy import Scan, render_stack, sample_heart
 from data_prep.conventions import LV, MYO, RV
 from data_prep.harmonize import harmonize_datasets
-from data_prep.phantoms import (
-    cohort_specs,
-    render_phantom,
-    scaled_counts,
-    write_population_cohort,
-)
+from data_prep.phantoms import render_phantom, write_population_cohort
+from data_prep.phantoms.anatomy import Scan, render_stack, sample_heart
+from data_prep.phantoms.appearance import STYLES
+from data_prep.phantoms.cohort_v1 import cohort_specs, scaled_counts
 from data_prep.readers import read_mnms, read_mnms2
-from data_prep.vendors import STYLES
 
 
 def test_full_scale_counts_mirror_the_real_datasets() -> None:
@@ -105,3 +102,26 @@ def test_population_cohort_harmonizes_without_id_collisions(tmp_path: Path,
     assert meta["subject_id"].str.match(r"mnms2/1\d{5}$").all()
     big = write_population_cohort(tmp_path / "pop2", n_subjects=1, seed=0, workers=1)
     assert read_mnms2(big)[0][0].subject_id == "mnms2/100001"
+
+
+# sha256 over (relative path, bytes) of every file, computed on main (68b2338) before the
+# generator became a subpackage: v1 must stay byte-identical, past results are pinned to it.
+# (Pinned to this environment's numpy/scipy/nibabel: a library upgrade that changes floating
+# point results would show up here first, which is the point.)
+V1_CLIENTS_SHA256 = "eb078f88bffaef0b87dd06a58554b964a77ed41ce47cc999799a27c8155d0844"
+V1_POPULATION_SHA256 = "4d1fe1e3d5051a17a26d72be037f17c858d9f8a0b208ecc75db843360882153e"
+
+
+def tree_sha256(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_v1_generator_is_byte_identical_to_main(phantom_raw_dir: Path, tmp_path: Path) -> None:
+    # the session cohort is v1 at scale 0.03, seed 0 (tests/conftest.py)
+    assert tree_sha256(phantom_raw_dir) == V1_CLIENTS_SHA256
+    root = write_population_cohort(tmp_path / "pop", n_subjects=3, seed=0, workers=1)
+    assert tree_sha256(root) == V1_POPULATION_SHA256

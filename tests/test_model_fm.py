@@ -54,7 +54,8 @@ def probe_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.
     from duallora.notebooks.experiments import raw_roots
 
     work = tmp_path_factory.mktemp("fm_probe")
-    raw = write_phantom_cohort(work / "raw", scale=PROBE_COHORT_SCALE, seed=PROBE_COHORT_SEED)
+    raw = write_phantom_cohort(work / "raw", scale=PROBE_COHORT_SCALE, seed=PROBE_COHORT_SEED,
+                               generator="v1")  # the FM probe results are pinned to v1
     root = work / "harmonized"
     harmonize_datasets(**raw_roots(raw), out=root, seed=PROBE_COHORT_SEED, progress=False)
     preset = build_convvit(SIZE).config

@@ -171,7 +171,8 @@ def build_probe_cohort(work: Path, name: str, scale: float, seed: int) -> Path:
     from data_prep.harmonize import harmonize_datasets
     from data_prep.phantoms import write_phantom_cohort
 
-    raw = write_phantom_cohort(work / "probe" / name / "raw", scale=scale, seed=seed)
+    raw = write_phantom_cohort(work / "probe" / name / "raw", scale=scale, seed=seed,
+                               generator="v1")  # the sweep's recorded results are v1's
     out = work / "probe" / name / "harmonized"
     harmonize_datasets(**raw_roots(raw), out=out, seed=seed, progress=False)
     return out

@@ -68,7 +68,9 @@ def _read_patient(folder: Path, split: str) -> SubjectRecord:
         raise KitError(f"{ed_image}: missing ED/ES frame files and no 4D cine {cine.name}")
     has_frames = ed_image.is_file() and es_image.is_file()
     return SubjectRecord(
-        subject_id=f"acdc/{name}", dataset="acdc", vendor="Siemens", centre="Dijon",
+        # real Info.cfg files have no Centre key (all Dijon); phantom ones name their centre
+        subject_id=f"acdc/{name}", dataset="acdc", vendor="Siemens",
+        centre=info.get("Centre", "") or "Dijon",
         scanner="", field_strength="", pathology=group, label=binary_label(group),
         split_official=split, ed_index=ed - 1, es_index=es - 1,
         cine=existing(cine),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.conventions import binary_label, normalize_vendor
-from data_prep.records import Skip, SubjectRecord, existing
+from data_prep.records import Skip, SubjectRecord, existing, read_table
 from duallora.errors import KitError
 
 CSV_GLOB = "*M&Ms_Dataset_information*.csv"
@@ -34,14 +34,23 @@ def find_mnms_csv(root: Path) -> Path:
 
 
 def read_mnms_table(csv: Path) -> pd.DataFrame:
-    """The information table without its unnamed index column, codes as strings."""
-    table = pd.read_csv(csv, dtype={"External code": str})
+    """The information table without its unnamed index column, codes as strings.
+
+    Malformed lines (more fields than the header) are left out and listed in
+    ``table.attrs["bad_lines"]`` so the reader can skip just those subjects.
+    """
+    table, bad = read_table(csv, dtype={"External code": str})
+    unnamed = [i for i, c in enumerate(table.columns) if str(c).startswith("Unnamed")]
     table = table.loc[:, [c for c in table.columns if not str(c).startswith("Unnamed")]]
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise KitError(f"{csv}: missing columns {missing}")
-    return table.dropna(subset=["External code"])
+    table = table.dropna(subset=["External code"])
+    code_at = len(unnamed)  # the code is the first named column
+    table.attrs["bad_lines"] = [line[code_at].strip() if len(line) > code_at else ""
+                                for line in bad]
+    return table
 
 
 def _index_subject_folders(root: Path) -> dict[str, tuple[Path, str]]:
@@ -75,6 +84,8 @@ def _read_row(row: pd.Series, folders: dict[str, tuple[Path, str]], csv: Path) -
         raise KitError(f"{csv}: subject {code} has non-integer ED/ES") from err
     if ed < 0 or es < 0:
         raise KitError(f"{csv}: subject {code} has negative ED/ES ({ed}, {es}); they are 0-based")
+    if pd.isna(row["Pathology"]) or not str(row["Pathology"]).strip():
+        raise KitError(f"{csv}: subject {code} has no Pathology")
     pathology = str(row["Pathology"]).strip()
     try:
         vendor = normalize_vendor(row["Vendor"])
@@ -97,7 +108,9 @@ def read_mnms(root: Path) -> tuple[list[SubjectRecord], list[Skip]]:
     table = read_mnms_table(csv)
     folders = _index_subject_folders(root)
     records: list[SubjectRecord] = []
-    skips: list[Skip] = []
+    skips: list[Skip] = [Skip(f"mnms/{code or 'unknown'}", str(csv),
+                              f"{csv}: malformed line for subject {code or '?'} (more fields "
+                              "than the header)") for code in table.attrs["bad_lines"]]
     for _, row in table.iterrows():
         code = str(row["External code"]).strip()
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.conventions import binary_label, normalize_vendor
-from data_prep.records import Skip, SubjectRecord, existing
+from data_prep.records import Skip, SubjectRecord, existing, read_table
 from duallora.errors import KitError
 
 CSV_NAME = "dataset_information.csv"
@@ -34,13 +34,16 @@ def read_mnms2_table(csv: Path) -> pd.DataFrame:
     """The information table without padding rows (rows whose SUBJECT_CODE is empty)."""
     if not csv.is_file():
         raise KitError(f"{csv.parent}: not an M&Ms-2 root (no {CSV_NAME} inside)")
-    table = pd.read_csv(csv, dtype=str, skip_blank_lines=True)
+    table, bad = read_table(csv, dtype=str, skip_blank_lines=True)
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise KitError(f"{csv}: missing columns {missing}")
     codes = table["SUBJECT_CODE"].fillna("").str.strip()
-    return table.loc[codes != ""].reset_index(drop=True)
+    table = table.loc[codes != ""].reset_index(drop=True)
+    # malformed lines (more fields than the header): skipped by the reader, one by one
+    table.attrs["bad_lines"] = [line[0].strip() if line else "" for line in bad]
+    return table
 
 
 def _folder_name(code: str) -> str:
@@ -56,6 +59,8 @@ def _read_row(row: pd.Series, root: Path, csv: Path) -> SubjectRecord:
     for path in (ed_image, es_image):
         if not path.is_file():
             raise KitError(f"{path}: missing file")
+    if pd.isna(row["DISEASE"]) or not str(row["DISEASE"]).strip():
+        raise KitError(f"{csv}: subject {name} has no DISEASE")
     disease = str(row["DISEASE"]).strip()
     try:
         vendor = normalize_vendor(row["VENDOR"])
@@ -63,9 +68,11 @@ def _read_row(row: pd.Series, root: Path, csv: Path) -> SubjectRecord:
         raise KitError(f"{csv}: subject {name}: {err}") from err
     field = str(row.get("FIELD", "") if pd.notna(row.get("FIELD")) else "").strip()
     scanner = str(row.get("SCANNER", "") if pd.notna(row.get("SCANNER")) else "").strip()
+    # the real table has no centre; phantom tables add a CENTRE column naming theirs
+    centre = str(row.get("CENTRE", "") if pd.notna(row.get("CENTRE")) else "").strip()
     return SubjectRecord(
         subject_id=f"mnms2/{name}", dataset="mnms2", vendor=vendor,
-        centre="unknown", scanner=scanner, field_strength=field, pathology=disease,
+        centre=centre or "unknown", scanner=scanner, field_strength=field, pathology=disease,
         label=binary_label(disease),
         split_official=official_split(int(name)) if name.isdigit() else "none",
         ed_index=-1, es_index=-1, cine=existing(folder / f"{name}_SA_CINE.nii.gz"),
@@ -82,6 +89,10 @@ def read_mnms2(root: Path) -> tuple[list[SubjectRecord], list[Skip]]:
     table = read_mnms2_table(csv)
     records: list[SubjectRecord] = []
     skips: list[Skip] = []
+    for code in table.attrs["bad_lines"]:
+        name = _folder_name(code) if code else "unknown"
+        skips.append(Skip(f"mnms2/{name}", str(csv), f"{csv}: malformed line for subject "
+                          f"{code or '?'} (more fields than the header)"))
     for _, row in table.iterrows():
         name = _folder_name(str(row["SUBJECT_CODE"]).strip())
         try:

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from data_prep.anatomy import Scan, render_stack, sample_heart
 from data_prep.conventions import ACDC_TO_UNIFIED, HEALTHY_CODE
-from data_prep.vendors import STYLES, apply_appearance, scanner_affine
+from data_prep.phantoms.anatomy import Scan, render_stack, sample_heart
+from data_prep.phantoms.appearance import STYLES, apply_appearance, scanner_affine
 
 # (dataset, vendor) -> {pathology: subjects at scale 1.0}
 COHORT_MIX: dict[tuple[str, str], dict[str, int]] = {

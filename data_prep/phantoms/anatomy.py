@@ -231,14 +231,19 @@ def _box(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float,
     return slice(ix[0], ix[-1] + 1), slice(iy[0], iy[-1] + 1)
 
 
-def render_stack(heart: Heart, scan: Scan,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``(image, labels)`` shaped (X, Y, Z, T); image in relative units, labels 1 LV 2 MYO 3 RV."""
+def render_stack(heart: Heart, scan: Scan, rng: np.random.Generator,
+                 squeeze: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, labels)`` shaped (X, Y, Z, T); image in relative units, labels 1 LV 2 MYO 3 RV.
+
+    ``squeeze`` (0 = ED, 1 = peak systole) overrides ``contraction(scan)`` so a caller can render
+    any subset of cardiac phases (the v2 fast path renders only ED and ES); ``scan.n_frames``
+    must then equal ``len(squeeze)``.
+    """
     nx, ny = scan.shape
     xs = (np.arange(nx, dtype=np.float32) - (nx - 1) / 2) * scan.spacing
     ys = (np.arange(ny, dtype=np.float32) - (ny - 1) / 2) * scan.spacing
     x, y = np.meshgrid(xs, ys, indexing="ij")
-    squeeze = contraction(scan)
+    squeeze = contraction(scan) if squeeze is None else np.asarray(squeeze, dtype=float)
     image = np.zeros((nx, ny, scan.n_slices, scan.n_frames), np.float32)
     labels = np.zeros(image.shape, np.uint8)
     pap_angles = scan.septum_angle + np.array([2.5, -2.5])
