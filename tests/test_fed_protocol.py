@@ -183,3 +183,29 @@ def test_tune_lr_trains_the_grid_and_train_uses_its_choice(harmonized_dir, cache
     assert config["lr"] == record["chosen_lr"] and config["lr_from"] == str(out)
     assert main(["train", "--strategy", "med_duallora", "--out", str(tmp_path / "other"),
                  "--lr-from", str(out), *common]) == 2  # tuned for another strategy
+
+
+def test_training_flops_follow_what_a_step_runs(harmonized_dir, cache):
+    from duallora.federated.flops import train_flops_per_subject
+
+    def flops(**changes) -> int:
+        config = _config(harmonized_dir, cache, **changes)
+        return train_flops_per_subject(config, build_client_model(config))
+
+    cached, uncached = flops(), flops(prefix_cache=False)
+    assert 0 < cached < uncached  # the cache skips the frozen stem and prefix blocks
+    # full block weights add their weight-gradient matmuls to LoRA's
+    assert flops(strategy="fedavg_full") > flops(strategy="fedavg_lora")
+    assert flops() == flops()  # counted, not timed
+
+
+def test_cost_rows_hold_steps_and_flops(harmonized_dir, cache, tmp_path):
+    config = _config(harmonized_dir, cache, local_epochs=2)
+    run = run_training(config, tmp_path / "run", progress=False)
+    metrics = pd.read_csv(run / "metrics.csv")
+    cost = metrics[metrics.split == "cost"].set_index("metric")["value"]
+    train = metrics[metrics.split == "train"]
+    assert cost["steps_total"] == train[train.metric == "steps"]["value"].sum()
+    subjects = train[train.metric == "n_examples"]["value"].sum()
+    assert cost["train_flops_total"] == pytest.approx(
+        cost["train_flops_per_subject"] * subjects * 2, rel=1e-9)

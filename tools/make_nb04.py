@@ -171,6 +171,35 @@ fig = plot_learning_curves(curves)
 save_figure(fig, out, "04_ablation_learning_curves")
 plt.show()
 """),
+    md(r"""
+## Frame handling: can the adapters see ejection?
+
+CineMA's classifier feeds ED and ES as two channels of a first conv initialised with the
+one-frame MAE kernel repeated (`--frames repeat`): a frozen stem sees $w \cdot ED + w \cdot ES$,
+so no adapter after it can see the change between the frames, i.e. ejection. `per-frame` runs the
+frozen one-frame prefix on each frame and fuses the two streams with a small trained term that
+starts as their mean; `trainable-stem` trains the first conv (at a tenth of the learning rate).
+One seed on the demo cohort: an exploratory look; `tools/frames_protocol_study.py` measures
+3 seeds by a rule declared beforehand.
+"""),
+    code("""
+frame_modes = ("per-frame",) if quick else ("per-frame", "trainable-stem")
+frame_runs = run_reader.load_runs(experiments.ensure_runs(
+    ws, experiments.frame_specs(frame_modes, rounds=rounds, rank=lora_rank)))
+frame_variants = {}
+for name in experiments.FRAME_STRATEGIES:
+    frame_variants[f"{name}_repeat"] = runs[name]
+    for mode in frame_modes:
+        frame_variants[f"{name}_{mode}"] = frame_runs[f"{name}_{mode}"]
+frame_table = tables.metric_table(frame_variants, "test")
+save_table(frame_table, out, "04_frame_handling")
+display(headline_table(frame_variants))
+fig = plot_metric_bars(frame_table, scope="pooled", metric="auc",
+                       title="Frame handling: pooled test AUC (95% CI)",
+                       order=list(frame_variants))
+save_figure(fig, out, "04_frame_handling")
+plt.show()
+"""),
     md("""
 The headline table (`tables/headline.csv`) and every figure above are linked from
 `reports/README.md` after `make demo`. Notebook 05 runs the same training over Flower.

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from duallora.federated.client import Predictions
 from duallora.federated.client_model import ClientModel, build_client_model
 from duallora.federated.config import TrainConfig
+from duallora.federated.flops import train_flops_per_subject
 from duallora.federated.head_norm import pooled_head_norm
 from duallora.federated.prepare import prepare_cohort
 from duallora.federated.rundir import RunDir
@@ -345,6 +346,15 @@ def _cost_rows(config: TrainConfig, model: ClientModel, state: RunState) -> None
     state.metric(final, "server", "cost", "trainable_params", model.count(model.trainable_names))
     state.metric(final, "server", "cost", "shared_params", model.count(model.shared_names))
     state.metric(final, "server", "cost", "private_params", model.count(model.private_names))
+    per_subject = train_flops_per_subject(config, model)
+    subjects = sum(m["value"] for m in state.metrics
+                   if m["split"] == "train" and m["metric"] == "n_examples")
+    steps = sum(m["value"] for m in state.metrics
+                if m["split"] == "train" and m["metric"] == "steps")
+    state.metric(final, "server", "cost", "steps_total", steps)
+    state.metric(final, "server", "cost", "train_flops_per_subject", per_subject)
+    state.metric(final, "server", "cost", "train_flops_total",
+                 per_subject * subjects * config.local_epochs)
     for direction in ("up", "down"):
         total = sum(m["bytes"] for m in state.comm if m["direction"] == direction)
         state.metric(final, "server", "cost", f"bytes_{direction}_total", total)

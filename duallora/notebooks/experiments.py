@@ -381,6 +381,19 @@ def strategy_specs(names: Iterable[str] = BASELINES, rounds: int | None = None,
     return {name: {"strategy": name, **_common(rounds, blocks, rank)} for name in names}
 
 
+FRAME_STRATEGIES = ("med_duallora", "fedavg_lora", "centralized")
+
+
+def frame_specs(modes: Iterable[str] = ("per-frame", "trainable-stem"),
+                strategies: Iterable[str] = FRAME_STRATEGIES, rounds: int | None = None,
+                rank: int = 4) -> dict[str, dict[str, Any]]:
+    """The frame-handling ablation: each strategy under each non-default ``--frames`` mode
+    (``repeat``, the default, is the strategy's main run: ``strategy_specs``)."""
+    return {f"{name}_{mode}": {"strategy": name, **_common(rounds, "last2", rank),
+                               "frames": mode}
+            for name in strategies for mode in modes}
+
+
 def ablation_specs(ranks: Iterable[int] = (2, 8), holdout_vendor: str = "Canon",
                    holdout_baselines: Iterable[str] = ("fedavg_lora",),
                    rounds: int | None = None, rank: int = 4) -> dict[str, dict[str, Any]]:
