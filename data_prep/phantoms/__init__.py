@@ -17,6 +17,7 @@ Modules, one job each:
 ``anatomy``     parametric beating heart and thorax, rendered as a short-axis stack
 ``appearance``  vendor scanner styles (matrix, contrast, noise, bias, bit depth)
 ``cohort_v1``   the v1 cohort and population writers (``SubjectSpec``, ``render_phantom``)
+``workers``     render subjects in worker processes, results in task order (both generators)
 ``shifts``      shift strengths, ``--shift`` parsing, the ``shifts.toml`` ranges
 ``centres``     centres within vendors, their parameters drawn with the cohort seed
 ``labels``      latent subjects, their measurements, each centre's diagnostic rule

@@ -12,8 +12,6 @@ harmonized balanced test (and validation) cohorts of ``fast_test``.
 from __future__ import annotations
 
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,6 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from data_prep.conventions import ACDC_TO_UNIFIED, VENDORS
 from data_prep.phantoms.acquisition import render_v2
@@ -36,6 +33,7 @@ from data_prep.phantoms.cohort_v1 import (
 )
 from data_prep.phantoms.sampling import Draw, draw_quota
 from data_prep.phantoms.shifts import Shifts
+from data_prep.phantoms.workers import map_in_order
 
 COHORT_FILE = "cohort.json"
 CENTRES_FILE = "centres.csv"
@@ -173,20 +171,7 @@ def _write_task(task_root: tuple[RawTask, Path]) -> dict[str, Any]:
 
 def _run(tasks: list[tuple[RawTask, Path]], workers: int | None) -> list[dict[str, Any]]:
     """Rows in task order; the files do not depend on the number of workers."""
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    with tqdm(total=len(tasks), desc="phantoms v2", unit="subject") as bar:
-        if n_workers == 1:
-            rows = []
-            for task in tasks:
-                rows.append(_write_task(task))
-                bar.update(1)
-            return rows
-        with ProcessPoolExecutor(n_workers) as pool:
-            rows = []
-            for row in pool.map(_write_task, tasks, chunksize=1):
-                rows.append(row)
-                bar.update(1)
-            return rows
+    return map_in_order(_write_task, tasks, workers, "phantoms v2")
 
 
 def write_training_cohort(out: Path, centres: list[Centre], scale: float, seed: int,

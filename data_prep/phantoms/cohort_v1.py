@@ -13,21 +13,19 @@ vendors, like a UK-Biobank-style pretraining set) in the M&Ms-2 layout, for MAE 
 from __future__ import annotations
 
 import math
-import os
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from data_prep.conventions import ACDC_TO_UNIFIED, HEALTHY_CODE
 from data_prep.phantoms.anatomy import Scan, render_stack, sample_heart
 from data_prep.phantoms.appearance import STYLES, apply_appearance, scanner_affine
+from data_prep.phantoms.workers import map_in_order
 
 # (dataset, vendor) -> {pathology: subjects at scale 1.0}
 COHORT_MIX: dict[tuple[str, str], dict[str, int]] = {
@@ -280,20 +278,7 @@ def _write_one(task: tuple[SubjectSpec, Path]) -> dict:
 def _write_all(tasks: list[tuple[SubjectSpec, Path]], workers: int | None,
                desc: str) -> list[dict]:
     """Render and write every subject (in worker processes); rows come back in task order."""
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
-    with tqdm(total=len(tasks), desc=desc, unit="subject") as bar:
-        if n_workers == 1:
-            rows = []
-            for task in tasks:
-                rows.append(_write_one(task))
-                bar.update(1)
-            return rows
-        with ProcessPoolExecutor(n_workers) as pool:
-            rows = []
-            for row in pool.map(_write_one, tasks, chunksize=2):
-                rows.append(row)
-                bar.update(1)
-            return rows
+    return map_in_order(_write_one, tasks, workers, desc, chunksize=2)
 
 
 def _write_mnms2_table(rows: list[dict], root: Path, padding_rows: int) -> None:
