@@ -9,6 +9,8 @@ and call a package function.
 - ``flower_local``  ``flower-local``: the same training over real Flower processes on this
   machine (``duallora.flower.localhost``).
 - ``sweep``         strategies x seeds, then results tables (``duallora.federated.sweep``).
+- ``tune_lr``       ``tune-lr``: a learning-rate grid chosen on validation loss.
+- ``benchmark``     the pre-declared hypotheses H1-H3 (``duallora.benchmark``).
 """
 
 COMMAND_MODULES: list[str] = [
@@ -19,4 +21,5 @@ COMMAND_MODULES: list[str] = [
     "duallora.commands.flower_local",
     "duallora.commands.sweep",
     "duallora.commands.tune_lr",
+    "duallora.commands.benchmark",
 ]

@@ -18,6 +18,7 @@
 - ``tune``           a small learning-rate grid per strategy, chosen on validation loss.
 - ``rundir``         the run directory's writer (atomic files, checkpoints).
 - ``export``         the final models, reusable outside the kit.
+- ``reuse``          train a configuration once, reuse (or resume) it later.
 - ``sweep``          strategies x seeds as parallel ``duallora train`` runs (``duallora sweep``).
 
 Evaluation rows and everything that reads a run back live in ``duallora.results``.

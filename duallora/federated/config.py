@@ -108,6 +108,14 @@ class TrainConfig:
                                       "NAME@ROUND, comma-separated)", metavar="LIST")
     holdout_vendor: str = setting("", "vendor never trained on; the global model is evaluated "
                                   "on it", metavar="VENDOR")
+    test_data: str = setting("", "harmonized test cohort that replaces every vendor's test "
+                             "split (e.g. a v2 balanced test cohort); the training cohort's own "
+                             "test subjects then join validation, and the cohort's "
+                             "unseen-centre subjects are tested as the site 'unseen'",
+                             metavar="DIR", site=True)
+    cross_site: bool = setting(False, "also test every site's personalized model on every "
+                               "other vendor's test split and on the unseen centre (in-process "
+                               "only: it moves private adapters between sites)")
     max_train_per_client: int = setting(0, "cap on training subjects per client (0: all)",
                                         quick=12)
     eval_batch_size: int = setting(16, "evaluation batch size")
@@ -166,6 +174,9 @@ class TrainConfig:
             raise KitError("--lr and --local-lr-mult must be positive")
         if self.rank < 1 or self.local_rank < 1:
             raise KitError("LoRA ranks must be at least 1")
+        if self.test_data and self.holdout_vendor:
+            raise KitError("--test-data and --holdout-vendor cannot be combined (the test "
+                           "cohort's unseen centre is the kit's hold-out there)")
         bad = sorted(set(self.targets) - set(LORA_TARGETS))
         if bad:
             raise KitError(f"unknown LoRA target(s) {', '.join(bad)}; choose from "

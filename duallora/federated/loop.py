@@ -322,8 +322,10 @@ def finish(config: TrainConfig, strategy: Strategy, model: ClientModel, sites: S
             by_split[split] += prediction_rows(preds.subject_ids, name, split, preds.labels,
                                                preds.probs)
     rows = [row for split in FINAL_SPLITS for row in by_split[split]]
-    rundir.write_predictions(rows)
     frame = pd.DataFrame(rows)
+    if config.cross_site:
+        rows += cross_site_rows(strategy, sites, state)
+    rundir.write_predictions(rows)
     if len(frame):
         state.metrics += summary_rows(frame, config.rounds, config.bootstrap, config.seed)
     _cost_rows(config, model, state)
@@ -333,6 +335,32 @@ def finish(config: TrainConfig, strategy: Strategy, model: ClientModel, sites: S
     rundir.write_comm(state.comm)
     rundir.write_json(rundir.root / "events.json", state.events)
     rundir.save_checkpoint(state.to_checkpoint())
+
+
+def cross_site_rows(strategy: Strategy, sites: Sites, state: RunState
+                    ) -> list[dict[str, Any]]:
+    """Each site's selected personalized model on every *other* vendor's test split and on
+    the hold-out (predictions.csv split ``cross_site:<owner>``, client = where it was tested).
+
+    Only for strategies with private parts (otherwise the personalized model is the global
+    one, already in ``test_global``); the diagonal is the ``test`` split. The summary metrics
+    leave these rows out: the benchmark reads them from predictions.csv.
+    """
+    if strategy.pooled or not strategy.private:
+        return []
+    targets = [*sites.vendors, *([sites.holdout] if sites.holdout else [])]
+    owners = [v for v in sites.vendors if v in state.best]
+    plan = {target: [(owner, EvalRequest("test", state.best[owner].received,
+                                         state.best[owner].private, norm_of=owner))
+                     for owner in owners if owner != target] for target in targets}
+    plan = {target: items for target, items in plan.items() if items}
+    answers = sites.evaluate("cross-site", {t: [r for _, r in items] for t, items in plan.items()})
+    rows: list[dict[str, Any]] = []
+    for target in sorted(plan, key=_final_order(sites)):
+        for (owner, _), preds in zip(plan[target], answers[target], strict=True):
+            rows += prediction_rows(preds.subject_ids, target, f"cross_site:{owner}",
+                                    preds.labels, preds.probs)
+    return rows
 
 
 def _final_order(sites: Sites) -> Callable[[str], tuple[int, str]]:

@@ -15,7 +15,7 @@ training answer and receives it back in later requests; the driver never looks i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +49,8 @@ class EvalRequest:
     private: Any = None
     global_only: bool = False
     export: bool = False
+    norm_of: str | None = None  # cross-site test: the model's own site, whose head
+    #                             standardization goes with it (in-process only)
 
 
 TrainAnswer = ClientUpdate | Exception  # an exception: the site failed this round
@@ -121,10 +123,16 @@ class InProcessSites:
     def evaluate(self, group: str, requests: dict[str, list[EvalRequest]]
                  ) -> dict[str, list[Predictions]]:
         return {name: [evaluate_client(self.model, item.received, item.private,
-                                       self._data(name), item.split, self.config,
+                                       self._eval_data(name, item), item.split, self.config,
                                        global_only=item.global_only)
                        for item in items]
                 for name, items in requests.items()}
+
+    def _eval_data(self, name: str, item: EvalRequest) -> Any:
+        data = self._data(name)
+        if item.norm_of is None:
+            return data
+        return replace(data, head_norm=self._data(item.norm_of).head_norm)
 
     def export(self, folder: Path, state: RunState) -> None:
         export_final_models(folder, self.model, state)
