@@ -396,9 +396,8 @@ def _combine(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_boot: int
         total += np.bincount(instances, (multiplicity * np.where(finite, values, 0)).sum(1),
                              minlength=n_boot)
         count += np.bincount(instances, (multiplicity * finite).sum(1), minlength=n_boot)
-        with np.errstate(invalid="ignore"):
-            cohort_mean = np.nanmean(np.where(finite, values, np.nan), axis=1)
-        cohort_mean = cohort_mean[np.isfinite(cohort_mean)]
+        n_finite = finite.sum(axis=1)
+        cohort_mean = np.where(finite, values, 0).sum(axis=1)[n_finite > 0] / n_finite[n_finite > 0]
         if len(cohort_mean) > 1:
             sampling_var += (values.shape[1] / n_reps) ** 2 * float(np.var(cohort_mean, ddof=1))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -426,6 +425,11 @@ def _per_replicate(reps: Sequence[Replicate], arm: str, metric: str) -> np.ndarr
                      for rep in reps], dtype=np.float64)
 
 
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
 def _sd(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
@@ -447,7 +451,7 @@ def estimate(reps: Sequence[Replicate], arm: str, metric: str, *, n_boot: int = 
                                                                n_boot, seed)]
     draws, sampling_se = _combine(parts, n_boot, len(reps))
     low, high, se = _interval(draws, level)
-    return Estimate(arm=arm, metric=metric, value=float(np.nanmean(per_rep)), low=low, high=high,
+    return Estimate(arm=arm, metric=metric, value=_mean(per_rep), low=low, high=high,
                     se=se, seed_sd=_sd(per_rep), sampling_se=sampling_se,
                     n_replicates=len(reps), n_cohorts=len(cohorts),
                     n_subjects=_n_subjects(cohorts), level=level, draws=draws,
@@ -514,12 +518,12 @@ def paired_difference(reps: Sequence[Replicate], arm_a: str, arm_b: str, metric:
         if len(finite_diffs) else math.nan
     z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
     return Comparison(
-        arm_a=arm_a, arm_b=arm_b, metric=metric, diff=float(np.nanmean(diffs)), low=low,
+        arm_a=arm_a, arm_b=arm_b, metric=metric, diff=_mean(diffs), low=low,
         high=high, se=se, seed_sd=_sd(diffs), sampling_se=sampling_se,
         p_bootstrap=_bootstrap_p(draws), t_p=t_p, wilcoxon_p=wilcoxon_p, share_a_wins=wins,
         mde=float(z * se), resolvable=bool(low > 0 or high < 0), n_replicates=len(reps),
         n_cohorts=len(cohorts), n_subjects=_n_subjects(cohorts),
-        value_a=float(np.nanmean(per_a)), value_b=float(np.nanmean(per_b)), level=level,
+        value_a=_mean(per_a), value_b=_mean(per_b), level=level,
         alpha=alpha, power=power, delong_p=delong_p, reasons=reasons, draws=draws,
         design=_design(reps, n_boot, seed))
 
