@@ -242,10 +242,16 @@ def weighted_metric(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray, 
     the semantics of ``binary_metrics`` (all-ones weights give exactly its value): NaN when
     undefined, balanced accuracy falls back to the one defined rate."""
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    labels = np.asarray(labels).astype(bool)
-    probs = np.asarray(probs, dtype=np.float64)
+    labels, probs = np.asarray(labels).astype(bool), np.asarray(probs, dtype=np.float64)
     if metric == "auc":
-        return _weighted_auc(weights, labels, probs)
+        return _weighted_auc(np.ascontiguousarray(weights.T), labels, probs)
+    return _weighted_rate(weights, labels, probs, metric)
+
+
+def _weighted_rate(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray, metric: str
+                   ) -> np.ndarray:
+    """Sensitivity, specificity or balanced accuracy of the rows of the k x n ``weights``: the
+    four confusion counts of every resample are one matrix product."""
     preds = probs >= THRESHOLD
     columns = np.stack([labels & preds, labels, ~labels & ~preds, ~labels], axis=1)
     tp, pos, tn, neg = (weights @ columns.astype(np.float64)).T
@@ -264,20 +270,25 @@ def weighted_metric(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray, 
 
 
 def _weighted_auc(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC per row (ties one half): sort once, sum weights per tied score, and count
-    for every positive the (weighted) negatives below it."""
-    order = np.argsort(probs, kind="mergesort")
-    sorted_probs, sorted_pos = probs[order], labels[order]
-    w = weights[:, order]
-    w_pos = w * sorted_pos
-    w_neg = w - w_pos
-    starts = np.flatnonzero(np.r_[True, sorted_probs[1:] != sorted_probs[:-1]])
-    if len(starts) < len(probs):  # ties: one column per distinct score
-        w_pos = np.add.reduceat(w_pos, starts, axis=1)
-        w_neg = np.add.reduceat(w_neg, starts, axis=1)
-    below = np.cumsum(w_neg, axis=1) - w_neg
-    wins = np.einsum("ij,ij->i", w_pos, below + 0.5 * w_neg)
-    n_pos, n_neg = w_pos.sum(axis=1), w_neg.sum(axis=1)
+    """Mann-Whitney AUC per column of the n x k ``weights`` (transposed so that gathering
+    subjects copies contiguous rows; ties count one half): for every positive,
+    the weighted count of negatives below its score plus half of those tied with it, read off a
+    running sum of the negatives' weights in score order (no pairwise matrix, no per-resample
+    sort)."""
+    negatives = np.flatnonzero(~labels)
+    negatives = negatives[np.argsort(probs[negatives], kind="mergesort")]
+    positives = np.flatnonzero(labels)
+    neg_scores, pos_scores = probs[negatives], probs[positives]
+    below = np.zeros((len(negatives) + 1, weights.shape[1]))
+    np.cumsum(weights[negatives], axis=0, out=below[1:])
+    left = np.searchsorted(neg_scores, pos_scores, side="left")
+    right = np.searchsorted(neg_scores, pos_scores, side="right")
+    credit = below[left]
+    if np.any(left != right):  # ties between a positive and negatives count one half
+        credit = 0.5 * (credit + below[right])
+    w_pos = weights[positives]
+    wins = np.einsum("ij,ij->j", w_pos, credit)
+    n_pos, n_neg = w_pos.sum(axis=0), below[-1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
 
@@ -290,9 +301,9 @@ class _Cohort:
     seed: int
     members: list[int]
     labels: np.ndarray
-    column_subject: np.ndarray  # subjects grouped by stratum
-    column_offset: np.ndarray  # start of each column's stratum in column_subject
-    column_size: np.ndarray  # size of each column's stratum
+    order: np.ndarray  # a permutation grouping the subjects by stratum (resampling order)
+    column_offset: np.ndarray  # in that order: where each subject's stratum starts
+    column_size: np.ndarray  # and how many subjects it has
 
 
 def _check(reps: Sequence[Replicate], arms: Sequence[str], metric: str) -> list[_Cohort]:
@@ -324,12 +335,12 @@ def _check(reps: Sequence[Replicate], arms: Sequence[str], metric: str) -> list[
                 raise KitError(f"replicates with cohort_seed={seed} have different test subjects "
                                "(labels or strata differ): give each test set its own cohort_seed")
         names, codes = np.unique(first.strata, return_inverse=True)
-        column_subject = np.argsort(codes, kind="stable")
+        order = np.argsort(codes, kind="stable")
         sizes = np.bincount(codes, minlength=len(names))
         starts = np.r_[0, np.cumsum(sizes)[:-1]]
-        column_code = codes[column_subject]
-        result.append(_Cohort(seed, members, first.labels, column_subject,
-                              starts[column_code], sizes[column_code]))
+        grouped = codes[order]
+        result.append(_Cohort(seed, members, first.labels, order, starts[grouped],
+                              sizes[grouped]))
     return result
 
 
@@ -338,12 +349,13 @@ def _design(reps: Sequence[Replicate], n_boot: int, seed: int) -> tuple:
 
 
 def _subject_weights(cohort: _Cohort, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k stratified resamples of the cohort's subjects, as a k x n multiplicity matrix."""
+    """k stratified resamples of the cohort's subjects, as a k x n multiplicity matrix over the
+    subjects in ``cohort.order`` (grouped by stratum, so a draw is an offset plus a position)."""
     n = len(cohort.labels)
-    local = (rng.random((k, n)) * cohort.column_size).astype(np.int64)
-    subjects = cohort.column_subject[cohort.column_offset + local]
-    flat = subjects + (np.arange(k, dtype=np.int64) * n)[:, None]
-    return np.bincount(flat.ravel(), minlength=k * n).reshape(k, n).astype(np.float64)
+    drawn = (rng.random((k, n)) * cohort.column_size).astype(np.int64)
+    drawn += cohort.column_offset
+    drawn += (np.arange(k, dtype=np.int64) * n)[:, None]  # one block of n bins per resample
+    return np.bincount(drawn.ravel(), minlength=k * n).reshape(k, n).astype(np.float64)
 
 
 def _bootstrap(reps: Sequence[Replicate], cohorts: list[_Cohort], arms: Sequence[str],
@@ -371,15 +383,19 @@ def _bootstrap(reps: Sequence[Replicate], cohorts: list[_Cohort], arms: Sequence
         picks = rng.integers(0, t, size=(k, t)) + (np.arange(k) * t)[:, None]
         multiplicity = np.bincount(picks.ravel(), minlength=k * t).reshape(k, t)
         values = {arm: np.empty((k, t)) for arm in arms}
-        chunk = max(1, _CHUNK_CELLS // len(cohort.labels))
+        labels = cohort.labels[cohort.order].astype(bool)
+        probs = {(j, arm): reps[member].probs[arm][cohort.order]
+                 for j, member in enumerate(cohort.members) for arm in arms}
+        chunk = max(1, _CHUNK_CELLS // len(labels))
         for start in range(0, k, chunk):
             stop = min(k, start + chunk)
             weights = _subject_weights(cohort, stop - start, rng)
-            for j, member in enumerate(cohort.members):
-                rep = reps[member]
-                for arm in arms:
-                    values[arm][start:stop, j] = weighted_metric(weights, rep.labels,
-                                                                 rep.probs[arm], metric)
+            if metric == "auc":
+                weights = np.ascontiguousarray(weights.T)
+            for (j, arm), scores in probs.items():
+                values[arm][start:stop, j] = (
+                    _weighted_auc(weights, labels, scores) if metric == "auc"
+                    else _weighted_rate(weights, labels, scores, metric))
         result.append((instances, multiplicity, values))
     return result
 
