@@ -270,11 +270,10 @@ def _weighted_rate(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray, m
 
 
 def _weighted_auc(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC per column of the n x k ``weights`` (transposed so that gathering
-    subjects copies contiguous rows; ties count one half): for every positive,
-    the weighted count of negatives below its score plus half of those tied with it, read off a
-    running sum of the negatives' weights in score order (no pairwise matrix, no per-resample
-    sort)."""
+    """Mann-Whitney AUC per column of the n x k ``weights`` (transposed, so that gathering
+    subjects copies contiguous rows; ties count one half): for every positive, the weighted count
+    of negatives below its score plus half of those tied with it, read off a running sum of the
+    negatives' weights in score order (no pairwise matrix, no per-resample sort)."""
     negatives = np.flatnonzero(~labels)
     negatives = negatives[np.argsort(probs[negatives], kind="mergesort")]
     positives = np.flatnonzero(labels)
