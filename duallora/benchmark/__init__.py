@@ -63,7 +63,8 @@ def run_benchmark(plan: Plan, data: Path, out: Path, *, progress: bool = True,
     result["cohorts"] = {f"{c.cell.key}/seed{c.seed}": json.loads(
         (c.raw / "cohort.json").read_text()) for c in cohorts}
     result["headroom"] = {f"{c.cell.key}/seed{c.seed}": c.headroom() for c in cohorts}
-    result["provenance"] = {"commit": _commit(), "command": command or " ".join(sys.argv),
+    command = command or " ".join(["duallora", *sys.argv[1:]])
+    result["provenance"] = {"commit": _commit(), "command": command,
                             "seconds": time.perf_counter() - start,
                             "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     result["markdown"] = str(write_report(result, Path(out)))

@@ -43,8 +43,10 @@ def banner(result: dict[str, Any]) -> str:
     ba = primary.get("balanced_accuracy", {})
     mde = ba.get("mde")
     plan = result["plan"]
+    seeds = ", ".join(map(str, plan["train_seeds"]))
+    cohorts = ", ".join(map(str, plan["cohort_seeds"]))
     lines = [f"Plan `{plan['name']}`: {result['h1'].get('n_replicates', '?')} replicates "
-             f"(cohort seeds {plan['cohort_seeds']}, training seeds {plan['train_seeds']}), "
+             f"(cohort seeds {cohorts}; training seeds {seeds}), "
              f"{result['h1'].get('n_test_subjects', '?')} balanced test subjects."]
     if mde is not None:
         lines.append(f"Smallest difference in pooled balanced accuracy this run could detect "
@@ -95,13 +97,16 @@ def arms_table(cell: dict[str, Any], costs: dict[str, float] | None = None) -> s
 
 
 def secondary_table(h1: dict[str, Any]) -> str:
-    rows = ["| Med-DualLoRA minus | BA difference [95% CI] | p | p (Holm) | AUC difference "
-            "[95% CI] | reading |", "|---|---|---|---|---|---|"]
+    rows = ["| Med-DualLoRA minus | BA difference [95% CI] | p | p (Holm) | MDE | AUC "
+            "difference [95% CI] | reading |", "|---|---|---|---|---|---|---|"]
     for arm, value in h1["secondary"].items():
         ba, auc = value["balanced_accuracy"], value["auc"]
+        holm = ba.get("p_holm")
+        reading = ("resolved" if holm is not None and holm < 0.05 else
+                   "not resolvable at this size")
         rows.append(f"| {ARM_LABELS.get(arm, arm)} | {_interval(ba, 'diff', True)} | "
-                    f"{_f(ba['p_bootstrap'])} | {_f(ba.get('p_holm'))} | "
-                    f"{_interval(auc, 'diff', True)} | {ba['text']} |")
+                    f"{_f(ba['p_bootstrap'])} | {_f(holm)} | {_f(ba['mde'])} | "
+                    f"{_interval(auc, 'diff', True)} | {reading} |")
     return "\n".join(rows)
 
 

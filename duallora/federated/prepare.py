@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -79,18 +80,18 @@ def with_test_cohort(vendors: dict[str, ClientData], images: torch.Tensor,
     """
     unseen = (frame["unseen_centre"].fillna(0).astype(int) == 1
               if "unseen_centre" in frame.columns else pd.Series(False, index=frame.index))
-    seen_rows = frame.index[~unseen.to_numpy()]
-    tests = split_clients(images[seen_rows.to_numpy()],
-                          frame.loc[seen_rows].assign(split="test"))
+    seen_rows = np.flatnonzero(~unseen.to_numpy())
+    tests = split_clients(images[torch.as_tensor(seen_rows)],
+                          frame.iloc[seen_rows].assign(split="test"))
     missing = sorted(set(vendors) - set(tests))
     if missing:
         raise KitError(f"--test-data: no test subjects for vendor(s) {', '.join(missing)}")
     for name, client in vendors.items():
         client.splits["test"] = tests[name].splits["test"]
     if unseen.any():
-        rows = frame.index[unseen.to_numpy()].to_numpy()
-        held = split_clients(images[rows], frame.loc[rows].assign(vendor=UNSEEN_SITE,
-                                                                  split="test"))
+        rows = np.flatnonzero(unseen.to_numpy())
+        held = split_clients(images[torch.as_tensor(rows)],
+                             frame.iloc[rows].assign(vendor=UNSEEN_SITE, split="test"))
         vendors[UNSEEN_SITE] = held[UNSEEN_SITE]
     return vendors
 
