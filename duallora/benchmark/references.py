@@ -45,9 +45,8 @@ def _pixels(images: torch.Tensor) -> np.ndarray:
 def cohort_reference_probs(plan: Plan, cohort: BenchmarkCohort) -> dict[str, dict[str, float]]:
     """``{arm: {subject_id: P(disease)}}`` for the probe and chance arms on the test cohort."""
     from duallora.data import load_cohort_arrays
-    from duallora.model import PRESETS, build_convvit
+    from duallora.model import PRESETS, build_convvit, load_foundation_model, load_phantom_fm
     from duallora.model.probe import embed_all
-    from duallora.notebooks.experiments import foundation_model
 
     preset = PRESETS[plan.model_size]
     size = {"image_size": preset.image_size, "crop_size": preset.crop_size}
@@ -56,8 +55,10 @@ def cohort_reference_probs(plan: Plan, cohort: BenchmarkCohort) -> dict[str, dic
     train_y = train_meta["label"].to_numpy(dtype=np.int64)
     if plan.fm == "none":  # the same random init the runs start from (seed 0)
         model = build_convvit(plan.model_size, seed=0)
+    elif plan.fm == "phantom":
+        model = load_phantom_fm(plan.model_size)
     else:
-        model, _ = foundation_model(plan.model_size, None if plan.fm == "phantom" else plan.fm)
+        model = load_foundation_model(plan.fm, size=plan.model_size)
     ids = test_meta["subject_id"].astype(str).tolist()
     heads = _fit_predict(embed_all(model, train_x), train_y, embed_all(model, test_x))
     pixels = _fit_predict(_pixels(train_x), train_y, _pixels(test_x))
