@@ -3,14 +3,14 @@ instance-wise weighting inside the site's evaluation) and FedAvg-LoRA-FT (the fi
 on the site inside its final evaluation; the fine-tuned model stays there).
 
 A real SuperLink and four SuperNodes (``duallora flower-local``'s machinery), compared with the
-in-process loop of the same configuration; slow (a few minutes per strategy on two cores).
+in-process loop of the same configuration; slow (about 9 minutes per strategy on two busy
+cores).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
