@@ -255,3 +255,17 @@ def test_resume_after_sigkill_is_bit_identical(strategy, harmonized_dir, cache, 
     assert result.returncode == -9, result.stderr[-2000:]
     run_training(config, broken, resume=True, progress=False)
     assert _read(broken) == _read(reference)
+
+
+def test_feddpa_cost_rows_count_both_phases(harmonized_dir, cache, tmp_path) -> None:
+    run = run_training(_config(harmonized_dir, cache, strategy="feddpa"), tmp_path / "dpa",
+                       progress=False)
+    metrics = pd.read_csv(run / "metrics.csv")
+    cost = metrics[metrics.split == "cost"].set_index("metric")["value"]
+    examples = metrics[(metrics.split == "train") & (metrics.metric == "n_examples")]
+    passes = sum(row.value * (1 if row.round == 1 else 2) for row in examples.itertuples())
+    assert cost["train_flops_total"] == pytest.approx(cost["train_flops_per_subject"] * passes,
+                                                      rel=1e-9)  # local_epochs = 1
+    steps = metrics[(metrics.split == "train") & (metrics.metric == "steps")]
+    assert (steps[steps["round"] == 2]["value"].values
+            == 2 * steps[steps["round"] == 1]["value"].values).all()

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from duallora.federated.client import Predictions
+from duallora.federated.client import Predictions, training_phases
 from duallora.federated.client_model import ClientModel, build_client_model
 from duallora.federated.config import TrainConfig
 from duallora.federated.flops import train_flops_per_subject
@@ -350,7 +350,9 @@ def _cost_rows(config: TrainConfig, model: ClientModel, state: RunState) -> None
     state.metric(final, "server", "cost", "shared_params", model.count(model.shared_names))
     state.metric(final, "server", "cost", "private_params", model.count(model.private_names))
     per_subject = train_flops_per_subject(config, model)
-    subjects = sum(m["value"] for m in state.metrics
+    # subject-passes per epoch: a phased schedule (FedDPA) passes over the data once per phase
+    subjects = sum(m["value"] * len(training_phases(model.strategy, config, int(m["round"])))
+                   for m in state.metrics
                    if m["split"] == "train" and m["metric"] == "n_examples")
     steps = sum(m["value"] for m in state.metrics
                 if m["split"] == "train" and m["metric"] == "steps")
