@@ -9,6 +9,7 @@
 - ``head_norm``      head-input standardization with statistics pooled across clients.
 - ``strategies``     the strategy table: declarative objects (add a strategy here).
 - ``client``         what one client does in a round: train or evaluate (pure functions).
+- ``dpa``            FedDPA's instance-wise weighting of the global and local adapters.
 - ``serialization``  the one wire format of every message (a safetensors blob).
 - ``loop``           the round driver: send -> local training -> upload -> aggregate ->
                      validate -> select; the only place that decides what happens in a round.

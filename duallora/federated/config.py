@@ -15,7 +15,7 @@ from typing import Any
 from duallora.errors import KitError
 
 STRATEGY_NAMES = ("single_site", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora",
-                  "fedsa_lora", "med_duallora")
+                  "fedsa_lora", "med_duallora", "fedper", "fedavg_lora_ft", "feddpa")
 LORA_TARGETS = ("attn.q", "attn.kv", "attn.proj", "mlp.fc1", "mlp.fc2")
 # Deprecated strategy names, accepted for one release: "local" now only means the paper's
 # local adapter, so the strategy in which each site trains alone is "single_site".
@@ -94,6 +94,20 @@ class TrainConfig:
                                  f"({','.join(LORA_TARGETS)})", metavar="LIST")
     head: str = setting("shared", "shared, or private (ablation: the head never leaves the "
                         "site; 'local' is a deprecated alias)", metavar="shared|private")
+    finetune_epochs: int = setting(0, "fedavg_lora_ft: local epochs each site fine-tunes the "
+                                   "selected global adapter and head before its personalized "
+                                   "test; 0 = --local-epochs (the budget of one round, fixed "
+                                   "in advance, not tuned on test)")
+    prox_lambda: float = setting(0.0, "fedavg_lora_ft: Ditto-style proximal weight lambda "
+                                 "(loss + lambda/2 ||w - w_global||^2 while fine-tuning; 0: off)")
+    dpa_local_weight: float = setting(0.5, "feddpa: weight of the local adapter while it "
+                                      "trains (the frozen global adapter gets 1 - this)")
+    dpa_max_weight: float = setting(0.5, "feddpa: the global adapter's weight at inference is "
+                                    "this times the mean cosine similarity of the instance to "
+                                    "--dpa-instances training instances (the local adapter "
+                                    "gets 1 - that)")
+    dpa_instances: int = setting(5, "feddpa: training instances each test instance is compared "
+                                 "with (0: all of the site's training set)")
     class_weighting: bool = setting(True, "inverse-frequency class weights (NOR is the "
                                     "minority)")
     head_norm: bool = setting(True, "standardize the heads' inputs with pooled round-0 "
@@ -130,6 +144,12 @@ class TrainConfig:
         if self.strategy in STRATEGY_ALIASES:  # deprecated names (one release)
             self.strategy = STRATEGY_ALIASES[self.strategy]
         self.validate()
+
+    @property
+    def finetune_budget(self) -> int:
+        """Local epochs of ``fedavg_lora_ft``'s fine-tuning (``finetune_epochs``, 0: one round's
+        ``local_epochs``)."""
+        return self.finetune_epochs or self.local_epochs
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -177,6 +197,11 @@ class TrainConfig:
         if self.test_data and self.holdout_vendor:
             raise KitError("--test-data and --holdout-vendor cannot be combined (the test "
                            "cohort's unseen centre is the kit's hold-out there)")
+        if self.finetune_epochs < 0 or self.prox_lambda < 0 or self.dpa_instances < 0:
+            raise KitError("--finetune-epochs, --prox-lambda and --dpa-instances must not be "
+                           "negative")
+        if not 0.0 <= self.dpa_local_weight <= 1.0 or not 0.0 <= self.dpa_max_weight <= 1.0:
+            raise KitError("--dpa-local-weight and --dpa-max-weight must lie in [0, 1]")
         bad = sorted(set(self.targets) - set(LORA_TARGETS))
         if bad:
             raise KitError(f"unknown LoRA target(s) {', '.join(bad)}; choose from "

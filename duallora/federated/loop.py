@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from duallora.federated.client import Predictions
+from duallora.federated.client import Predictions, training_phases
 from duallora.federated.client_model import ClientModel, build_client_model
 from duallora.federated.config import TrainConfig
 from duallora.federated.flops import train_flops_per_subject
@@ -288,15 +288,18 @@ def _log_val(state: RunState, round_idx: int, client: str, split: str,
 def final_plan(strategy: Strategy, sites: Sites, state: RunState
                ) -> dict[str, list[tuple[str, EvalRequest]]]:
     """The final test requests, by site, each with the predictions.csv split it fills
-    (``FINAL_SPLITS``): each vendor's selected personal model (its export) and, for strategies
-    with private parts, the same model before aggregation; the selected global model on every
-    vendor and the hold-out."""
+    (``FINAL_SPLITS``): each vendor's selected personal model (its export; under a
+    ``finetune`` strategy the selected round's global payload fine-tuned on the site, while
+    selection itself scored the un-fine-tuned model) and, for strategies with private parts,
+    the same model before aggregation; the selected global model on every vendor and the
+    hold-out."""
     plan: dict[str, list[tuple[str, EvalRequest]]] = {}
     for vendor in sites.vendors:
         best = state.best.get("pooled" if strategy.pooled else vendor)
         if best is not None:
             plan.setdefault(vendor, []).append(
-                ("test", EvalRequest("test", best.received, best.private, export=True)))
+                ("test", EvalRequest("test", best.received, best.private, export=True,
+                                     finetune=strategy.finetune)))
             if best.own_upload is not None:  # the same site's model before aggregation
                 plan[vendor].append(("test_before_aggregation",
                                      EvalRequest("test", best.own_upload, best.private)))
@@ -375,7 +378,9 @@ def _cost_rows(config: TrainConfig, model: ClientModel, state: RunState) -> None
     state.metric(final, "server", "cost", "shared_params", model.count(model.shared_names))
     state.metric(final, "server", "cost", "private_params", model.count(model.private_names))
     per_subject = train_flops_per_subject(config, model)
-    subjects = sum(m["value"] for m in state.metrics
+    # subject-passes per epoch: a phased schedule (FedDPA) passes over the data once per phase
+    subjects = sum(m["value"] * len(training_phases(model.strategy, config, int(m["round"])))
+                   for m in state.metrics
                    if m["split"] == "train" and m["metric"] == "n_examples")
     steps = sum(m["value"] for m in state.metrics
                 if m["split"] == "train" and m["metric"] == "steps")

@@ -224,7 +224,7 @@ def _payloads(content: RecordDict) -> dict[int, Any]:
 def evaluate(msg: Message, context: Context) -> Message:
     """Answer each prediction request: ``split``, ``global-only``, which payload and which
     round's private state. Returns subject ids, labels and probabilities for the run directory."""
-    from duallora.federated.client import evaluate_client
+    from duallora.federated.client import evaluate_client, finetune_client
 
     site = Site.from_context(context)
     instructions = msg.content[CONFIG]
@@ -239,8 +239,10 @@ def evaluate(msg: Message, context: Context) -> Message:
         private: PrivateState | None = None
         if not request["global-only"]:
             private = private_for_round(context.state, store, int(request["private-round"]))
-        preds = evaluate_client(model, received, private.payload if private else None, data,
-                                str(request["split"]), config,
+        own = private.payload if private else None
+        if request.get("finetune"):  # fedavg_lora_ft: the fine-tuned model stays on the site
+            received = finetune_client(model, received, own, data, config)
+        preds = evaluate_client(model, received, own, data, str(request["split"]), config,
                                 global_only=bool(request["global-only"]))
         answers[f"r{index}-ids"] = list(preds.subject_ids)
         answers[f"r{index}-labels"] = [int(v) for v in preds.labels]
@@ -250,23 +252,30 @@ def evaluate(msg: Message, context: Context) -> Message:
                         base_round=private.round if private else None,
                         base_source=private.source if private else None)
         if request.get("export") and private is not None:
-            export_site_model(store.folder / "final", model, received, private.payload)
+            export_site_model(store.folder / "final", model, received, private.payload,
+                              finetuned_site=site.name if request.get("finetune") else None)
     return Message(RecordDict({
         PREDICTIONS: ConfigRecord(answers),
         CONFIG: ConfigRecord({"client-name": site.name}),
     }), reply_to=msg)
 
 
-def export_site_model(folder: Path, model: Any, received: Any, private: Any) -> None:
+def export_site_model(folder: Path, model: Any, received: Any, private: Any,
+                      finetuned_site: str | None = None) -> None:
     """The site's selected private payload and its private adapter (if any) as a PEFT
-    folder: what ``export_final_models`` writes per client in-process, kept on the site."""
+    folder: what ``export_final_models`` writes per client in-process, kept on the site.
+    ``finetuned_site``: ``received`` is this site's fine-tuned model (``fedavg_lora_ft``), written
+    as ``finetuned/<site>.safetensors`` and ``peft/<site>/global/``."""
     from safetensors.torch import save_file
 
     from duallora.federated.adapters import save_adapters
     from duallora.federated.client import split_private
+    from duallora.federated.export import export_finetuned
 
     private = split_private(private)[0]  # parameters only, not optimizer state
     folder.mkdir(parents=True, exist_ok=True)
+    if finetuned_site is not None:
+        export_finetuned(folder, model, finetuned_site, received)
     if private:
         save_file({k: v.contiguous() for k, v in private.items()},
                   str(folder / "private.safetensors"))

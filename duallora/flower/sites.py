@@ -178,7 +178,8 @@ class FlowerSites:
                     payload_to_record(item.received)
             wire.append({"split": item.split, "global-only": item.global_only,
                          "payload": payload_ids.get(id(item.received), -1),
-                         "private-round": ref_round(item.private), "export": item.export})
+                         "private-round": ref_round(item.private), "export": item.export,
+                         "finetune": item.finetune})
         content[CONFIG] = self.instructions(int(group) if group.isdigit() else 0,
                                             requests=json.dumps(wire))
         return content
