@@ -1,34 +1,42 @@
-"""Regenerate notebooks/04_med_duallora.ipynb."""
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-from nbgen import code, md, parameters, write
+# %% [markdown]
+# # 04 · Med-DualLoRA: a global adapter for the federation, a local one for each site
+#
+# Every adapted linear layer of client $k$ carries **two** LoRA adapters on the same frozen
+# weight:
+#
+# $$W_k = W_0 + s_g\,B_g A_g + s_l\,B_l^{(k)} A_l^{(k)}, \qquad s = \alpha / r .$$
+#
+# - the **global** adapter $(A_g, B_g)$ and the classification head are uploaded after local
+#   training and averaged by the server, $\;A_g \leftarrow \sum_k \tfrac{n_k}{n} A_g^{(k)},\;
+#   B_g \leftarrow \sum_k \tfrac{n_k}{n} B_g^{(k)}$;
+# - the **local** adapter $(A_l^{(k)}, B_l^{(k)})$ never leaves site $k$: it absorbs the site's
+#   own shift (scanner, protocol, population).
+#
+# Both train together on the client's data; only the global half costs communication. At a new
+# site (or to share one model), the global adapter alone ($W_0 + s_g B_g A_g$) is the
+# federation's model. As in the paper, only the **last two transformer blocks** are adapted.
 
-cells = [
-    md(r"""
-# 04 · Med-DualLoRA: a global adapter for the federation, a local one for each site
-
-Every adapted linear layer of client $k$ carries **two** LoRA adapters on the same frozen
-weight:
-
-$$W_k = W_0 + s_g\,B_g A_g + s_l\,B_l^{(k)} A_l^{(k)}, \qquad s = \alpha / r .$$
-
-- the **global** adapter $(A_g, B_g)$ and the classification head are uploaded after local
-  training and averaged by the server, $\;A_g \leftarrow \sum_k \tfrac{n_k}{n} A_g^{(k)},\;
-  B_g \leftarrow \sum_k \tfrac{n_k}{n} B_g^{(k)}$;
-- the **local** adapter $(A_l^{(k)}, B_l^{(k)})$ never leaves site $k$: it absorbs the site's
-  own shift (scanner, protocol, population).
-
-Both train together on the client's data; only the global half costs communication. At a new
-site (or to share one model), the global adapter alone ($W_0 + s_g B_g A_g$) is the
-federation's model. As in the paper, only the **last two transformer blocks** are adapted.
-"""),
-    parameters("""
+# %% tags=["parameters"]
+# Parameters (papermill injects its own values below this cell)
+quick = False         # the tutorial default; True: tiny cohort, few rounds (CI, `make test`)
+data_dir = '../data'  # cache shared by all notebooks (cohort, features, runs)
+out_dir = '../reports'  # figures/ and tables/ are written here
+seed = 0
 rounds = None          # federated rounds (None: the kit default, 2 in quick mode)
 lora_rank = 4          # rank of both adapters (alpha is 2 x rank)
 holdout_vendor = 'Canon'  # never trained on, only tested with the global model ('' to skip)
 ablation_ranks = None  # other ranks to try (None: [2] in quick mode, [2, 8] otherwise)
 n_boot = None          # bootstrap / permutation replicates (None: 200 quick, 1000 otherwise)
-"""),
-    code("""
+
+# %%
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -51,22 +59,22 @@ ranks = ablation_ranks if ablation_ranks is not None else ([2] if quick else [2,
 replicates = n_boot if n_boot is not None else (200 if quick else 1000)
 print("foundation model:",
       experiments.fm_description(experiments.train_config(ws, "med_duallora")))
-"""),
-    md("""
-## Train Med-DualLoRA (and reuse notebook 03's baselines)
 
-The baselines are looked up in `data_dir` with exactly notebook 03's settings; any that are
-missing are trained here, so this notebook also runs on its own.
-"""),
-    code("""
+# %% [markdown]
+# ## Train Med-DualLoRA (and reuse notebook 03's baselines)
+#
+# The baselines are looked up in `data_dir` with exactly notebook 03's settings; any that are
+# missing are trained here, so this notebook also runs on its own.
+
+# %%
 main_specs = experiments.strategy_specs(["med_duallora", *experiments.BASELINES],
                                         rounds=rounds, rank=lora_rank)
 runs = run_reader.load_runs(experiments.ensure_runs(ws, main_specs))
-"""),
-    md("""
-## Med-DualLoRA against every baseline, per vendor
-"""),
-    code("""
+
+# %% [markdown]
+# ## Med-DualLoRA against every baseline, per vendor
+
+# %%
 table = tables.metric_table(runs, "test")
 save_table(tables.wide_metric_table(table), out, "04_test_metrics")
 save_table(table, out, "04_test_metrics_long")
@@ -77,32 +85,32 @@ plt.show()
 headline = headline_table(runs)
 save_table(headline, out, "headline")
 display(headline)
-"""),
-    md(r"""
-## Are the differences significant?
 
-Both models are scored on the **same** test subjects, so we test the *difference* directly:
-a paired bootstrap (resample subjects, recompute both metrics, 95% interval of
-Med-DualLoRA minus baseline, two-sided p) and a paired permutation test (swap the two models'
-outputs per subject at random). With a few test subjects per vendor, wide intervals are the
-honest answer.
-"""),
-    code("""
+# %% [markdown]
+# ## Are the differences significant?
+#
+# Both models are scored on the **same** test subjects, so we test the *difference* directly:
+# a paired bootstrap (resample subjects, recompute both metrics, 95% interval of
+# Med-DualLoRA minus baseline, two-sided p) and a paired permutation test (swap the two models'
+# outputs per subject at random). With a few test subjects per vendor, wide intervals are the
+# honest answer.
+
+# %%
 significance = tables.significance_table(runs, "med_duallora", n_boot=replicates, seed=seed)
 save_table(significance, out, "04_significance")
 display(significance.round(3))
 fig = plot_significance(significance)
 save_figure(fig, out, "04_significance")
 plt.show()
-"""),
-    md("""
-## The global model, and a vendor the federation never saw
 
-`test_global` evaluates the averaged global adapter alone (local adapters switched off) on
-every vendor. The held-out runs leave one vendor out of training altogether and test the
-global model there: what a new hospital would get on day one.
-"""),
-    code("""
+# %% [markdown]
+# ## The global model, and a vendor the federation never saw
+#
+# `test_global` evaluates the averaged global adapter alone (local adapters switched off) on
+# every vendor. The held-out runs leave one vendor out of training altogether and test the
+# global model there: what a new hospital would get on day one.
+
+# %%
 ablations = experiments.ablation_specs(ranks=ranks, holdout_vendor=holdout_vendor,
                                        holdout_baselines=() if quick else ("fedavg_lora",),
                                        rounds=rounds, rank=lora_rank)
@@ -124,15 +132,15 @@ if holdout_vendor:
                                  "accuracy (95% CI)")
     save_figure(fig, out, "04_holdout_vendor")
     plt.show()
-"""),
-    md(r"""
-## Adapter norms: where, and how much, each adapter changes the model
 
-For every adapted layer we measure $\lVert s\,BA \rVert_F$, the size of the weight change.
-The global adapter is one per federation; each vendor's local adapter is its own. Large local
-norms at a vendor mean the site needed its own correction.
-"""),
-    code("""
+# %% [markdown]
+# ## Adapter norms: where, and how much, each adapter changes the model
+#
+# For every adapted layer we measure $\lVert s\,BA \rVert_F$, the size of the weight change.
+# The global adapter is one per federation; each vendor's local adapter is its own. Large local
+# norms at a vendor mean the site needed its own correction.
+
+# %%
 norms = runs["med_duallora"].norms
 save_table(norms, out, "04_adapter_norms")
 fig = plot_norm_heatmaps(norms)
@@ -145,15 +153,15 @@ plt.show()
 fig = plot_local_share(norms)
 save_figure(fig, out, "04_adapter_local_share")
 plt.show()
-"""),
-    md("""
-## Ablations
 
-- **2 blocks vs all blocks**: does adapting every block help, for its extra cost?
-- **rank**: the capacity of each adapter;
-- **shared vs local head**: keep the classification head private as well.
-"""),
-    code("""
+# %% [markdown]
+# ## Ablations
+#
+# - **2 blocks vs all blocks**: does adapting every block help, for its extra cost?
+# - **rank**: the capacity of each adapter;
+# - **shared vs local head**: keep the classification head private as well.
+
+# %%
 variants = {"med_duallora": runs["med_duallora"],
             **{k: v for k, v in ablation_runs.items() if "_holdout_" not in k}}
 ablation_table = tables.metric_table(variants, "test")
@@ -170,19 +178,19 @@ curves = tables.learning_curves(variants)
 fig = plot_learning_curves(curves)
 save_figure(fig, out, "04_ablation_learning_curves")
 plt.show()
-"""),
-    md(r"""
-## Frame handling: can the adapters see ejection?
 
-CineMA's classifier feeds ED and ES as two channels of a first conv initialised with the
-one-frame MAE kernel repeated (`--frames repeat`): a frozen stem sees $w \cdot ED + w \cdot ES$,
-so no adapter after it can see the change between the frames, i.e. ejection. `per-frame` runs the
-frozen one-frame prefix on each frame and fuses the two streams with a small trained term that
-starts as their mean; `trainable-stem` trains the first conv (at a tenth of the learning rate).
-One seed on the demo cohort: an exploratory look; `tools/frames_protocol_study.py` measures
-3 seeds by a rule declared beforehand.
-"""),
-    code("""
+# %% [markdown]
+# ## Frame handling: can the adapters see ejection?
+#
+# CineMA's classifier feeds ED and ES as two channels of a first conv initialised with the
+# one-frame MAE kernel repeated (`--frames repeat`): a frozen stem sees $w \cdot ED + w \cdot ES$,
+# so no adapter after it can see the change between the frames, i.e. ejection. `per-frame` runs the
+# frozen one-frame prefix on each frame and fuses the two streams with a small trained term that
+# starts as their mean; `trainable-stem` trains the first conv (at a tenth of the learning rate).
+# One seed on the demo cohort: an exploratory look; `tools/frames_protocol_study.py` measures
+# 3 seeds by a rule declared beforehand.
+
+# %%
 frame_modes = ("per-frame",) if quick else ("per-frame", "trainable-stem")
 frame_runs = run_reader.load_runs(experiments.ensure_runs(
     ws, experiments.frame_specs(frame_modes, rounds=rounds, rank=lora_rank)))
@@ -199,11 +207,7 @@ fig = plot_metric_bars(frame_table, scope="pooled", metric="auc",
                        order=list(frame_variants))
 save_figure(fig, out, "04_frame_handling")
 plt.show()
-"""),
-    md("""
-The headline table (`tables/headline.csv`) and every figure above are linked from
-`reports/README.md` after `make demo`. Notebook 05 runs the same training over Flower.
-"""),
-]
 
-write(cells, "04_med_duallora.ipynb")
+# %% [markdown]
+# The headline table (`tables/headline.csv`) and every figure above are linked from
+# `reports/README.md` after `make demo`. Notebook 05 runs the same training over Flower.
