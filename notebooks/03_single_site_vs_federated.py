@@ -60,6 +60,71 @@ print("foundation model:",
       experiments.fm_description(experiments.train_config(ws, "fedavg_lora")))
 
 # %% [markdown]
+# ## The federated core, by hand
+#
+# Behind `experiments.ensure_runs` below is `duallora.federated`: a **strategy** is a small
+# declarative object that says which parameter groups a client trains and which of them it
+# uploads; everything else it trains stays on the site. Every round, the driver sends the global
+# payload to each site, calls `train_client` there, and combines the uploads with the strategy's
+# own `aggregate` (the sample-weighted mean above).
+
+# %%
+from duallora.federated.strategies import get_strategy
+
+
+
+def groups(names):
+    """Group names; fusion and stem exist only under the frames options (notebook 04)."""
+    return ", ".join(sorted(names - {"fusion", "stem"})) or "-"
+
+
+for name in [*strategies, "med_duallora"]:
+    plan = get_strategy(name)
+    print(f"{name:12s} trains {groups(plan.trainable):42s} shares {groups(plan.shared):28s}"
+          f" keeps {groups(plan.private)}")
+
+# %% [markdown]
+# One round of **Med-DualLoRA** (notebook 04's method: a shared global adapter plus a private
+# local one) for two vendors, with the same functions the driver calls. Each client builds the
+# same model from the same seed, so all start from the server's initial global payload.
+
+# %%
+from collections import Counter
+
+from duallora.federated.client import train_client
+from duallora.federated.client_model import build_client_model
+from duallora.federated.head_norm import setup_head_norm
+from duallora.federated.prepare import prepare_cohort
+
+spec = experiments.strategy_specs(["med_duallora"], blocks=blocks, rank=lora_rank)["med_duallora"]
+core_config = experiments.train_config(ws, **spec)  # notebook 04's settings
+server_model = build_client_model(core_config)  # the server's copy: the initial global payload
+core_strategy = server_model.strategy
+core_cohort = prepare_cohort(core_config, server_model)  # each vendor's splits (prefix-cached)
+setup_head_norm(core_config, core_strategy, server_model, core_cohort)  # round 0: pooled stats
+pair = sorted(core_cohort.train_clients, key=lambda v: -core_cohort.train_clients[v].n_train())[:2]
+clients = {vendor: build_client_model(core_config, core_strategy) for vendor in pair}
+model = clients[pair[0]]
+for kind, names in (("shared", model.shared_names), ("private", model.private_names)):
+    print(f"{kind:7s} {len(names):3d} tensors, {model.count(names):8,d} values: "
+          f"{dict(Counter(model.groups[n] for n in names))}")
+print("for example, private:", model.private_names[0])
+
+# %%
+global_init = server_model.shared_payload()
+updates = {vendor: train_client(clients[vendor], global_init, None,
+                                core_cohort.train_clients[vendor], core_config, round_idx=1)
+           for vendor in pair}
+for vendor, update in updates.items():
+    leaked = set(update.upload) & set(clients[vendor].private_names)
+    assert not leaked, f"{vendor} would upload private tensors: {sorted(leaked)[:3]}"
+    print(f"{vendor:8s} {update.n_examples:3d} training subjects, loss {update.metrics['loss']:.3f}"
+          f": uploads {len(update.upload)} tensors, keeps {len(update.private)} at home")
+new_global = core_strategy.aggregate([(u.upload, u.n_examples) for u in updates.values()])
+assert not any(".local." in key for key in new_global)
+print(f"the server averaged {len(new_global)} tensors; no local-adapter key in any upload")
+
+# %% [markdown]
 # ## Train (or reuse) the six runs
 #
 # Each run is a `duallora train` run directory (`config.json`, `metrics.csv`, `predictions.csv`,

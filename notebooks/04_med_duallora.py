@@ -61,6 +61,72 @@ print("foundation model:",
       experiments.fm_description(experiments.train_config(ws, "med_duallora")))
 
 # %% [markdown]
+# ## One round of Med-DualLoRA, by hand
+#
+# What every training run below does each round, written out with the kit's federated core
+# (`duallora.federated`): two vendors' clients build the same model from the same seed, train
+# one local round on their own data, upload only the shared part, and the server averages the
+# uploads with the strategy's own `aggregate`.
+
+# %%
+from collections import Counter
+
+from duallora.federated.client import train_client
+from duallora.federated.client_model import build_client_model
+from duallora.federated.head_norm import setup_head_norm
+from duallora.federated.prepare import prepare_cohort
+
+spec = experiments.strategy_specs(["med_duallora"], rank=lora_rank)["med_duallora"]
+core_config = experiments.train_config(ws, **spec)  # the settings of the run below
+server_model = build_client_model(core_config)  # the server's copy: the initial global payload
+core_strategy = server_model.strategy
+core_cohort = prepare_cohort(core_config, server_model)  # each vendor's splits (prefix-cached)
+setup_head_norm(core_config, core_strategy, server_model, core_cohort)  # round 0: pooled stats
+pair = sorted(core_cohort.train_clients, key=lambda v: -core_cohort.train_clients[v].n_train())[:2]
+clients = {vendor: build_client_model(core_config, core_strategy) for vendor in pair}
+model = clients[pair[0]]
+print(f"{core_strategy.name}: {core_strategy.description}")
+for kind, names in (("shared", model.shared_names), ("private", model.private_names)):
+    print(f"{kind:7s} {len(names):3d} tensors, {model.count(names):8,d} values: "
+          f"{dict(Counter(model.groups[n] for n in names))}")
+print("shared, e.g. ", next(n for n in model.shared_names if ".global." in n))
+print("private, e.g.", model.private_names[0])
+
+# %%
+global_init = server_model.shared_payload()
+updates = {vendor: train_client(clients[vendor], global_init, None,
+                                core_cohort.train_clients[vendor], core_config, round_idx=1)
+           for vendor in pair}
+for vendor, update in updates.items():
+    leaked = set(update.upload) & set(clients[vendor].private_names)
+    assert not leaked, f"{vendor} would upload private tensors: {sorted(leaked)[:3]}"
+    assert not any(".local." in key for key in update.upload)
+    print(f"{vendor:8s} {update.n_examples:3d} training subjects, loss {update.metrics['loss']:.3f}"
+          f": uploads {len(update.upload)} tensors, keeps {len(update.private)} at home")
+new_global = core_strategy.aggregate([(u.upload, u.n_examples) for u in updates.values()])
+print(f"no private key in either upload; the server averaged {len(new_global)} tensors")
+key = next(k for k in new_global if ".lora_B.global." in k)
+weights = {vendor: update.n_examples for vendor, update in updates.items()}
+by_hand = sum(weights[v] * updates[v].upload[key].double() for v in pair) / sum(weights.values())
+print(f"{key}\n  aggregate vs sum_k n_k B_k / n by hand: max |difference| = "
+      f"{(new_global[key].double() - by_hand).abs().max():.1e}")
+
+# %% [markdown]
+# Each site now loads the averaged global part over its own private part: the shared tensors
+# are identical on both sites, the local adapters are not (each absorbed its own site's data).
+
+# %%
+for vendor in pair:
+    clients[vendor].set_state(new_global, updates[vendor].private)
+shared_gap = max((clients[pair[0]].params[n] - clients[pair[1]].params[n]).abs().max().item()
+                 for n in model.shared_names)
+local_gap = max((clients[pair[0]].params[n] - clients[pair[1]].params[n]).abs().max().item()
+                for n in model.private_names)
+print(f"{pair[0]} vs {pair[1]}: largest difference in shared tensors {shared_gap:.1e}, "
+      f"in local-adapter tensors {local_gap:.1e}")
+assert shared_gap == 0.0 and local_gap > 0.0
+
+# %% [markdown]
 # ## Train Med-DualLoRA (and reuse notebook 03's baselines)
 #
 # The baselines are looked up in `data_dir` with exactly notebook 03's settings; any that are
@@ -153,6 +219,24 @@ plt.show()
 fig = plot_local_share(norms)
 save_figure(fig, out, "04_adapter_local_share")
 plt.show()
+
+# %% [markdown]
+# Explore one site at a time: pick a vendor, an adapted block (or all of them) and a round.
+# The explorer needs a live Jupyter front end; run headless, the notebook shows its default
+# view (the first vendor, every block, the last round) as a still figure instead.
+
+# %%
+from duallora.plots.norm_explorer import (AdapterNormExplorer, explorer_choices,
+                                          norm_explorer_figure)
+from duallora.plots.viewer import widgets_can_render
+
+if widgets_can_render():
+    display(AdapterNormExplorer(norms))
+else:
+    print("no widget front end (headless run): the explorer's default view")
+    fig = norm_explorer_figure(norms, explorer_choices(norms)[0][0])
+    save_figure(fig, out, "04_adapter_norm_explorer")
+    plt.show()
 
 # %% [markdown]
 # ## Ablations
