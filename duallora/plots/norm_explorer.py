@@ -50,7 +50,7 @@ def norm_explorer_figure(norms: pd.DataFrame, vendor: str, block: int | str = AL
               vendor: (f"{vendor}: local adapter", vendor_color(vendor))}
     at_round = part[part["round"] == round_idx]
     modules = [m for m in MODULE_ORDER if m in set(part["module"])]
-    fig, (ax_bar, ax_line) = plt.subplots(1, 2, figsize=(9.5, 3.6),
+    fig, (ax_bar, ax_line) = plt.subplots(1, 2, figsize=(9.5, 3.6),  # constrained layout
                                           gridspec_kw={"width_ratios": [3, 2]})
     width = 0.38
     for offset, (owner, (label, colour)) in zip((-width / 2, width / 2), owners.items(),
@@ -71,7 +71,6 @@ def norm_explorer_figure(norms: pd.DataFrame, vendor: str, block: int | str = AL
     ax_line.set(xlabel="round", ylabel="total over modules", title="over rounds")
     fig.suptitle(f"Adapter norms: the federation's global adapter and {vendor}'s local one",
                  fontsize=10)
-    fig.tight_layout()
     return fig
 
 
