@@ -127,6 +127,40 @@ print(f"{pair[0]} vs {pair[1]}: largest difference in shared tensors {shared_gap
 assert shared_gap == 0.0 and local_gap > 0.0
 
 # %% [markdown]
+# ## The benchmark: the paper's three questions, declared before the results
+#
+# The confirmatory answer comes from `duallora benchmark` (docs/BENCHMARK.md), on phantom-v2
+# cohorts whose centres differ in protocol, population and annotation policy, each with a
+# balanced test cohort and an unseen centre. Declared before any result:
+#
+# - **H1 primary endpoint**: pooled balanced accuracy, Med-DualLoRA (personalized: each vendor
+#   scored by its own model) **minus FedAvg-LoRA** (the same bytes per round), paired (same
+#   test subjects, same seed), at the realistic annotation shift (strength 1). The same
+#   difference at strength 0 is the **negative control**: there the oracle headroom is ~0, so a
+#   significant gain would be a bug or noise.
+# - Secondary comparisons (Holm-adjusted family): the same training with the local adapter
+#   off, `single_site`, `centralized` (and, in the full plan, every other baseline).
+# - **H2**: two blocks vs all blocks, TOST with margin 0.05 balanced accuracy (full plan).
+# - **H3**: bytes from the wire logs, against accuracy.
+# - Every number carries a 95% two-level bootstrap interval (seeds, then subjects) and the
+#   **minimum detectable difference**; below it a result is "not resolvable at this size".
+#
+# At the tutorial default this cell runs the `demo` plan (3 training seeds, one small cohort
+# per shift strength); in quick mode the `test` plan (2 seeds, tiny cohorts, the tests' model).
+# Finished runs are reused.
+
+# %%
+from IPython.display import Markdown
+
+benchmark = experiments.ensure_benchmark(ws, out)
+display(Markdown(Path(benchmark["markdown"]).read_text()))
+
+# %% [markdown]
+# The sections below train the **v1** demo cohort (no centre effects: nothing for a
+# per-vendor model to gain) and explore it per vendor, with uncorrected tests: read them as
+# exploration, and the benchmark above as the answer.
+
+# %% [markdown]
 # ## Train Med-DualLoRA (and reuse notebook 03's baselines)
 #
 # The baselines are looked up in `data_dir` with exactly notebook 03's settings; any that are

@@ -145,8 +145,11 @@ class Plan:
 # round with the lowest pooled validation log loss), the private parameters' AdamW state kept
 # across rounds (no per-round restart that favours private parameters), a cosine decay of the
 # learning rate over rounds. Everything else: the TrainConfig defaults.
+# Frame handling: `per-frame`, chosen by the validation-loss rule of tools/choose_frames.py
+# (docs/frames_rule.json: repeat - per-frame = +0.011 nats of mean best pooled validation log
+# loss, above the declared 0.01 tie margin; test data never read).
 PROTOCOL: dict[str, Any] = {"selection": "pooled-val-loss", "private_optimizer": "persistent",
-                            "lr_schedule": "cosine"}
+                            "lr_schedule": "cosine", "frames": "per-frame"}
 
 CORE_RUNS = ("med_duallora", "fedavg_lora", "single_site", "centralized")
 ALL_RUNS = (*CORE_RUNS, "med_duallora_all", "fedsa_lora", "ffa_lora", "fedavg_full", "fedper",
