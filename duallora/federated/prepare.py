@@ -117,7 +117,7 @@ def to_prefix_states(client: ClientData, model: ClientModel, upto: int, config: 
     splits = {}
     for name, split in client.splits.items():
         states = prefix_states(model.core, split.inputs["x"], upto, config.eval_batch_size,
-                               cache_folder(config))
+                               cache_folder(config), model.device, model.precision)
         splits[name] = SplitData(states, split.labels, split.subject_ids)
     return ClientData(client.name, splits, upto, client.vendors)
 
