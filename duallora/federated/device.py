@@ -105,21 +105,37 @@ def to_host(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class OptimizerStep:
-    """zero_grad, backward, step; with a GradScaler for fp16 on CUDA (bf16 and fp32 need
-    none). Without a scaler it is exactly the three plain calls."""
+    """zero_grad, backward, (gradient clipping,) step; with a GradScaler for fp16 on CUDA (bf16
+    and fp32 need none). Without a scaler it is exactly the plain calls, in the plain order."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, precision: str):
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, precision: str,
+                 clip_grad: float | None = None,
+                 clip_params: list[torch.nn.Parameter] | None = None):
         self.optimizer = optimizer
+        self.clip_grad = clip_grad
+        # the clipped set, in the caller's order (the norm's summation order is part of the
+        # result): default every parameter the optimizer holds
+        self.clip_params = clip_params
         self.scaler = (torch.amp.GradScaler("cuda")
                        if precision == "fp16" and device.type == "cuda" else None)
+
+    def _clip(self) -> None:
+        if self.clip_grad is not None:
+            params = self.clip_params or [p for group in self.optimizer.param_groups
+                                          for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
 
     def __call__(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
+            self._clip()
             self.optimizer.step()
             return
         self.scaler.scale(loss).backward()
+        if self.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+            self._clip()
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
