@@ -122,6 +122,23 @@ def to_prefix_states(client: ClientData, model: ClientModel, upto: int, config: 
     return ClientData(client.name, splits, upto, client.vendors)
 
 
+def set_holdout_aside(config: TrainConfig, vendors: dict[str, ClientData]) -> ClientData | None:
+    """Take the evaluation-only site out of ``vendors``: a test cohort's unseen centre
+    (``UNSEEN_SITE``, its test split), or ``config.holdout_vendor`` (every one of its subjects
+    becomes its ``test`` split). It never trains; only the global model sees it."""
+    if UNSEEN_SITE in vendors:  # a test cohort's unseen centre: evaluated, never trained
+        held = vendors.pop(UNSEEN_SITE)
+        return ClientData(held.name, {"test": held.splits["test"]}, None, [held.name])
+    if not config.holdout_vendor:
+        return None
+    if config.holdout_vendor not in vendors:
+        raise KitError(f"--holdout-vendor {config.holdout_vendor}: the cohort has "
+                       f"{', '.join(vendors)}")
+    held = vendors.pop(config.holdout_vendor)
+    everything = SplitData.concat([held.splits[s] for s in ("train", "val", "test")])
+    return ClientData(held.name, {"test": everything}, None, [held.name])
+
+
 def prepare_cohort(config: TrainConfig, model: ClientModel, *, evaluation_only: bool = False
                    ) -> FederatedCohort:
     """Clients for ``config.strategy`` (``pooled`` for centralized) plus per-vendor test sets.
@@ -130,17 +147,7 @@ def prepare_cohort(config: TrainConfig, model: ClientModel, *, evaluation_only: 
     that only evaluates the global model); otherwise some vendor must have training subjects.
     """
     vendors = load_vendor_clients(config)
-    holdout = None
-    if UNSEEN_SITE in vendors:  # a test cohort's unseen centre: evaluated, never trained
-        held = vendors.pop(UNSEEN_SITE)
-        holdout = ClientData(held.name, {"test": held.splits["test"]}, None, [held.name])
-    if config.holdout_vendor:
-        if config.holdout_vendor not in vendors:
-            raise KitError(f"--holdout-vendor {config.holdout_vendor}: the cohort has "
-                           f"{', '.join(vendors)}")
-        held = vendors.pop(config.holdout_vendor)
-        everything = SplitData.concat([held.splits[s] for s in ("train", "val", "test")])
-        holdout = ClientData(held.name, {"test": everything}, None, [held.name])
+    holdout = set_holdout_aside(config, vendors)
     for client in vendors.values():
         trim_train(client, config.max_train_per_client)
     empty = [name for name, client in vendors.items() if client.n_train() == 0]
