@@ -12,12 +12,15 @@ On a device (``--device cuda``) the prefix is computed there in batches, under t
 autocast, and stored in the compute precision (bf16 halves the cache); the states then stay on
 the GPU when they fit, else in pinned host memory (``device.place_cache``). A cache made at
 another precision or on another kind of device has another key: the numbers differ slightly.
+(Key format v2: the weights and the images enter the key by their own SHA-256, so each is
+hashed once per process; caches written by earlier kits are recomputed once.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import weakref
 from pathlib import Path
 
 import torch
@@ -27,26 +30,39 @@ from torch import nn
 from duallora.federated.device import autocast, place_cache, storage_dtype
 
 _MEMORY: dict[str, dict[str, torch.Tensor]] = {}
-_MEMORY_LIMIT = 8
+_MEMORY_LIMIT = 16  # one cohort's splits in memory: 4 vendors x 3 splits + a hold-out
+_DIGESTS: dict[int, tuple[weakref.ref, int, str]] = {}  # id(tensor) -> (ref, version, sha256)
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's bytes, remembered while the tensor lives and is not changed in
+    place (``_version``): a paper-scale cohort is 4 GB of images and CineMA base's prefix
+    340 MB of weights, hashed once per process instead of once per split and run."""
+    entry = _DIGESTS.get(id(tensor))
+    if entry is not None and entry[0]() is tensor and entry[1] == tensor._version:
+        return entry[2]
+    value = hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+    ident = id(tensor)
+    _DIGESTS[ident] = (weakref.ref(tensor, lambda _ref: _DIGESTS.pop(ident, None)),
+                       tensor._version, value)
+    return value
 
 
 def prefix_key(core: nn.Module, images: torch.Tensor, upto_block: int,
                device_type: str = "cpu", precision: str = "fp32") -> str:
     """Hash of what the prefix output depends on: its weights, the split point, the images,
-    the ``frames`` mode with its fusion block (they change the state's layout), and, when not
-    fp32 on the CPU (the key of every cache made before devices existed), where and in which
-    precision it is computed."""
+    the ``frames`` mode with its fusion block (they change the state's layout), and where and
+    in which precision it is computed (the numbers differ slightly between them)."""
     digest = hashlib.sha256()
-    digest.update(f"upto={upto_block};shape={tuple(images.shape)};".encode())
-    if (device_type, precision) != ("cpu", "fp32"):
-        digest.update(f"device={device_type};precision={precision};".encode())
+    digest.update(f"v2;upto={upto_block};shape={tuple(images.shape)};".encode())
+    digest.update(f"device={device_type};precision={precision};".encode())
     frames = getattr(core, "frames", "repeat")
     digest.update(f"frames={frames};fusion={getattr(core, 'fusion_block', None)};".encode())
     params = dict(core.named_parameters())
     for name in sorted(core.prefix_parameter_names(upto_block)):
         digest.update(name.encode())
-        digest.update(params[name].detach().cpu().contiguous().numpy().tobytes())
-    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor_digest(params[name]).encode())
+    digest.update(tensor_digest(images).encode())
     return digest.hexdigest()[:32]
 
 
@@ -105,6 +121,17 @@ def prefix_states(core: nn.Module, images: torch.Tensor, upto_block: int, batch_
         _MEMORY.pop(next(iter(_MEMORY)))
     _MEMORY[memory_key] = states
     return states
+
+
+def memory_usage() -> dict[str, object]:
+    """What the in-process copies hold: bytes, dtypes, devices, pinned (benchmarks report it)."""
+    tensors = [t for states in _MEMORY.values() for t in states.values()]
+    host = [t for t in tensors if t.device.type == "cpu"]
+    return {"entries": len(_MEMORY),
+            "bytes": int(sum(t.numel() * t.element_size() for t in tensors)),
+            "dtypes": sorted({str(t.dtype) for t in tensors}),
+            "devices": sorted({str(t.device) for t in tensors}),
+            "host_pinned": bool(host) and all(t.is_pinned() for t in host)}
 
 
 def clear_memory() -> None:

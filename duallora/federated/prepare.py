@@ -139,14 +139,18 @@ def set_holdout_aside(config: TrainConfig, vendors: dict[str, ClientData]) -> Cl
     return ClientData(held.name, {"test": everything}, None, [held.name])
 
 
-def prepare_cohort(config: TrainConfig, model: ClientModel, *, evaluation_only: bool = False
-                   ) -> FederatedCohort:
+def prepare_cohort(config: TrainConfig, model: ClientModel, *, evaluation_only: bool = False,
+                   loaded: dict[str, ClientData] | None = None) -> FederatedCohort:
     """Clients for ``config.strategy`` (``pooled`` for centralized) plus per-vendor test sets.
 
     ``evaluation_only``: the folder may hold nothing but the held-out vendor (a Flower site
     that only evaluates the global model); otherwise some vendor must have training subjects.
+    ``loaded``: the vendors already in memory (``load_vendor_clients``; a benchmark runs many
+    strategies on one cohort), used as they are, never changed.
     """
-    vendors = load_vendor_clients(config)
+    vendors = (load_vendor_clients(config) if loaded is None else
+               {name: ClientData(c.name, dict(c.splits), c.from_block, list(c.vendors))
+                for name, c in loaded.items()})
     holdout = set_holdout_aside(config, vendors)
     for client in vendors.values():
         trim_train(client, config.max_train_per_client)
