@@ -219,7 +219,10 @@ def evaluate_classifier(path: Path, data: Path, *, size: str, device: str, preci
         raise KitError(f"--model {path}: a {int(head.shape[0])}-class classifier; the kit scores "
                        "2-class (NOR vs disease) classifiers")
     del state
-    core = load_foundation_model(path, size=size)  # strict: every name and shape
+    try:
+        core = load_foundation_model(path, size=size)  # strict: every name and shape
+    except KitError as err:
+        raise KitError(f"--model {path}: {err}") from err
     target = resolve_device(device)
     core.to(target)
     preset = PRESETS[size]
