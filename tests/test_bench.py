@@ -177,17 +177,20 @@ def test_gpu_script_on_cpu_tiny(capsys) -> None:
 
 
 def test_gpu_paper_scale_cpu_tiny_runs_the_protocol(capsys) -> None:
-    """--paper --cpu-tiny: the kit's loop for strategies x seeds, phases timed, one JSON line."""
+    """--paper --cpu-tiny: the kit's loop for strategies x seeds (in two worker processes),
+    phases timed, one JSON line; then the time guard in this process."""
     gpu = _load_script("gpu.py")
     assert gpu.main(["--paper", "--cpu-tiny", "--seeds", "0", "1", "--strategies",
-                     "single_site", "med_duallora"]) == 0
+                     "single_site", "med_duallora", "--jobs", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
     assert result["mode"] == "cpu-tiny" and result["precision"] == "bf16"
+    assert result["jobs"] == 2 and result["prefix_warmup_seconds"] > 0  # two worker processes
     assert result["subjects"] == 40 and result["n_train"] == sum(
         v.get("train", 0) for v in result["split"].values())
     assert result["runs_done"] == result["runs_planned"] == 4 and result["stopped"] is None
+    assert result["failed"] == []
     assert result["seeds_complete"] == [0, 1] and "projection" not in result
     assert result["paired_tests"] == 2  # single_site against med_duallora, per seed
     assert set(result["per_strategy"]) == {"single_site", "med_duallora"}
