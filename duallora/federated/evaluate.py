@@ -54,6 +54,7 @@ class ExportedModels:
     global_payload: Payload | None = None
     sites: dict[str, tuple[Payload, Payload]] = field(default_factory=dict)
     head_norm: dict[str, Payload] = field(default_factory=dict)
+    finetuned: dict[str, Payload] = field(default_factory=dict)  # fedavg_lora_ft's models
 
 
 def _run_config(run_root: Path, where: Path) -> TrainConfig:
@@ -88,7 +89,7 @@ def read_export(path: Path) -> ExportedModels:
              for name in sorted(set(shared) | set(private))}
     return ExportedModels(config, final,
                           load_file(str(global_file)) if global_file.is_file() else None,
-                          sites, _tensors(final / "head_norm"))
+                          sites, _tensors(final / "head_norm"), _tensors(final / "finetuned"))
 
 
 def _read_checkpoint(path: Path) -> ExportedModels:
@@ -102,6 +103,11 @@ def _read_checkpoint(path: Path) -> ExportedModels:
                                                     weights_only=False))
     except Exception as err:  # a damaged or foreign file: one clear line
         raise KitError(f"--model {path}: cannot read the run checkpoint ({err})") from err
+    from duallora.federated.strategies import get_strategy
+
+    if get_strategy(config.strategy, config.head).finetune:
+        raise KitError(f"--model {path}: {config.strategy}'s fine-tuned models are in "
+                       "checkpoints/final/finetuned, not in last.pt; evaluate the final folder")
     if not state.finished:
         raise KitError(f"--model {path}: the run is not finished (round {state.round} of "
                        f"{config.rounds}); resume it first")
@@ -167,6 +173,7 @@ def evaluate_export(export: ExportedModels, data: Path, overrides: dict[str, Any
         owner = "pooled" if strategy.pooled else name
         if owner in export.sites:
             received, private = export.sites[owner]
+            received = export.finetuned.get(owner, received)  # fedavg_lora_ft: fine-tuned
             preds = evaluate_client(model, received or None, private or None, vendors[name],
                                     "test", config)
             by_split["test"] += prediction_rows(preds.subject_ids, name, "test", preds.labels,
