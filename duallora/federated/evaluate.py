@@ -122,26 +122,33 @@ def _read_checkpoint(path: Path) -> ExportedModels:
                           sites, state.head_norm)
 
 
-def _with(client: ClientData, split: str) -> ClientData:
-    """The client with only ``split`` (no prefix is computed for data that is not scored)."""
-    return ClientData(client.name, {split: client.splits[split]}, client.from_block,
-                      client.vendors)
+def _with(client: ClientData, splits: tuple[str, ...]) -> ClientData:
+    """The client with only ``splits`` (no prefix is computed for data that is not used)."""
+    return ClientData(client.name, {split: client.splits[split] for split in splits},
+                      client.from_block, client.vendors)
 
 
 def _eval_clients(config: TrainConfig, model: Any) -> tuple[dict[str, ClientData],
                                                              ClientData | None]:
     """Every vendor's test split (and the hold-out) as the run's final test saw it: images
     replaced by cached prefix states when the run used them."""
+    from duallora.federated.cohort import trim_train
     from duallora.federated.prepare import (
         load_vendor_clients,
         set_holdout_aside,
         to_prefix_states,
         use_prefix_cache,
     )
+    from duallora.federated.strategies import INSTANCE
 
     vendors = load_vendor_clients(config)
     holdout = set_holdout_aside(config, vendors)
-    vendors = {name: _with(c, "test") for name, c in vendors.items()}
+    splits: tuple[str, ...] = ("test",)
+    if model.strategy.mixing == INSTANCE:  # FedDPA weighs each test instance by the
+        splits = ("train", "test")          # training instances the run used
+        for client in vendors.values():
+            trim_train(client, config.max_train_per_client)
+    vendors = {name: _with(c, splits) for name, c in vendors.items()}
     upto = use_prefix_cache(config, model)
     if upto is not None:
         vendors = {name: to_prefix_states(c, model, upto, config) for name, c in vendors.items()}
