@@ -2,6 +2,10 @@
 
     python benchmarks/gpu.py                       # CUDA GPU, CineMA base (under 5 minutes)
     python benchmarks/gpu.py --device cpu --tiny   # a tiny model on CPU (what the tests run)
+    python benchmarks/gpu.py --paper               # the paper-scale protocol end to end (< 9 min)
+    python benchmarks/gpu.py --paper --cpu-tiny    # the same at test sizes on CPU (the tests)
+
+``--paper`` is ``benchmarks/paper_scale.py`` (its docstring says what it runs and measures).
 
 Measures training samples per second in fp32 and in bf16 autocast, each with and without the
 prefix cache (frozen stem + blocks 0-9 computed once, only blocks 10-11 re-run), the peak GPU
@@ -217,8 +221,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per setting")
     parser.add_argument("--distinct-batches", type=int, default=4,
                         help="distinct random batches cycled through")
+    from benchmarks import paper_scale
+
+    paper_scale.add_arguments(parser)
     args = parser.parse_args(argv)
-    print(json.dumps(run(args)), flush=True)
+    if args.cpu_tiny and not args.paper:
+        parser.error("--cpu-tiny goes with --paper (the bare benchmark's CPU mode is --tiny)")
+    if args.paper and not args.cpu_tiny and torch.device(args.device).type == "cuda" \
+            and not torch.cuda.is_available():
+        raise SystemExit("gpu.py --paper: no CUDA device visible (use --paper --cpu-tiny)")
+    result = paper_scale.run(args) if args.paper else run(args)
+    print(json.dumps(result), flush=True)
     return 0
 
 

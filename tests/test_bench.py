@@ -176,6 +176,40 @@ def test_gpu_script_on_cpu_tiny(capsys) -> None:
         assert set(result["eval"][precision]) >= {"plain", "unmerged", "merged"}
 
 
+def test_gpu_paper_scale_cpu_tiny_runs_the_protocol(capsys) -> None:
+    """--paper --cpu-tiny: the kit's loop for strategies x seeds (in two worker processes),
+    phases timed, one JSON line; then the time guard in this process."""
+    gpu = _load_script("gpu.py")
+    assert gpu.main(["--paper", "--cpu-tiny", "--seeds", "0", "1", "--strategies",
+                     "single_site", "med_duallora", "--jobs", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["mode"] == "cpu-tiny" and result["precision"] == "bf16"
+    assert result["jobs"] == 2 and result["prefix_warmup_seconds"] > 0  # two worker processes
+    assert result["subjects"] == 40 and result["n_train"] == sum(
+        v.get("train", 0) for v in result["split"].values())
+    assert result["runs_done"] == result["runs_planned"] == 4 and result["stopped"] is None
+    assert result["failed"] == []
+    assert result["seeds_complete"] == [0, 1] and "projection" not in result
+    assert result["paired_tests"] == 2  # single_site against med_duallora, per seed
+    assert set(result["per_strategy"]) == {"single_site", "med_duallora"}
+    for run in result["runs"]:
+        seconds = run["seconds"]
+        assert seconds["total"] >= seconds["rounds"] > 0 and seconds["prefix"] > 0
+        assert 0 <= run["test_macro_balanced_accuracy"] <= 1
+    assert result["prefix_cache"]["dtypes"] == ["torch.bfloat16"]  # stored in bf16
+    # the time guard: at least one run, then a labelled projection for the rest
+    assert gpu.main(["--paper", "--cpu-tiny", "--seeds", "0", "1", "--strategies",
+                     "med_duallora", "--budget-seconds", "0"]) == 0
+    guarded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert guarded["runs_done"] == 1 and guarded["runs_planned"] == 2
+    assert guarded["stopped"].startswith("time guard")
+    projection = guarded["projection"]
+    assert "PROJECTION" in projection["label"]
+    assert projection["all_runs_seconds"] > guarded["runs"][0]["seconds"]["total"]
+
+
 def test_bench_cli_rejects_unknown_section() -> None:
     run = _load_script("run.py")
     with pytest.raises(SystemExit) as exit_info:

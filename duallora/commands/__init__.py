@@ -11,6 +11,8 @@ and call a package function.
 - ``sweep``         strategies x seeds, then results tables (``duallora.federated.sweep``).
 - ``tune_lr``       ``tune-lr``: a learning-rate grid chosen on validation loss.
 - ``benchmark``     the pre-declared hypotheses H1-H3 (``duallora.benchmark``).
+- ``evaluate``      score a run's exported models or a fine-tuned classifier, no training
+  (``duallora.federated.evaluate``).
 """
 
 COMMAND_MODULES: list[str] = [
@@ -22,4 +24,5 @@ COMMAND_MODULES: list[str] = [
     "duallora.commands.sweep",
     "duallora.commands.tune_lr",
     "duallora.commands.benchmark",
+    "duallora.commands.evaluate",
 ]

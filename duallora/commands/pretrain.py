@@ -41,8 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "the token grid's depth: whole tubes)")
     parser.add_argument("--norm-target", action="store_true",
                         help="predict patches standardised per patch (MAE's normalised pixels)")
-    parser.add_argument("--device", default="cpu",
-                        help="torch device for training, e.g. cuda (data stay seeded on the CPU)")
+    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                        help="where to train: auto (CUDA when a GPU is visible, else cpu), cpu, "
+                        "cuda or cuda:N; batches and masks stay seeded on the CPU (default: "
+                        "auto)")
+    parser.add_argument("--precision", default="fp32", metavar="fp32|bf16|fp16",
+                        help="autocast precision of the forward pass; weights and optimizer "
+                        "state stay fp32 (default: fp32)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(func=run)
 
@@ -74,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if args.mask_slab < 1 or depth % args.mask_slab:
         raise KitError(f"--mask-slab must divide the {args.size} token grid's depth ({depth} "
                        f"slices), got {args.mask_slab}")
+    from duallora.federated.config import check_device_spec, check_precision
+
+    check_device_spec(args.device)
+    check_precision(args.precision)
     if args.population is not None:
         if args.population < 1:
             raise KitError("--population must be at least 1 subject")
@@ -92,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     argv = list(sys.argv[1:]) if sys.argv[1:2] == ["pretrain"] else ["pretrain", "..."]
     command = "python -m duallora " + " ".join(shlex.quote(a) for a in argv)
     record = pretrain(data, args.out, cfg, command=command, data_info=info,
-                      progress=not args.no_progress, device=args.device)
+                      progress=not args.no_progress, device=args.device,
+                      precision=args.precision)
     print(f"pretrained {cfg.size} on {record['data']['n_volumes']} volumes in "
           f"{record['wall_time_s']:.0f} s; final loss {record['final_loss']:.4f} -> {args.out}")
     return 0

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from duallora.federated.client_model import ClientModel
 from duallora.federated.cohort import ClientData, SplitData
 from duallora.federated.config import TrainConfig
+from duallora.federated.device import OptimizerStep, to_compute, to_host
 from duallora.federated.dpa import adapter_weights, instance_weights, representations
 from duallora.federated.head_norm import apply_head_norm
 from duallora.federated.serialization import Payload
@@ -129,7 +130,8 @@ def train_client(model: ClientModel, received: Payload | None, private: Payload 
     private_params, moments = split_private(private)
     model.set_state(received, private_params)
     apply_head_norm(model, data.head_norm)
-    weights = class_weights(train.labels) if config.class_weighting else None
+    weights = (class_weights(train.labels).to(model.device) if config.class_weighting
+               else None)
     losses: list[float] = []
     saved: Payload = {}
     try:
@@ -167,6 +169,7 @@ def fit_epochs(model: ClientModel, optimizer: torch.optim.Optimizer, data: Clien
     """``epochs`` passes over the site's training split in ``generator``'s order; the loss of
     every step (class-weighted cross-entropy, plus ``penalty()`` when given)."""
     train = data.splits["train"]
+    step = OptimizerStep(optimizer, model.device, model.precision)
     set_mode(model, training=True)
     losses = []
     for _ in range(epochs):
@@ -176,13 +179,13 @@ def fit_epochs(model: ClientModel, optimizer: torch.optim.Optimizer, data: Clien
             inputs = batch.inputs
             if config.augment and data.from_block is None:
                 inputs = {"x": augment(inputs["x"], generator)}
-            logits = model.forward(inputs, data.from_block)
-            loss = F.cross_entropy(logits, batch.labels, weight=weights)
+            with model.autocast():
+                logits = model.forward(to_compute(inputs, model.device), data.from_block)
+            loss = F.cross_entropy(logits.float(), batch.labels.to(model.device),
+                                   weight=weights)
             if penalty is not None:
                 loss = loss + penalty()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            step(loss)
             losses.append(float(loss.detach()))
     set_mode(model, training=False)
     return losses
@@ -211,7 +214,8 @@ def finetune_client(model: ClientModel, received: Payload | None, private: Paylo
         total = sum(((model.params[name] - value) ** 2).sum() for name, value in anchor.items())
         return 0.5 * config.prox_lambda * total
 
-    weights = class_weights(train.labels) if config.class_weighting else None
+    weights = (class_weights(train.labels).to(model.device) if config.class_weighting
+               else None)
     optimizer = torch.optim.AdamW(optimizer_groups(model, config, 1))
     losses = fit_epochs(model, optimizer, data, config, generator, config.finetune_budget,
                         weights, proximal if config.prox_lambda > 0 else None)
@@ -273,18 +277,21 @@ def saved_moments(optimizer: torch.optim.Optimizer, model: ClientModel) -> Paylo
         state = optimizer.state.get(model.params[name], {})
         for key in ADAM_STATE_KEYS:
             if key in state:
-                saved[f"{OPTIMIZER_PREFIX}{key}/{name}"] = state[key].detach().clone()
+                saved[f"{OPTIMIZER_PREFIX}{key}/{name}"] = to_host(state[key])
     return saved
 
 
 def restore_moments(optimizer: torch.optim.Optimizer, model: ClientModel,
                     moments: Payload) -> None:
-    """Put the private parameters' AdamW state from the previous round back in place."""
+    """Put the private parameters' AdamW state from the previous round back in place (the
+    moments on the parameter's device; AdamW keeps its step counter on the host)."""
     for name in model.private_names:
         keys = {key: f"{OPTIMIZER_PREFIX}{key}/{name}" for key in ADAM_STATE_KEYS}
         if all(saved in moments for saved in keys.values()):
-            optimizer.state[model.params[name]] = {key: moments[saved].clone()
-                                                   for key, saved in keys.items()}
+            device = model.params[name].device
+            optimizer.state[model.params[name]] = {
+                key: moments[saved].clone() if key == "step"
+                else moments[saved].to(device, copy=True) for key, saved in keys.items()}
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -304,14 +311,16 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 @torch.no_grad()
 def predict(model: ClientModel, split: SplitData, from_block: int | None,
             batch_size: int) -> Predictions:
-    """P(disease) for every subject of ``split`` with the model as it is now."""
+    """P(disease) for every subject of ``split`` with the model as it is now, in batches on the
+    model's device (under its autocast); the probabilities come back as float32."""
     set_mode(model, training=False)
     probs = []
     for start in range(0, len(split), batch_size):
         batch = split.take(list(range(start, min(start + batch_size, len(split)))))
-        logits = model.forward(batch.inputs, from_block)
+        with model.autocast():
+            logits = model.forward(to_compute(batch.inputs, model.device), from_block)
         probs.append(torch.softmax(logits.float(), dim=1)[:, 1])
-    values = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
+    values = torch.cat(probs).cpu().numpy() if probs else np.zeros(0, dtype=np.float32)
     return Predictions(list(split.subject_ids), split.labels.numpy().copy(), values)
 
 
@@ -357,8 +366,9 @@ def predict_mixed(model: ClientModel, data: ClientData, split: str,
     for index, alpha in enumerate(alphas.tolist()):
         mix = {name: alpha if name in strategy.global_model_adapters else 1.0 - alpha
                for name in strategy.adapters}
-        with adapter_weights(model.module, mix):
-            logits = model.forward(target.take([index]).inputs, data.from_block)
+        with adapter_weights(model.module, mix), model.autocast():
+            logits = model.forward(to_compute(target.take([index]).inputs, model.device),
+                                   data.from_block)
         probs.append(torch.softmax(logits.float(), dim=1)[:, 1])
-    values = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
+    values = torch.cat(probs).cpu().numpy() if probs else np.zeros(0, dtype=np.float32)
     return Predictions(list(target.subject_ids), target.labels.numpy().copy(), values)

@@ -9,7 +9,9 @@ the same seed, so all start from identical weights, as if the server had sent th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +25,7 @@ from duallora.federated.adapters import (
     set_active_adapters,
 )
 from duallora.federated.config import TrainConfig
+from duallora.federated.device import autocast, configure_determinism, resolve_device, to_host
 from duallora.federated.serialization import Payload
 from duallora.federated.strategies import (
     FROZEN,
@@ -79,10 +82,17 @@ def model_input_size(config: TrainConfig) -> tuple[tuple[int, int, int], int]:
 
 
 class ClientModel:
-    """A strategy's trainable view of the model, with payload get/set by parameter name."""
+    """A strategy's trainable view of the model, with payload get/set by parameter name.
 
-    def __init__(self, module: nn.Module, strategy: Strategy, blocks: Sequence[int]):
+    The module lives on ``device`` and runs under ``precision`` autocast; payloads always come
+    out as float32 host tensors (what travels and is checkpointed does not depend on either).
+    """
+
+    def __init__(self, module: nn.Module, strategy: Strategy, blocks: Sequence[int],
+                 device: torch.device | None = None, precision: str = "fp32"):
         self.module = module
+        self.device = device or torch.device("cpu")
+        self.precision = precision
         self.core = core_model(module)
         self.strategy = strategy
         self.blocks = list(blocks)
@@ -123,7 +133,7 @@ class ClientModel:
 
     # -- payloads ---------------------------------------------------------------------------
     def payload(self, names: Sequence[str]) -> Payload:
-        return {name: self.params[name].detach().clone() for name in names}
+        return {name: to_host(self.params[name]) for name in names}
 
     def shared_payload(self) -> Payload:
         """What this client uploads (and what the server broadcasts back after averaging)."""
@@ -152,6 +162,10 @@ class ClientModel:
             self.load(received)
 
     # -- forward ----------------------------------------------------------------------------
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The run's autocast (none at fp32) around a forward pass."""
+        return autocast(self.device, self.precision)
+
     def forward(self, inputs: dict[str, torch.Tensor], from_block: int | None) -> torch.Tensor:
         """Logits from images (``from_block=None``) or from cached prefix states."""
         if from_block is None:
@@ -164,7 +178,9 @@ class ClientModel:
 
 
 def build_client_model(config: TrainConfig, strategy: Strategy | None = None) -> ClientModel:
-    """Build the foundation model and attach the strategy's adapters (same result every call)."""
+    """Build the foundation model and attach the strategy's adapters (same result every call),
+    then move it to ``config.device``: every weight is initialised on the CPU first, so the
+    starting point is the same on every device."""
     strategy = strategy or get_strategy(config.strategy, config.head)
     network = load_foundation(config)
     network.eval()  # the backbone is frozen: no dropout / norm statistics updates in it
@@ -175,7 +191,10 @@ def build_client_model(config: TrainConfig, strategy: Strategy | None = None) ->
     specs = [_adapter_spec(name, config, strategy) for name in strategy.adapters]
     module = (attach_adapters(network, specs, blocks, config.targets, config.lora_dropout)
               if specs else network)
-    client_model = ClientModel(module, strategy, blocks)
+    device = resolve_device(config.device)
+    configure_determinism(device, config.precision)
+    module.to(device)  # in place: the Parameter objects (and their names) stay the same
+    client_model = ClientModel(module, strategy, blocks, device, config.precision)
     if not any(group != FROZEN for group in client_model.groups.values()):
         raise KitError("no parameter would be trained; check --blocks and the LoRA targets")
     return client_model

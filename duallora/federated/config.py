@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,21 @@ STRATEGY_ALIASES = {"local": "single_site"}
 LR_SCHEDULES = ("constant", "cosine")
 PRIVATE_OPTIMIZERS = ("fresh", "persistent")
 SELECTION_RULES = ("site-val-ba", "final", "pooled-val-loss")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_DEVICE_SPEC = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def check_device_spec(spec: str) -> None:
+    """Reject a malformed ``--device`` before any work (whether the GPU exists is checked
+    when the model is built, ``federated.device.resolve_device``)."""
+    if not _DEVICE_SPEC.match(spec):
+        raise KitError(f"--device must be auto, cpu, cuda or cuda:N, not {spec!r}")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise KitError(f"--precision must be one of {', '.join(PRECISIONS)}, not "
+                       f"{precision!r}")
 
 
 def setting(default: Any, help: str, *, quick: Any = None, metavar: str | None = None,
@@ -116,6 +132,13 @@ class TrainConfig:
     prefix_cache: bool = setting(True, "cache the frozen prefix's output (exact, faster)")
     cache_dir: str = setting("", "prefix cache folder (default: <data dir>/prefix_cache)",
                              site=True)
+    device: str = setting("auto", "where to compute: auto (CUDA when a GPU is visible, else "
+                          "cpu), cpu, cuda or cuda:N (over Flower a site's node config "
+                          "'device' overrides it)", metavar="auto|cpu|cuda[:N]")
+    precision: str = setting("fp32", "autocast precision of forward/backward: fp32, bf16 or "
+                             "fp16 (weights, optimizer state and payloads stay fp32; the "
+                             "prefix cache is stored in this precision)",
+                             metavar="fp32|bf16|fp16")
     drop_prob: float = setting(0.0, "chance that a client drops out of a round")
     min_clients: int = setting(2, "fewer successful clients -> the round is skipped")
     fail_clients: list[str] = setting([], "fault injection: these clients raise (NAME or "
@@ -202,6 +225,8 @@ class TrainConfig:
                            "negative")
         if not 0.0 <= self.dpa_local_weight <= 1.0 or not 0.0 <= self.dpa_max_weight <= 1.0:
             raise KitError("--dpa-local-weight and --dpa-max-weight must lie in [0, 1]")
+        check_device_spec(self.device)
+        check_precision(self.precision)
         bad = sorted(set(self.targets) - set(LORA_TARGETS))
         if bad:
             raise KitError(f"unknown LoRA target(s) {', '.join(bad)}; choose from "

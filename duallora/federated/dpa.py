@@ -87,5 +87,7 @@ def representations(model: ClientModel, split: SplitData, from_block: int | None
         raw = raw_head_inputs(model, split, from_block, batch_size)
     finally:
         model.use_adapters(model.strategy.adapters)
-    standardized = (raw - core.head_input_mean.float()) / core.head_input_std.float()
+    mean, std = (core.head_input_mean.float().to(raw.device),  # raw: on the host
+                 core.head_input_std.float().to(raw.device))
+    standardized = (raw - mean) / std
     return standardized.reshape(len(raw), -1)

@@ -2,6 +2,10 @@
 
     final/global.safetensors           the selected global payload (shared tensors)
     final/private/<client>.safetensors each client's selected private payload
+    final/shared/<client>.safetensors  the global payload of the round each client's
+                                       personalized model was selected from (with its private
+                                       payload: that client's tested model; ``duallora
+                                       evaluate`` reads both)
     final/peft/global/                 the global LoRA adapter in PEFT's folder format
     final/peft/<client>/local/         a client's local adapter (Med-DualLoRA, FedDPA)
     final/finetuned/<client>.safetensors
@@ -35,7 +39,8 @@ def export_final_models(folder: Path, model: ClientModel, state: RunState,
                         include_sites: bool = True,
                         finetuned: dict[str, Payload] | None = None) -> None:
     """Write the selected models; ``include_sites=False`` writes only what a server holds
-    (the global model and the head standardization: over Flower each site exports its own).
+    (the global model, each site's selected global payload and the head standardization: over
+    Flower each site exports its own private part).
     ``finetuned``: each site's fine-tuned model (``fedavg_lora_ft``, in-process only)."""
     folder = Path(folder)
     if folder.exists():
@@ -48,6 +53,10 @@ def export_final_models(folder: Path, model: ClientModel, state: RunState,
         if "global" in adapters:
             model.set_state(best_global.received, None)
             save_adapters(model.module, folder / "peft", ["global"])
+    for client, best in sorted(state.best.items()):
+        if best.received:
+            (folder / "shared").mkdir(exist_ok=True)
+            save_file(_contiguous(best.received), str(folder / "shared" / f"{client}.safetensors"))
     for client, best in sorted(state.best.items()) if include_sites else []:
         private = split_private(best.private)[0]  # parameters only, not optimizer state
         if private:

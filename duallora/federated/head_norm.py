@@ -22,6 +22,7 @@ import torch
 from duallora.federated.client_model import ClientModel
 from duallora.federated.cohort import SplitData
 from duallora.federated.config import TrainConfig
+from duallora.federated.device import to_compute
 from duallora.federated.prepare import FederatedCohort
 from duallora.federated.serialization import Payload
 from duallora.federated.strategies import Strategy
@@ -33,17 +34,20 @@ MIN_STD = 1e-6  # a constant feature is left unscaled rather than divided by zer
 def raw_head_inputs(model: ClientModel, split: SplitData, from_block: int | None,
                     batch_size: int) -> torch.Tensor:
     """(N, 2, d): the unstandardized head inputs of every subject of ``split`` (images, or
-    cached prefix states cut at ``from_block``)."""
+    cached prefix states cut at ``from_block``), computed on the model's device under its
+    autocast (as in training), returned as float32 on the host."""
     core = model.core
     core.eval()
     rows = []
     for start in range(0, len(split), batch_size):
         batch = split.take(list(range(start, min(start + batch_size, len(split)))))
-        if from_block is None:
-            state, cut = core.forward_prefix(batch.inputs["x"], core.n_blocks), core.n_blocks
-        else:
-            state, cut = batch.inputs, from_block
-        rows.append(core.raw_head_inputs(state, cut).float())
+        inputs = to_compute(batch.inputs, model.device)
+        with model.autocast():
+            if from_block is None:
+                state, cut = core.forward_prefix(inputs["x"], core.n_blocks), core.n_blocks
+            else:
+                state, cut = inputs, from_block
+            rows.append(core.raw_head_inputs(state, cut).float().cpu())
     return torch.cat(rows)
 
 

@@ -117,30 +117,41 @@ def to_prefix_states(client: ClientData, model: ClientModel, upto: int, config: 
     splits = {}
     for name, split in client.splits.items():
         states = prefix_states(model.core, split.inputs["x"], upto, config.eval_batch_size,
-                               cache_folder(config))
+                               cache_folder(config), model.device, model.precision)
         splits[name] = SplitData(states, split.labels, split.subject_ids)
     return ClientData(client.name, splits, upto, client.vendors)
 
 
-def prepare_cohort(config: TrainConfig, model: ClientModel, *, evaluation_only: bool = False
-                   ) -> FederatedCohort:
+def set_holdout_aside(config: TrainConfig, vendors: dict[str, ClientData]) -> ClientData | None:
+    """Take the evaluation-only site out of ``vendors``: a test cohort's unseen centre
+    (``UNSEEN_SITE``, its test split), or ``config.holdout_vendor`` (every one of its subjects
+    becomes its ``test`` split). It never trains; only the global model sees it."""
+    if UNSEEN_SITE in vendors:  # a test cohort's unseen centre: evaluated, never trained
+        held = vendors.pop(UNSEEN_SITE)
+        return ClientData(held.name, {"test": held.splits["test"]}, None, [held.name])
+    if not config.holdout_vendor:
+        return None
+    if config.holdout_vendor not in vendors:
+        raise KitError(f"--holdout-vendor {config.holdout_vendor}: the cohort has "
+                       f"{', '.join(vendors)}")
+    held = vendors.pop(config.holdout_vendor)
+    everything = SplitData.concat([held.splits[s] for s in ("train", "val", "test")])
+    return ClientData(held.name, {"test": everything}, None, [held.name])
+
+
+def prepare_cohort(config: TrainConfig, model: ClientModel, *, evaluation_only: bool = False,
+                   loaded: dict[str, ClientData] | None = None) -> FederatedCohort:
     """Clients for ``config.strategy`` (``pooled`` for centralized) plus per-vendor test sets.
 
     ``evaluation_only``: the folder may hold nothing but the held-out vendor (a Flower site
     that only evaluates the global model); otherwise some vendor must have training subjects.
+    ``loaded``: the vendors already in memory (``load_vendor_clients``; a benchmark runs many
+    strategies on one cohort), used as they are, never changed.
     """
-    vendors = load_vendor_clients(config)
-    holdout = None
-    if UNSEEN_SITE in vendors:  # a test cohort's unseen centre: evaluated, never trained
-        held = vendors.pop(UNSEEN_SITE)
-        holdout = ClientData(held.name, {"test": held.splits["test"]}, None, [held.name])
-    if config.holdout_vendor:
-        if config.holdout_vendor not in vendors:
-            raise KitError(f"--holdout-vendor {config.holdout_vendor}: the cohort has "
-                           f"{', '.join(vendors)}")
-        held = vendors.pop(config.holdout_vendor)
-        everything = SplitData.concat([held.splits[s] for s in ("train", "val", "test")])
-        holdout = ClientData(held.name, {"test": everything}, None, [held.name])
+    vendors = (load_vendor_clients(config) if loaded is None else
+               {name: ClientData(c.name, dict(c.splits), c.from_block, list(c.vendors))
+                for name, c in loaded.items()})
+    holdout = set_holdout_aside(config, vendors)
     for client in vendors.values():
         trim_train(client, config.max_train_per_client)
     empty = [name for name, client in vendors.items() if client.n_train() == 0]

@@ -5,6 +5,8 @@ A SuperNode is one site. Its node config says who it is and where its files are:
     client-name = "Siemens"          # the vendor this site holds (metadata.csv's vendor column)
     data-dir    = "/data/harmonized"  # the site's harmonized cohort (python -m data_prep harmonize)
     state-dir   = "/data/duallora"    # node-local: private adapters, prefix cache, event log
+    device      = "cuda:1"            # optional: this site's own GPU (overrides the run's
+                                      # --device; precision stays the run's, one protocol)
 
 Flower starts a fresh ClientApp process for every message, so each handler builds the model
 and loads the site's data with the federated core (``build_client_model``, ``prepare_cohort``;
@@ -63,6 +65,7 @@ class Site:
     name: str
     data_dir: Path
     state_dir: Path
+    device: str = ""  # node config ``device`` (optional): overrides the run's --device
 
     @classmethod
     def from_context(cls, context: Context) -> Site:
@@ -73,7 +76,7 @@ class Site:
                            "--node-config 'client-name=\"Siemens\" data-dir=\"...\" "
                            "state-dir=\"...\"')")
         return cls(str(node["client-name"]), Path(str(node["data-dir"])),
-                   Path(str(node["state-dir"])))
+                   Path(str(node["state-dir"])), str(node.get("device", "")).strip())
 
 
 def site_config(site: Site, instructions: ConfigRecord) -> Any:
@@ -87,6 +90,8 @@ def site_config(site: Site, instructions: ConfigRecord) -> Any:
     values = json.loads(str(instructions["train-config"]))
     values["data"] = str(site.data_dir)
     values["cache_dir"] = str(site.state_dir / "prefix-cache")
+    if site.device:
+        values["device"] = site.device
     if values.get("holdout_vendor") != site.name:
         values["holdout_vendor"] = ""
     return TrainConfig.from_dict(values)

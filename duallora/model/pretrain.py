@@ -100,20 +100,33 @@ EpochHook = Callable[[int, MaskedAutoencoder], None]
 
 def train_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
               device: str = "cpu", on_epoch_end: EpochHook | None = None,
-              ) -> tuple[MaskedAutoencoder, list[dict]]:
+              precision: str = "fp32") -> tuple[MaskedAutoencoder, list[dict]]:
     """Train the MAE; returns it (on the CPU) and one log row per optimisation step.
 
     Shuffling, shifts and masks are drawn on the CPU from the seed whatever ``device`` is, so a
     GPU run sees the same batches and masks as a CPU run (only float rounding differs).
     ``on_epoch_end(epoch, model)`` runs after every epoch (snapshots, probes); it must leave the
     model as it found it (on ``device``, parameters untouched) so training is not perturbed.
+    ``device`` takes ``auto`` like ``duallora train``; ``precision`` (fp32, bf16, fp16) is the
+    autocast of the forward pass; weights and AdamW state stay fp32 (``federated.device``).
     """
-    model = build_mae(cfg).to(device)
+    from duallora.federated.device import (
+        OptimizerStep,
+        autocast,
+        configure_determinism,
+        resolve_device,
+    )
+
+    target = resolve_device(device)
+    configure_determinism(target, precision)
+    model = build_mae(cfg).to(target)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}],
                               lr=cfg.lr, betas=(0.9, 0.95))
+    optimizer_step = OptimizerStep(optim, target, precision, cfg.clip_grad,
+                                   list(model.parameters()))
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = math.ceil(len(frames) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -131,11 +144,9 @@ def train_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
             lr = lr_at(step, total, warmup, cfg)
             for group in optim.param_groups:
                 group["lr"] = lr
-            loss, _ = model(batch.to(device), removed.to(device))
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optim.step()
+            with autocast(target, precision):
+                loss, _ = model(batch.to(target), removed.to(target))
+            optimizer_step(loss.float())
             value = loss.item()
             log.append({"step": step, "epoch": epoch, "lr": lr, "loss": value})
             bar.update(1)
@@ -184,14 +195,19 @@ def final_loss(log: list[dict]) -> float:
 
 
 def pretrain(data_dir: Path, out: Path, cfg: PretrainConfig, *, command: str = "",
-             data_info: dict | None = None, progress: bool = True, device: str = "cpu") -> dict:
+             data_info: dict | None = None, progress: bool = True, device: str = "cpu",
+             precision: str = "fp32") -> dict:
     """Pretrain on ``data_dir`` and write the weights, loss curve and metadata record."""
     out = Path(out)
     if out.suffix != ".safetensors":
         raise KitError(f"--out must end with .safetensors, got {out}")
     started = time.perf_counter()
     frames = load_frames(Path(data_dir), cfg)
-    model, log = train_mae(frames, cfg, progress=progress, device=device)
+    from duallora.federated.device import resolve_device
+
+    target = resolve_device(device)
+    model, log = train_mae(frames, cfg, progress=progress, device=str(target),
+                           precision=precision)
     wall = time.perf_counter() - started
     header = {"format": MAE_ENCODER_FORMAT, "size": cfg.size, "seed": cfg.seed,
               "image_size": ",".join(map(str, cfg.preset().image_size))}
@@ -210,7 +226,8 @@ def pretrain(data_dir: Path, out: Path, cfg: PretrainConfig, *, command: str = "
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "precision": precision,
+        "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu",
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "format": MAE_ENCODER_FORMAT,
     }
