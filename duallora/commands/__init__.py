@@ -8,6 +8,7 @@ and call a package function.
 - ``pretrain``      MAE-pretrain a foundation model (``duallora.model.pretrain``).
 - ``flower_local``  ``flower-local``: the same training over real Flower processes on this
   machine (``duallora.flower.localhost``).
+- ``site_worker``   ``site-worker``: a site's long-lived worker the Flower ClientApp relays to.
 - ``sweep``         strategies x seeds, then results tables (``duallora.federated.sweep``).
 """
 
@@ -17,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "duallora.commands.train",
     "duallora.commands.pretrain",
     "duallora.commands.flower_local",
+    "duallora.commands.site_worker",
     "duallora.commands.sweep",
     "duallora.commands.tune_lr",
 ]

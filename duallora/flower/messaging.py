@@ -82,7 +82,14 @@ class SiteDirectory:
                 self.problems[node_id] = reply.error.reason.strip().splitlines()[-1][:300]
                 self.log(f"node {node_id} did not say which site it is: {reply.error.reason}")
                 continue
-            name = str(reply.content[CONFIG]["client-name"])
+            said = reply.content[CONFIG]
+            if "error-type" in said:  # the site's relay or worker could not answer
+                self.problems[node_id] = f"{said['error-type']}: {said.get('error', '')}"[:300]
+                self.log(f"node {node_id} did not say which site it is: "
+                         f"{self.problems[node_id]}")
+                self.asked.discard(node_id)  # ask again: its worker may be starting
+                continue
+            name = str(said["client-name"])
             previous = self.by_name.get(name)
             if previous is not None and previous != node_id:
                 # a restarted SuperNode (new id) while the SuperLink still lists the old one
@@ -111,14 +118,17 @@ class SiteDirectory:
 
 
 def exchange(grid: Grid, sites: SiteDirectory, requests: dict[str, RecordDict],
-             message_type: str, group_id: str, timeout: float,
+             message_type: str | dict[str, str], group_id: str, timeout: float,
              on_reply: Callable[[str, Message], None] | None = None,
              ) -> dict[str, Message | SiteFailed]:
     """Send ``requests[site]`` to each site and return each site's reply (or ``SiteFailed``).
 
     A site whose node disappears is waited for (up to ``timeout`` for the whole exchange) and
     asked again on its new node; a site whose ClientApp raises is reported as ``SiteFailed``.
+    ``message_type`` may name each site's type (one message per site either way).
     """
+    types = (message_type if isinstance(message_type, dict)
+             else dict.fromkeys(requests, message_type))
     deadline = time.monotonic() + timeout
     results: dict[str, Message | SiteFailed] = {}
     pending: dict[str, str] = {}          # message id -> site
@@ -131,7 +141,7 @@ def exchange(grid: Grid, sites: SiteDirectory, requests: dict[str, RecordDict],
             sites.refresh()
             ready = [name for name in sorted(waiting) if sites.node(name) is not None]
             messages = [Message(content=requests[name], dst_node_id=sites.node(name),
-                                message_type=message_type, group_id=group_id)
+                                message_type=types[name], group_id=group_id)
                         for name in ready]
             if messages:
                 pending.update(zip(grid.push_messages(messages), ready, strict=True))

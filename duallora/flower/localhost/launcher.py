@@ -3,7 +3,9 @@
 Every part is a separate operating-system process, exactly as on real sites: ``flower-superlink``
 (the server side; it starts its own SuperExec, which starts the ServerApp), one
 ``flower-supernode`` per client (each starts its own SuperExec, which starts a ClientApp process
-per message), and the ``flwr run`` command that ships the app and streams its log.
+per message), one site worker per client next to its SuperNode (``duallora site-worker``: the
+long-lived process that holds the site's model, data and private state; each ClientApp relays
+its message to it), and the ``flwr run`` command that ships the app and streams its log.
 
 Why the care about processes: each Flower process spawns children (SuperExec, app processes).
 Every process we start gets its own process group, and teardown signals the whole group, first
@@ -228,6 +230,8 @@ class LocalhostFederation:
     startup_timeout: float = 60.0
     superlink_port: int = 0
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    workers: bool = True            # start a site worker next to each SuperNode (and keep it up)
+    restarts: list[str] = field(default_factory=list)   # workers restarted after dying
 
     def __enter__(self) -> LocalhostFederation:
         try:
@@ -279,11 +283,16 @@ class LocalhostFederation:
                 return node
         raise KitError(f"no SuperNode named {name!r} (have {[n.name for n in self.nodes]})")
 
+    def node_config_file(self, name: str) -> Path:
+        return write_flat_toml(self.work_dir / "node-config" / f"{name}.toml",
+                               self.node_spec(name).node_config)
+
     def start_node(self, name: str) -> ManagedProcess:
-        """Start (or restart, with the same node config) the SuperNode ``name``."""
-        spec = self.node_spec(name)
-        config_file = write_flat_toml(self.work_dir / "node-config" / f"{name}.toml",
-                                      spec.node_config)
+        """Start (or restart, with the same node config) the site ``name``: its worker (if
+        not running) and its SuperNode."""
+        config_file = self.node_config_file(name)
+        if self.workers and not self.worker_alive(name):
+            self.start_worker(name)
         port = free_port()
         proc = ManagedProcess(
             f"supernode {name}",
@@ -297,10 +306,54 @@ class LocalhostFederation:
         return proc
 
     def stop_node(self, name: str) -> None:
-        """Stop one SuperNode (and its SuperExec and ClientApp processes)."""
+        """Stop one site: its SuperNode (with its SuperExec and ClientApp processes) and its
+        worker, as when the site's machine goes down."""
         proc = self.processes.pop(f"node:{name}", None)
         if proc is not None:
             proc.stop()
+        self.stop_worker(name)
+
+    # -- site workers ----------------------------------------------------------------------
+    def worker_alive(self, name: str) -> bool:
+        proc = self.processes.get(f"worker:{name}")
+        return proc is not None and proc.alive()
+
+    def start_worker(self, name: str) -> ManagedProcess:
+        """Start ``duallora site-worker`` for ``name``; wait until its socket is there."""
+        from duallora.flower.site_worker import socket_path
+
+        config_file = self.node_config_file(name)
+        sock = socket_path(str(self.node_spec(name).node_config["state-dir"]))
+        sock.unlink(missing_ok=True)
+        proc = ManagedProcess(
+            f"site worker {name}",
+            [sys.executable, "-m", "duallora", "site-worker", "--node-config", str(config_file)],
+            self.work_dir / "logs" / f"worker-{name}.log", flower_env(self.home(name)))
+        self.processes[f"worker:{name}"] = proc
+        proc.start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not sock.exists():
+            if not proc.alive():
+                raise KitError(proc.describe_failure("the site worker failed to start"))
+            if time.monotonic() > deadline:
+                raise KitError(proc.describe_failure(
+                    f"the site worker did not open {sock} within {self.startup_timeout:.0f} s"))
+            time.sleep(0.1)
+        return proc
+
+    def stop_worker(self, name: str) -> None:
+        proc = self.processes.pop(f"worker:{name}", None)
+        if proc is not None:
+            proc.stop()
+
+    def keep_workers_up(self) -> None:
+        """Start again every site worker that died (a supervisor's job at a real site)."""
+        for key, proc in list(self.processes.items()):
+            if key.startswith("worker:") and not proc.alive():
+                name = key.split(":", 1)[1]
+                proc.stop(grace=0.5)
+                self.restarts.append(name)
+                self.start_worker(name)
 
     def _wait_listening(self, proc: ManagedProcess, port: int) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -350,8 +403,10 @@ class LocalhostFederation:
                 raise KitError(proc.describe_failure(
                     f"the Flower run did not finish within {timeout:.0f} s")
                     + "\n" + self._all_tails())
+            self.keep_workers_up()
             others = [p for key, p in self.processes.items()
-                      if not key.startswith("flwr:") and (watch_nodes or key == "superlink")]
+                      if not key.startswith(("flwr:", "worker:"))
+                      and (watch_nodes or key == "superlink")]
             for other in others:
                 if not other.alive():
                     raise KitError(other.describe_failure(
