@@ -242,9 +242,22 @@ def apply_round(round_idx: int, config: TrainConfig, strategy: Strategy, state: 
         if uploads:
             state.global_payload = (aggregate(round_idx, uploads) if aggregate is not None
                                     else strategy.aggregate(uploads))
+            _log_privacy(state, round_idx, aggregate)
         state.metric(round_idx, "server", "train", "clients_aggregated", len(uploads))
     for name, (_, update) in results.items():
         state.private[name] = update.private
+
+
+def _log_privacy(state: RunState, round_idx: int, aggregate: Aggregator | None) -> None:
+    """An aggregator that spends a privacy budget (central DP) reports it per round: rows of
+    split ``privacy`` (``releases`` counts the noisy aggregates so far, this one included)."""
+    report = getattr(aggregate, "round_metrics", None)
+    if report is None:
+        return
+    releases = 1 + sum(1 for m in state.metrics if m["metric"] == "clients_aggregated"
+                       and m["client"] == "server" and m["value"] > 0)
+    for metric, value in report(releases).items():
+        state.metric(round_idx, "server", "privacy", metric, value)
 
 
 def _log_round_bytes(state: RunState, round_idx: int) -> None:

@@ -29,10 +29,14 @@ class FlowerSettings:
                                          "noise to the aggregate (central DP; 0 = off)")
     dp_clipping_norm: float = setting(1.0, "L2 bound of one site's update of the shared "
                                       "parameters (central DP)")
+    dp_delta: float = setting(1e-5, "delta for which the run reports its privacy budget "
+                              "epsilon (central DP; metrics.csv split privacy)")
 
     def __post_init__(self) -> None:
         if self.dp_noise_multiplier < 0 or self.dp_clipping_norm <= 0:
             raise KitError("dp-noise-multiplier must be >= 0 and dp-clipping-norm > 0")
+        if not 0 < self.dp_delta < 1:
+            raise KitError(f"dp-delta {self.dp_delta}: must lie strictly between 0 and 1")
         if self.node_wait_timeout <= 0 or self.round_timeout <= 0:
             raise KitError("node-wait-timeout and round-timeout must be positive")
 
