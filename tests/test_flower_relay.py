@@ -110,3 +110,56 @@ def test_the_site_cache_builds_the_model_and_cohort_once_per_run(harmonized_dir:
                           TrainConfig.from_dict({**config.__dict__, "seed": 5}).to_json()})
     cache.model_and_data("r1", other)
     assert cache.builds == 2  # a changed config is a new build
+
+
+class FakeGrid:
+    """A grid whose nodes answer at once: node 1 is site A; site B never connects."""
+
+    def __init__(self) -> None:
+        self.replies: list = []
+        self.count = 0
+
+    def get_node_ids(self) -> list[int]:
+        return [1]
+
+    def push_messages(self, messages: list) -> list[str]:
+        from types import SimpleNamespace
+
+        ids = []
+        for msg in messages:
+            assert msg.metadata.dst_node_id == 1
+            self.count += 1
+            ids.append(f"m{self.count}")
+            self.replies.append(SimpleNamespace(
+                content=RecordDict({CONFIG: ConfigRecord({"client-name": "A"})}),
+                metadata=SimpleNamespace(reply_to_message_id=ids[-1],
+                                         message_type=msg.metadata.message_type),
+                has_error=lambda: False))
+        return ids
+
+    def pull_messages(self, ids: list[str]) -> list:
+        ready = [r for r in self.replies if r.metadata.reply_to_message_id in ids]
+        self.replies = [r for r in self.replies if r not in ready]
+        return ready
+
+
+def test_a_site_that_stays_away_is_reported_absent_and_the_others_answer(monkeypatch):
+    from flwr.app import MessageType
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from duallora.flower.messaging import SiteAbsent, SiteDirectory, exchange
+
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+    lines: list[str] = []
+    directory = SiteDirectory(FakeGrid(), "run", log=lines.append)
+    started = time.monotonic()
+    replies = exchange(directory.grid, directory, {"A": RecordDict(), "B": RecordDict()},
+                       MessageType.TRAIN, "1", timeout=60, site_wait=1.0)
+    assert time.monotonic() - started < 10
+    assert replies["A"].content[CONFIG]["client-name"] == "A"
+    assert isinstance(replies["B"], SiteAbsent) and "not connected for 1 s" in str(replies["B"])
+    assert any("site B stayed away" in line for line in lines)
+    with pytest.raises(KitError, match="no reply from"):  # without site-wait: the old timeout
+        exchange(directory.grid, directory, {"B": RecordDict()}, MessageType.TRAIN, "2",
+                 timeout=1.5)

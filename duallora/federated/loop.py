@@ -321,7 +321,11 @@ def apply_validation(round_idx: int, strategy: Strategy, sites: Sites, state: Ru
                      plan: dict[str, list[EvalRequest]],
                      answers: dict[str, list[Predictions]],
                      rule: str = "site-val-ba") -> None:
-    """Log the validation ``answers`` to ``plan`` and update the selection."""
+    """Log the validation ``answers`` to ``plan`` and update the selection. A site without an
+    answer (a transport's site that stayed away) keeps its selection; the event is logged."""
+    for name in [name for name in plan if name not in answers]:
+        state.event(round_idx, name, "absent", split="val")
+        plan = {key: items for key, items in plan.items() if key != name}
     personal = [answers[name][0] for name in plan]
     pooled_score = -log_loss(personal) if personal else math.nan
     state.metric(round_idx, "server", "val", "pooled_log_loss", -pooled_score)
@@ -400,6 +404,9 @@ def finish(config: TrainConfig, strategy: Strategy, model: ClientModel, sites: S
                                        for name, items in plan.items()})
     by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in FINAL_SPLITS}
     for name in sorted(plan, key=_final_order(sites)):
+        if name not in answers:  # a site that stayed away from the final test
+            state.event(state.round, name, "absent", split="test")
+            continue
         for (split, _), preds in zip(plan[name], answers[name], strict=True):
             by_split[split] += prediction_rows(preds.subject_ids, name, split, preds.labels,
                                                preds.probs)

@@ -155,7 +155,8 @@ def run_flower_training(grid: Grid, config: TrainConfig, settings: FlowerSetting
     dp = settings.central_dp
     sites = FlowerSites(grid, directory, config, model, trainers, vendors, holdout,
                         flower_dir / "wire.jsonl", settings.round_timeout,
-                        clipping_norm=settings.dp_clipping_norm if dp else None)
+                        clipping_norm=settings.dp_clipping_norm if dp else None,
+                        site_wait=settings.site_wait)
     aggregate = (GaussianNoiseOnAggregate(strategy, settings.dp_noise_multiplier,
                                           settings.dp_clipping_norm, config.seed,
                                           delta=settings.dp_delta, sites=len(trainers))

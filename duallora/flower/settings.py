@@ -23,6 +23,9 @@ class FlowerSettings:
                                cli=False)
     node_wait_timeout: float = setting(120.0, "seconds to wait for the sites to connect")
     round_timeout: float = setting(900.0, "seconds a round may take before the run fails")
+    site_wait: float = setting(0.0, "seconds a round waits for a site that is not connected "
+                               "before it goes on without it (logged; 0: wait up to "
+                               "round-timeout)")
     resume: bool = setting(False, "continue the run in out-dir", cli=False)
     overwrite: bool = setting(False, "replace a run already in out-dir", cli=False)
     dp_noise_multiplier: float = setting(0.0, "> 0: clip each site's update and add Gaussian "
@@ -37,6 +40,8 @@ class FlowerSettings:
             raise KitError("dp-noise-multiplier must be >= 0 and dp-clipping-norm > 0")
         if not 0 < self.dp_delta < 1:
             raise KitError(f"dp-delta {self.dp_delta}: must lie strictly between 0 and 1")
+        if self.site_wait < 0:
+            raise KitError(f"site-wait {self.site_wait}: must be >= 0")
         if self.node_wait_timeout <= 0 or self.round_timeout <= 0:
             raise KitError("node-wait-timeout and round-timeout must be positive")
 

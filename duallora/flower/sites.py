@@ -29,7 +29,13 @@ from duallora.federated.export import export_final_models
 from duallora.federated.serialization import Payload
 from duallora.federated.sites import EvalRequest, TrainAnswer, TrainRequest
 from duallora.federated.state import RunState
-from duallora.flower.messaging import HEAD_MOMENTS, SiteDirectory, SiteFailed, exchange
+from duallora.flower.messaging import (
+    HEAD_MOMENTS,
+    SiteAbsent,
+    SiteDirectory,
+    SiteFailed,
+    exchange,
+)
 from duallora.flower.site_handlers import SAME_PAYLOAD, VALIDATE_KEY
 from duallora.flower.wire import (
     ARRAYS,
@@ -103,6 +109,7 @@ class FlowerSites:
     wire_log: Path
     round_timeout: float
     clipping_norm: float | None = None     # set: sites clip their update (central DP)
+    site_wait: float = 0.0                 # > 0: go on without a site away for that long
     head_norm: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     transport: str = "flower"
     # the driver sends the validation of round r with the training of round r + 1
@@ -133,7 +140,8 @@ class FlowerSites:
              group: str) -> dict[str, Message | SiteFailed]:
         return exchange(self.grid, self.directory, requests, message_type, group,
                         self.round_timeout,
-                        on_reply=lambda site, reply: self.check_reply(group, site, reply))
+                        on_reply=lambda site, reply: self.check_reply(group, site, reply),
+                        site_wait=self.site_wait)
 
     # -- the Sites interface ----------------------------------------------------------------
     def moments(self, names: list[str]) -> dict[str, Payload]:
@@ -192,7 +200,7 @@ class FlowerSites:
                                f"training of round {round_idx} use different payloads")
         replies = self.send(messages, types, str(round_idx))
         val_answers = {name: self._predictions(group, name, replies[name], len(plan[name]))
-                       for name in plan}
+                       for name in plan if not isinstance(replies[name], SiteAbsent)}
         updates = {name: self._update(round_idx, replies[name]) for name in requests}
         return val_answers, updates
 
@@ -213,7 +221,7 @@ class FlowerSites:
                     for name, items in requests.items()}
         replies = self.send(messages, MessageType.EVALUATE, group)
         return {name: self._predictions(group, name, reply, len(requests[name]))
-                for name, reply in replies.items()}
+                for name, reply in replies.items() if not isinstance(reply, SiteAbsent)}
 
     @staticmethod
     def _predictions(group: str, name: str, reply: Message | SiteFailed, count: int

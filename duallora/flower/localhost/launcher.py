@@ -12,8 +12,11 @@ Every process we start gets its own process group, and teardown signals the whol
 politely (SIGTERM, which makes a SuperNode deregister) and then with SIGKILL. Teardown runs on
 success, on error and on Ctrl-C, so nothing is left running.
 
-``--insecure`` is used only because everything listens on the loopback interface. Real sites use
-TLS certificates and SuperNode authentication (see the README section "Real sites with Flower").
+By default everything listens on the loopback interface with ``--insecure``. With ``tls`` (a
+``tls.TlsMaterial``: CA, SuperLink certificate, one key pair per SuperNode) the SuperLink serves
+TLS and authenticates SuperNodes (``--enable-supernode-auth``), every node's public key is
+registered (``flwr supernode register``) before it starts, and every node and the ``flwr`` CLI
+verify the SuperLink against the CA: the setup of real sites (README, "Real sites with Flower").
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from duallora.errors import KitError
+from duallora.flower.localhost.tls import NodeKey, TlsMaterial
 
 LOOPBACK = "127.0.0.1"
 CONNECTION_NAME = "localhost"
@@ -231,6 +235,7 @@ class LocalhostFederation:
     superlink_port: int = 0
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     workers: bool = True            # start a site worker next to each SuperNode (and keep it up)
+    tls: TlsMaterial | None = None  # TLS + SuperNode authentication (None: --insecure)
     restarts: list[str] = field(default_factory=list)   # workers restarted after dying
 
     def __enter__(self) -> LocalhostFederation:
@@ -252,14 +257,21 @@ class LocalhostFederation:
             raise KitError(f"SuperNode names must be unique, got {names}")
         self.superlink_port = free_port()
         self._write_cli_config()
+        security = ["--insecure"] if self.tls is None else [
+            "--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile",
+            str(self.tls.server_cert), "--ssl-keyfile", str(self.tls.server_key),
+            "--enable-supernode-auth"]
         link = ManagedProcess(
             "superlink",
-            [flower_executable("flower-superlink"), "--insecure", "--host", LOOPBACK,
+            [flower_executable("flower-superlink"), *security, "--host", LOOPBACK,
              "--port", str(self.superlink_port), "--disable-runtime-dependency-installation"],
             self.work_dir / "logs" / "superlink.log", flower_env(self.home("superlink")))
         self.processes["superlink"] = link
         link.start()
         self._wait_listening(link, self.superlink_port)
+        if self.tls is not None:
+            for node in self.nodes:
+                self.register_node(self.tls.nodes[node.name])
         for node in self.nodes:
             self.start_node(node.name)
 
@@ -275,7 +287,8 @@ class LocalhostFederation:
             f'default = "{CONNECTION_NAME}"\n\n'
             f"[superlink.{CONNECTION_NAME}]\n"
             f'address = "{LOOPBACK}:{self.superlink_port}"\n'
-            "insecure = true\n")
+            + ("insecure = true\n" if self.tls is None
+               else f"root-certificates = {json.dumps(str(self.tls.ca_cert))}\n"))
 
     def node_spec(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -294,16 +307,35 @@ class LocalhostFederation:
         if self.workers and not self.worker_alive(name):
             self.start_worker(name)
         port = free_port()
-        proc = ManagedProcess(
-            f"supernode {name}",
-            [flower_executable("flower-supernode"), "--insecure",
-             "--superlink", f"{LOOPBACK}:{self.superlink_port}",
-             "--host", LOOPBACK, "--port", str(port), "--node-config", str(config_file)],
-            self.work_dir / "logs" / f"supernode-{name}.log", flower_env(self.home(name)))
+        key = self.tls.nodes.get(name) if self.tls is not None else None
+        proc = self.supernode_process(name, config_file, port, key)
         self.processes[f"node:{name}"] = proc
         proc.start()
         self._wait_listening(proc, port)
         return proc
+
+    def supernode_process(self, name: str, config_file: Path, port: int,
+                          key: NodeKey | None) -> ManagedProcess:
+        """The ``flower-supernode`` command of one node (TLS + key when the link has TLS)."""
+        if self.tls is None:
+            security = ["--insecure"]
+        else:
+            security = ["--root-certificates", str(self.tls.ca_cert)]
+            if key is not None:
+                security += ["--auth-supernode-private-key", str(key.private)]
+        return ManagedProcess(
+            f"supernode {name}",
+            [flower_executable("flower-supernode"), *security,
+             "--superlink", f"{LOOPBACK}:{self.superlink_port}",
+             "--host", LOOPBACK, "--port", str(port), "--node-config", str(config_file)],
+            self.work_dir / "logs" / f"supernode-{name}.log", flower_env(self.home(name)))
+
+    def register_node(self, key: NodeKey) -> None:
+        """``flwr supernode register KEY.pub``: the SuperLink admits this key from now on."""
+        done = self._flwr("supernode", "register", str(key.public), CONNECTION_NAME)
+        if done.returncode != 0:
+            raise KitError(f"flwr supernode register {key.public} failed: "
+                           f"{(done.stdout + done.stderr).strip()[-400:]}")
 
     def stop_node(self, name: str) -> None:
         """Stop one site: its SuperNode (with its SuperExec and ClientApp processes) and its
