@@ -34,7 +34,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from duallora.errors import KitError
 from duallora.flower.localhost.tls import NodeKey, TlsMaterial
@@ -231,7 +231,7 @@ class LocalhostFederation:
 
     work_dir: Path
     nodes: list[NodeSpec]
-    startup_timeout: float = 60.0
+    startup_timeout: float = 120.0
     superlink_port: int = 0
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     workers: bool = True            # start a site worker next to each SuperNode (and keep it up)
@@ -272,8 +272,15 @@ class LocalhostFederation:
         if self.tls is not None:
             for node in self.nodes:
                 self.register_node(self.tls.nodes[node.name])
-        for node in self.nodes:
-            self.start_node(node.name)
+        # every site's worker and SuperNode start at once (each takes seconds to come up)
+        if self.workers:
+            for node in self.nodes:
+                self.start_worker(node.name, wait=False)
+        started = [(node.name, self.start_node(node.name, wait=False)) for node in self.nodes]
+        for name, (proc, port) in started:
+            if self.workers:
+                self.wait_worker(name)
+            self._wait_listening(proc, port)
 
     def home(self, who: str) -> Path:
         path = self.work_dir / "homes" / who
@@ -300,17 +307,19 @@ class LocalhostFederation:
         return write_flat_toml(self.work_dir / "node-config" / f"{name}.toml",
                                self.node_spec(name).node_config)
 
-    def start_node(self, name: str) -> ManagedProcess:
+    def start_node(self, name: str, wait: bool = True) -> Any:
         """Start (or restart, with the same node config) the site ``name``: its worker (if
-        not running) and its SuperNode."""
+        not running) and its SuperNode. ``wait=False``: return ``(process, port)`` at once."""
         config_file = self.node_config_file(name)
         if self.workers and not self.worker_alive(name):
-            self.start_worker(name)
+            self.start_worker(name, wait=wait)
         port = free_port()
         key = self.tls.nodes.get(name) if self.tls is not None else None
         proc = self.supernode_process(name, config_file, port, key)
         self.processes[f"node:{name}"] = proc
         proc.start()
+        if not wait:
+            return proc, port
         self._wait_listening(proc, port)
         return proc
 
@@ -350,19 +359,28 @@ class LocalhostFederation:
         proc = self.processes.get(f"worker:{name}")
         return proc is not None and proc.alive()
 
-    def start_worker(self, name: str) -> ManagedProcess:
+    def start_worker(self, name: str, wait: bool = True) -> ManagedProcess:
         """Start ``duallora site-worker`` for ``name``; wait until its socket is there."""
         from duallora.flower.site_worker import socket_path
 
         config_file = self.node_config_file(name)
-        sock = socket_path(str(self.node_spec(name).node_config["state-dir"]))
-        sock.unlink(missing_ok=True)
+        socket_path(str(self.node_spec(name).node_config["state-dir"])).unlink(missing_ok=True)
         proc = ManagedProcess(
             f"site worker {name}",
             [sys.executable, "-m", "duallora", "site-worker", "--node-config", str(config_file)],
             self.work_dir / "logs" / f"worker-{name}.log", flower_env(self.home(name)))
         self.processes[f"worker:{name}"] = proc
         proc.start()
+        if wait:
+            self.wait_worker(name)
+        return proc
+
+    def wait_worker(self, name: str) -> None:
+        """Until the site worker ``name`` listens on its socket (raise if it died)."""
+        from duallora.flower.site_worker import socket_path
+
+        proc = self.processes[f"worker:{name}"]
+        sock = socket_path(str(self.node_spec(name).node_config["state-dir"]))
         deadline = time.monotonic() + self.startup_timeout
         while not sock.exists():
             if not proc.alive():
@@ -371,7 +389,6 @@ class LocalhostFederation:
                 raise KitError(proc.describe_failure(
                     f"the site worker did not open {sock} within {self.startup_timeout:.0f} s"))
             time.sleep(0.1)
-        return proc
 
     def stop_worker(self, name: str) -> None:
         proc = self.processes.pop(f"worker:{name}", None)
