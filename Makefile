@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.setup-stamp
 JOBS ?= 2
 
-.PHONY: setup demo test lint clean bench notebooks
+.PHONY: setup demo test lint clean bench notebooks benchmark
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ notebooks: setup
 
 bench: setup
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# The pre-declared benchmark (H1-H3): PLAN=demo (default), full (CPU overnight) or paper (GPU).
+PLAN ?= demo
+benchmark: setup
+	$(PY) -m duallora benchmark --plan $(PLAN) $(BENCHMARK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -61,6 +61,15 @@ def test_strategy_byte_ordering(rows) -> None:
     assert rows["med_duallora"]["trainable_params"] == (rows["med_duallora"]["shared_params"]
                                                         + rows["med_duallora"]["private_params"])
     assert up["fedsa_lora"] < up["fedavg_lora"] and up["ffa_lora"] < up["fedavg_lora"]
+    # the personalization baselines: FedDPA moves Med-DualLoRA's tensors, FedAvg-LoRA-FT
+    # FedAvg-LoRA's (its fine-tuning never travels), FedPer everything but the head
+    assert up["feddpa"] == up["med_duallora"]
+    assert rows["feddpa"]["private_params"] == rows["med_duallora"]["private_params"]
+    assert up["fedavg_lora_ft"] == up["fedavg_lora"]
+    assert rows["fedavg_lora_ft"]["private_params"] == 0
+    assert up["fedper"] < up["fedavg_lora"]
+    assert rows["fedper"]["shared_params"] + rows["fedper"]["private_params"] == \
+        rows["fedavg_lora"]["shared_params"]
     assert up["fedavg_full"] > max(v for k, v in up.items() if k != "fedavg_full")
     assert rows["fedavg_full"]["total_params"] == rows["fedavg_full"]["trainable_params"] + \
         sum(p.numel() for n, p in build_client_model(_config("fedavg_full")).params.items()

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from duallora.errors import KitError
+from duallora.notebooks.html import export_html
 from duallora.notebooks.runner import list_notebooks, run_notebooks
 
 
@@ -33,6 +34,11 @@ def test_welcome_runs(tmp_path) -> None:
     text = json.dumps(nb.cells[-1].outputs)
     assert "quick=True" in text  # the injected parameters reached the kernel
     assert (tmp_path / "reports" / "figures").is_dir()
+    # what `make demo` does next: an HTML page per executed notebook, outputs included
+    pages = export_html([r.output for r in results], tmp_path / "reports" / "html")
+    assert pages == [tmp_path / "reports" / "html" / "00_welcome.html"]
+    page = pages[0].read_text()
+    assert "quick=True" in page and "Welcome to the Med-DualLoRA kit" in page
 
 
 def test_failure_names_notebook_and_cell(tmp_path) -> None:

@@ -30,6 +30,11 @@ from duallora.plots.model import (  # noqa: E402
     plot_mae_reconstructions,
     plot_parameter_counts,
 )
+from duallora.plots.norm_explorer import (  # noqa: E402
+    AdapterNormExplorer,
+    explorer_choices,
+    norm_explorer_figure,
+)
 from duallora.plots.results import (  # noqa: E402
     plot_communication,
     plot_learning_curves,
@@ -105,6 +110,35 @@ def test_cine_viewer_and_static_figure() -> None:
     assert viewer.frame.value == 4
     viewer.vendor.value = "Siemens"
     assert viewer.subject.value == "acdc/Y" and viewer.frame.max == 4
+    plt.close("all")
+
+
+def test_adapter_norm_explorer() -> None:
+    """Bars are the Frobenius norm over the picked layers; the widget follows its controls."""
+    rng = np.random.default_rng(3)
+    rows = [{"round": r, "owner": owner, "adapter": "global" if owner == "server" else "local",
+             "block": b, "module": m, "norm": float(rng.random())}
+            for r in (1, 2, 3) for owner in ("server", "GE", "Siemens") for b in (4, 5)
+            for m in ("attn.q", "mlp.fc1")]
+    norms = pd.DataFrame(rows)
+    assert explorer_choices(norms) == (["Siemens", "GE"], [4, 5], [1, 2, 3])
+    fig = norm_explorer_figure(norms, "GE", round_idx=2)
+    bars = fig.axes[0].patches
+    expected = [np.sqrt((norms.query("round == 2 and owner == @owner and module == @m")["norm"]
+                         ** 2).sum())
+                for owner in ("server", "GE") for m in ("attn.q", "mlp.fc1")]
+    assert np.allclose([bar.get_height() for bar in bars], expected)
+    one = norm_explorer_figure(norms, "GE", block=5, round_idx=2)
+    assert np.isclose(one.axes[0].patches[0].get_height(),
+                      norms.query("round == 2 and owner == 'server' and block == 5 and "
+                                  "module == 'attn.q'")["norm"].item())
+    with pytest.raises(ValueError, match="no local adapter"):
+        norm_explorer_figure(norms, "Canon")
+    explorer = AdapterNormExplorer(norms)
+    assert explorer.vendor.value == "Siemens" and explorer.round.value == 3
+    explorer.block.value = 4
+    explorer.round.value = 1
+    assert explorer.block.value == 4 and explorer.round.value == 1
     plt.close("all")
 
 

@@ -10,6 +10,8 @@ and call a package function.
   machine (``duallora.flower.localhost``).
 - ``site_worker``   ``site-worker``: a site's long-lived worker the Flower ClientApp relays to.
 - ``sweep``         strategies x seeds, then results tables (``duallora.federated.sweep``).
+- ``tune_lr``       ``tune-lr``: a learning-rate grid chosen on validation loss.
+- ``benchmark``     the pre-declared hypotheses H1-H3 (``duallora.benchmark``).
 """
 
 COMMAND_MODULES: list[str] = [
@@ -21,4 +23,5 @@ COMMAND_MODULES: list[str] = [
     "duallora.commands.site_worker",
     "duallora.commands.sweep",
     "duallora.commands.tune_lr",
+    "duallora.commands.benchmark",
 ]

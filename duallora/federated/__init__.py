@@ -9,6 +9,7 @@
 - ``head_norm``      head-input standardization with statistics pooled across clients.
 - ``strategies``     the strategy table: declarative objects (add a strategy here).
 - ``client``         what one client does in a round: train or evaluate (pure functions).
+- ``dpa``            FedDPA's instance-wise weighting of the global and local adapters.
 - ``serialization``  the one wire format of every message (a safetensors blob).
 - ``loop``           the round driver: send -> local training -> upload -> aggregate ->
                      validate -> select; the only place that decides what happens in a round.
@@ -18,6 +19,7 @@
 - ``tune``           a small learning-rate grid per strategy, chosen on validation loss.
 - ``rundir``         the run directory's writer (atomic files, checkpoints).
 - ``export``         the final models, reusable outside the kit.
+- ``reuse``          train a configuration once, reuse (or resume) it later.
 - ``sweep``          strategies x seeds as parallel ``duallora train`` runs (``duallora sweep``).
 
 Evaluation rows and everything that reads a run back live in ``duallora.results``.

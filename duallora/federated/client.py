@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +25,10 @@ import torch.nn.functional as F
 from duallora.federated.client_model import ClientModel
 from duallora.federated.cohort import ClientData, SplitData
 from duallora.federated.config import TrainConfig
+from duallora.federated.dpa import adapter_weights, instance_weights, representations
 from duallora.federated.head_norm import apply_head_norm
 from duallora.federated.serialization import Payload
-from duallora.federated.strategies import STEM
+from duallora.federated.strategies import INSTANCE, JOINT, STEM, Strategy
 from duallora.model.frames import STEM_LR_MULT
 
 OPTIMIZER_PREFIX = "optimizer/"   # private-state keys that hold AdamW state, not parameters
@@ -82,9 +84,36 @@ def set_mode(model: ClientModel, training: bool) -> None:
                 module.train()
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One part of a client's round: which parameter groups train, with which adapters active
+    and with which weights on them (None: each at its own scaling)."""
+
+    groups: frozenset[str]
+    adapters: tuple[str, ...]
+    weights: dict[str, float] | None = None
+
+
+def training_phases(strategy: Strategy, config: TrainConfig, round_idx: int) -> list[Phase]:
+    """The strategy's schedule for round ``round_idx``: one joint phase, or FedDPA-T's local
+    phase (private groups; shared adapters frozen, mixed in at ``1 - dpa_local_weight``) then
+    its shared phase (shared groups, global adapters alone). As in the public FedDPA code, the
+    first round has no local phase (there is no global adapter to learn from yet)."""
+    if strategy.schedule == JOINT:
+        return [Phase(strategy.trainable, strategy.adapters)]
+    shared = Phase(strategy.shared, strategy.global_model_adapters)
+    if round_idx <= 1:
+        return [shared]
+    weight = config.dpa_local_weight
+    mix = {name: weight if name == strategy.private_adapter else 1.0 - weight
+           for name in strategy.adapters}
+    return [Phase(strategy.private, strategy.adapters, mix), shared]
+
+
 def train_client(model: ClientModel, received: Payload | None, private: Payload | None,
                  data: ClientData, config: TrainConfig, round_idx: int) -> ClientUpdate:
-    """Load ``received`` over the private state, train ``config.local_epochs`` epochs, report.
+    """Load ``received`` over the private state, train ``config.local_epochs`` epochs (per
+    phase of the strategy's schedule), report.
 
     Returns the upload (the strategy's shared tensors), the number of training examples (the
     aggregation weight), a few metrics, and the new private state.
@@ -99,15 +128,48 @@ def train_client(model: ClientModel, received: Payload | None, private: Payload 
     torch.manual_seed(seed)  # LoRA dropout draws from the global generator
     private_params, moments = split_private(private)
     model.set_state(received, private_params)
-    model.use_adapters(model.strategy.adapters)
     apply_head_norm(model, data.head_norm)
     weights = class_weights(train.labels) if config.class_weighting else None
-    optimizer = torch.optim.AdamW(optimizer_groups(model, config, round_idx))
+    losses: list[float] = []
+    saved: Payload = {}
+    try:
+        for phase in training_phases(model.strategy, config, round_idx):
+            model.use_adapters(phase.adapters)
+            names = model.train_only(phase.groups)
+            optimizer = torch.optim.AdamW(optimizer_groups(model, config, round_idx, names))
+            # the private parameters' AdamW memory belongs to the phase that trains them
+            persistent = (config.private_optimizer == "persistent"
+                          and bool(set(names) & set(model.private_names)))
+            if persistent:
+                restore_moments(optimizer, model, moments)
+            with adapter_weights(model.module, phase.weights or {}):
+                losses += fit_epochs(model, optimizer, data, config, generator,
+                                     config.local_epochs, weights)
+            if persistent:
+                saved.update(saved_moments(optimizer, model))
+    finally:
+        set_mode(model, training=False)
+        model.use_adapters(model.strategy.adapters)
+    if not np.all(np.isfinite(losses)):
+        raise ClientError(f"client {data.name}: non-finite training loss in round {round_idx}")
+    metrics = {"loss": float(np.mean(losses)), "n_examples": float(len(train)),
+               "steps": float(len(losses))}
+    new_private = model.private_payload()
     if config.private_optimizer == "persistent":
-        restore_moments(optimizer, model, moments)
+        new_private.update(saved)
+    return ClientUpdate(model.shared_payload(), len(train), metrics, new_private)
+
+
+def fit_epochs(model: ClientModel, optimizer: torch.optim.Optimizer, data: ClientData,
+               config: TrainConfig, generator: torch.Generator, epochs: int,
+               weights: torch.Tensor | None,
+               penalty: Callable[[], torch.Tensor] | None = None) -> list[float]:
+    """``epochs`` passes over the site's training split in ``generator``'s order; the loss of
+    every step (class-weighted cross-entropy, plus ``penalty()`` when given)."""
+    train = data.splits["train"]
     set_mode(model, training=True)
     losses = []
-    for _ in range(config.local_epochs):
+    for _ in range(epochs):
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), config.batch_size):
             batch = train.take(order[start:start + config.batch_size])
@@ -116,19 +178,46 @@ def train_client(model: ClientModel, received: Payload | None, private: Payload 
                 inputs = {"x": augment(inputs["x"], generator)}
             logits = model.forward(inputs, data.from_block)
             loss = F.cross_entropy(logits, batch.labels, weight=weights)
+            if penalty is not None:
+                loss = loss + penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
     set_mode(model, training=False)
+    return losses
+
+
+def finetune_client(model: ClientModel, received: Payload | None, private: Payload | None,
+                    data: ClientData, config: TrainConfig) -> Payload:
+    """``fedavg_lora_ft``'s personal model: ``received`` (the selected global payload)
+    fine-tuned on the site's training split for ``config.finetune_budget`` epochs at the
+    first round's learning rate, optionally pulled towards ``received`` by a proximal term
+    (``prox_lambda / 2 * ||w - w_received||^2``, Ditto's regularizer). Every trainable group of
+    the strategy is fine-tuned. Returns them all; the result never leaves the site. The
+    randomness comes from ``(seed, client)`` alone, so a resumed run fine-tunes identically."""
+    train = data.splits["train"]
+    if len(train) == 0:
+        raise ClientError(f"client {data.name} has no training subjects to fine-tune on")
+    seed = client_seed(config.seed, 0, f"finetune/{data.name}")
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model.set_state(received, split_private(private)[0])
+    model.use_adapters(model.strategy.adapters)
+    apply_head_norm(model, data.head_norm)
+    anchor = {name: model.params[name].detach().clone() for name in model.trainable_names}
+
+    def proximal() -> torch.Tensor:
+        total = sum(((model.params[name] - value) ** 2).sum() for name, value in anchor.items())
+        return 0.5 * config.prox_lambda * total
+
+    weights = class_weights(train.labels) if config.class_weighting else None
+    optimizer = torch.optim.AdamW(optimizer_groups(model, config, 1))
+    losses = fit_epochs(model, optimizer, data, config, generator, config.finetune_budget,
+                        weights, proximal if config.prox_lambda > 0 else None)
     if not np.all(np.isfinite(losses)):
-        raise ClientError(f"client {data.name}: non-finite training loss in round {round_idx}")
-    metrics = {"loss": float(np.mean(losses)), "n_examples": float(len(train)),
-               "steps": float(len(losses))}
-    new_private = model.private_payload()
-    if config.private_optimizer == "persistent":
-        new_private.update(saved_moments(optimizer, model))
-    return ClientUpdate(model.shared_payload(), len(train), metrics, new_private)
+        raise ClientError(f"client {data.name}: non-finite fine-tuning loss")
+    return model.payload(model.trainable_names)
 
 
 def round_lr(config: TrainConfig, round_idx: int) -> float:
@@ -138,23 +227,27 @@ def round_lr(config: TrainConfig, round_idx: int) -> float:
     return config.lr
 
 
-def optimizer_groups(model: ClientModel, config: TrainConfig, round_idx: int
-                     ) -> list[dict[str, Any]]:
+def optimizer_groups(model: ClientModel, config: TrainConfig, round_idx: int,
+                     names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """AdamW parameter groups at the round's learning rate, except: the dual strategy's private
     local adapter has its own multiplier and weight decay (so shared signal can be steered to
     the global adapter), and a trainable stem (``--frames trainable-stem``) trains at
     ``STEM_LR_MULT`` times the rate, as CineMA's layer-wise decay does. Without either, one
-    group holding ``trainable_parameters()`` in order: the same optimizer as a plain AdamW."""
+    group holding ``trainable_parameters()`` in order: the same optimizer as a plain AdamW.
+    ``names``: only these trainable parameters (one phase of a phased schedule)."""
     lr = round_lr(config, round_idx)
+    chosen = model.trainable_names if names is None else [n for n in model.trainable_names
+                                                          if n in set(names)]
     strategy = model.strategy
     local_groups = ({f"{strategy.private_adapter}.A", f"{strategy.private_adapter}.B"}
                     if strategy.private_rank else set())
-    local = [n for n in model.trainable_names if model.groups[n] in local_groups]
-    stem = [n for n in model.trainable_names if model.groups[n] == STEM]
-    rest = [n for n in model.trainable_names
-            if model.groups[n] not in local_groups and model.groups[n] != STEM]
-    groups = [{"params": [model.params[n] for n in rest], "lr": lr,
-               "weight_decay": config.weight_decay}]
+    local = [n for n in chosen if model.groups[n] in local_groups]
+    stem = [n for n in chosen if model.groups[n] == STEM]
+    rest = [n for n in chosen if model.groups[n] not in local_groups and model.groups[n] != STEM]
+    groups = []
+    if rest or not (local or stem):
+        groups.append({"params": [model.params[n] for n in rest], "lr": lr,
+                       "weight_decay": config.weight_decay})
     if local:
         groups.append({"params": [model.params[n] for n in local],
                        "lr": lr * config.local_lr_mult,
@@ -235,6 +328,37 @@ def evaluate_client(model: ClientModel, received: Payload | None, private: Paylo
         model.set_state(received, split_private(private)[0])
         model.use_adapters(model.strategy.adapters)
     try:
+        if model.strategy.mixing == INSTANCE and not global_only:
+            return predict_mixed(model, data, split, config)
         return predict(model, data.splits[split], data.from_block, config.eval_batch_size)
     finally:
         model.use_adapters(model.strategy.adapters)
+
+
+@torch.no_grad()
+def predict_mixed(model: ClientModel, data: ClientData, split: str,
+                  config: TrainConfig) -> Predictions:
+    """FedDPA's personalized prediction (``duallora.federated.dpa``): each instance of
+    ``split`` with the global adapters at its own weight ``alpha`` and the private adapter at
+    ``1 - alpha``, one instance at a time. The reference training instances are drawn from
+    ``(seed, client, split)``, the same draw in every round and on every transport."""
+    strategy = model.strategy
+    target = data.splits[split]
+    set_mode(model, training=False)
+    private = (strategy.private_adapter,)
+    reference = representations(model, data.splits["train"], data.from_block,
+                                config.eval_batch_size, private)
+    test = representations(model, target, data.from_block, config.eval_batch_size, private)
+    generator = torch.Generator().manual_seed(
+        client_seed(config.seed, 0, f"feddpa/{data.name}/{split}"))
+    alphas = instance_weights(test, reference, config.dpa_max_weight, config.dpa_instances,
+                              generator)
+    probs = []
+    for index, alpha in enumerate(alphas.tolist()):
+        mix = {name: alpha if name in strategy.global_model_adapters else 1.0 - alpha
+               for name in strategy.adapters}
+        with adapter_weights(model.module, mix):
+            logits = model.forward(target.take([index]).inputs, data.from_block)
+        probs.append(torch.softmax(logits.float(), dim=1)[:, 1])
+    values = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
+    return Predictions(list(target.subject_ids), target.labels.numpy().copy(), values)

@@ -107,6 +107,14 @@ class ClientModel:
         for name, param in self.params.items():
             param.requires_grad_(self.groups[name] in self.strategy.trainable)
 
+    def train_only(self, groups: frozenset[str]) -> list[str]:
+        """Leave only the strategy's trainable parameters of ``groups`` trainable (one phase of
+        a phased schedule, e.g. FedDPA's); returns their names. ``use_adapters`` undoes it."""
+        names = [n for n in self.trainable_names if self.groups[n] in groups]
+        for name, param in self.params.items():
+            param.requires_grad_(name in names)
+        return names
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [self.params[name] for name in self.trainable_names]
 

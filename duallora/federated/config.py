@@ -15,7 +15,7 @@ from typing import Any
 from duallora.errors import KitError
 
 STRATEGY_NAMES = ("single_site", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora",
-                  "fedsa_lora", "med_duallora")
+                  "fedsa_lora", "med_duallora", "fedper", "fedavg_lora_ft", "feddpa")
 LORA_TARGETS = ("attn.q", "attn.kv", "attn.proj", "mlp.fc1", "mlp.fc2")
 # Deprecated strategy names, accepted for one release: "local" now only means the paper's
 # local adapter, so the strategy in which each site trains alone is "single_site".
@@ -94,6 +94,20 @@ class TrainConfig:
                                  f"({','.join(LORA_TARGETS)})", metavar="LIST")
     head: str = setting("shared", "shared, or private (ablation: the head never leaves the "
                         "site; 'local' is a deprecated alias)", metavar="shared|private")
+    finetune_epochs: int = setting(0, "fedavg_lora_ft: local epochs each site fine-tunes the "
+                                   "selected global adapter and head before its personalized "
+                                   "test; 0 = --local-epochs (the budget of one round, fixed "
+                                   "in advance, not tuned on test)")
+    prox_lambda: float = setting(0.0, "fedavg_lora_ft: Ditto-style proximal weight lambda "
+                                 "(loss + lambda/2 ||w - w_global||^2 while fine-tuning; 0: off)")
+    dpa_local_weight: float = setting(0.5, "feddpa: weight of the local adapter while it "
+                                      "trains (the frozen global adapter gets 1 - this)")
+    dpa_max_weight: float = setting(0.5, "feddpa: the global adapter's weight at inference is "
+                                    "this times the mean cosine similarity of the instance to "
+                                    "--dpa-instances training instances (the local adapter "
+                                    "gets 1 - that)")
+    dpa_instances: int = setting(5, "feddpa: training instances each test instance is compared "
+                                 "with (0: all of the site's training set)")
     class_weighting: bool = setting(True, "inverse-frequency class weights (NOR is the "
                                     "minority)")
     head_norm: bool = setting(True, "standardize the heads' inputs with pooled round-0 "
@@ -108,6 +122,14 @@ class TrainConfig:
                                       "NAME@ROUND, comma-separated)", metavar="LIST")
     holdout_vendor: str = setting("", "vendor never trained on; the global model is evaluated "
                                   "on it", metavar="VENDOR")
+    test_data: str = setting("", "harmonized test cohort that replaces every vendor's test "
+                             "split (e.g. a v2 balanced test cohort); the training cohort's own "
+                             "test subjects then join validation, and the cohort's "
+                             "unseen-centre subjects are tested as the site 'unseen'",
+                             metavar="DIR", site=True)
+    cross_site: bool = setting(False, "also test every site's personalized model on every "
+                               "other vendor's test split and on the unseen centre (in-process "
+                               "only: it moves private adapters between sites)")
     max_train_per_client: int = setting(0, "cap on training subjects per client (0: all)",
                                         quick=12)
     eval_batch_size: int = setting(16, "evaluation batch size")
@@ -122,6 +144,12 @@ class TrainConfig:
         if self.strategy in STRATEGY_ALIASES:  # deprecated names (one release)
             self.strategy = STRATEGY_ALIASES[self.strategy]
         self.validate()
+
+    @property
+    def finetune_budget(self) -> int:
+        """Local epochs of ``fedavg_lora_ft``'s fine-tuning (``finetune_epochs``, 0: one round's
+        ``local_epochs``)."""
+        return self.finetune_epochs or self.local_epochs
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -166,6 +194,14 @@ class TrainConfig:
             raise KitError("--lr and --local-lr-mult must be positive")
         if self.rank < 1 or self.local_rank < 1:
             raise KitError("LoRA ranks must be at least 1")
+        if self.test_data and self.holdout_vendor:
+            raise KitError("--test-data and --holdout-vendor cannot be combined (the test "
+                           "cohort's unseen centre is the kit's hold-out there)")
+        if self.finetune_epochs < 0 or self.prox_lambda < 0 or self.dpa_instances < 0:
+            raise KitError("--finetune-epochs, --prox-lambda and --dpa-instances must not be "
+                           "negative")
+        if not 0.0 <= self.dpa_local_weight <= 1.0 or not 0.0 <= self.dpa_max_weight <= 1.0:
+            raise KitError("--dpa-local-weight and --dpa-max-weight must lie in [0, 1]")
         bad = sorted(set(self.targets) - set(LORA_TARGETS))
         if bad:
             raise KitError(f"unknown LoRA target(s) {', '.join(bad)}; choose from "

@@ -3,7 +3,11 @@
     final/global.safetensors           the selected global payload (shared tensors)
     final/private/<client>.safetensors each client's selected private payload
     final/peft/global/                 the global LoRA adapter in PEFT's folder format
-    final/peft/<client>/local/         a client's local adapter (Med-DualLoRA, ``local``)
+    final/peft/<client>/local/         a client's local adapter (Med-DualLoRA, FedDPA)
+    final/finetuned/<client>.safetensors
+                                       a client's fine-tuned global adapter and head
+                                       (``fedavg_lora_ft``), with its PEFT folder
+                                       final/peft/<client>/global/
     final/head_norm/<owner>.safetensors
                                        ``mean``/``std`` in front of the heads (``global``, or
                                        per client for ``local``); see ``head_norm``
@@ -23,13 +27,16 @@ from safetensors.torch import save_file
 from duallora.federated.adapters import save_adapters
 from duallora.federated.client import split_private
 from duallora.federated.client_model import ClientModel
+from duallora.federated.serialization import Payload
 from duallora.federated.state import RunState
 
 
 def export_final_models(folder: Path, model: ClientModel, state: RunState,
-                        include_sites: bool = True) -> None:
+                        include_sites: bool = True,
+                        finetuned: dict[str, Payload] | None = None) -> None:
     """Write the selected models; ``include_sites=False`` writes only what a server holds
-    (the global model and the head standardization: over Flower each site exports its own)."""
+    (the global model and the head standardization: over Flower each site exports its own).
+    ``finetuned``: each site's fine-tuned model (``fedavg_lora_ft``, in-process only)."""
     folder = Path(folder)
     if folder.exists():
         shutil.rmtree(folder)
@@ -49,9 +56,22 @@ def export_final_models(folder: Path, model: ClientModel, state: RunState,
         if model.strategy.private_adapter in adapters:
             model.set_state(best.received, private)
             save_adapters(model.module, folder / "peft" / client, [model.strategy.private_adapter])
+    for client, payload in sorted((finetuned or {}).items()) if include_sites else []:
+        export_finetuned(folder, model, client, payload)
     for owner, stats in sorted(state.head_norm.items()):
         (folder / "head_norm").mkdir(exist_ok=True)
         save_file(_contiguous(stats), str(folder / "head_norm" / f"{owner}.safetensors"))
+    model.set_state(None, None)
+
+
+def export_finetuned(folder: Path, model: ClientModel, client: str, payload: Payload) -> None:
+    """A site's fine-tuned payload as ``finetuned/<client>.safetensors`` and its fine-tuned
+    global adapter as ``peft/<client>/global/`` (``folder``: a ``final`` folder)."""
+    (folder / "finetuned").mkdir(parents=True, exist_ok=True)
+    save_file(_contiguous(payload), str(folder / "finetuned" / f"{client}.safetensors"))
+    if "global" in model.strategy.adapters:
+        model.set_state(payload, None)
+        save_adapters(model.module, folder / "peft" / client, ["global"])
     model.set_state(None, None)
 
 

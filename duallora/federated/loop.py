@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from duallora.federated.client import Predictions
+from duallora.federated.client import Predictions, training_phases
 from duallora.federated.client_model import ClientModel, build_client_model
 from duallora.federated.config import TrainConfig
 from duallora.federated.flops import train_flops_per_subject
@@ -374,15 +374,18 @@ def _log_val(state: RunState, round_idx: int, client: str, split: str,
 def final_plan(strategy: Strategy, sites: Sites, state: RunState
                ) -> dict[str, list[tuple[str, EvalRequest]]]:
     """The final test requests, by site, each with the predictions.csv split it fills
-    (``FINAL_SPLITS``): each vendor's selected personal model (its export) and, for strategies
-    with private parts, the same model before aggregation; the selected global model on every
-    vendor and the hold-out."""
+    (``FINAL_SPLITS``): each vendor's selected personal model (its export; under a
+    ``finetune`` strategy the selected round's global payload fine-tuned on the site, while
+    selection itself scored the un-fine-tuned model) and, for strategies with private parts,
+    the same model before aggregation; the selected global model on every vendor and the
+    hold-out."""
     plan: dict[str, list[tuple[str, EvalRequest]]] = {}
     for vendor in sites.vendors:
         best = state.best.get("pooled" if strategy.pooled else vendor)
         if best is not None:
             plan.setdefault(vendor, []).append(
-                ("test", EvalRequest("test", best.received, best.private, export=True)))
+                ("test", EvalRequest("test", best.received, best.private, export=True,
+                                     finetune=strategy.finetune)))
             if best.own_upload is not None:  # the same site's model before aggregation
                 plan[vendor].append(("test_before_aggregation",
                                      EvalRequest("test", best.own_upload, best.private)))
@@ -411,8 +414,10 @@ def finish(config: TrainConfig, strategy: Strategy, model: ClientModel, sites: S
             by_split[split] += prediction_rows(preds.subject_ids, name, split, preds.labels,
                                                preds.probs)
     rows = [row for split in FINAL_SPLITS for row in by_split[split]]
-    rundir.write_predictions(rows)
     frame = pd.DataFrame(rows)
+    if config.cross_site:
+        rows += cross_site_rows(strategy, sites, state)
+    rundir.write_predictions(rows)
     if len(frame):
         state.metrics += summary_rows(frame, config.rounds, config.bootstrap, config.seed)
     _cost_rows(config, model, state)
@@ -422,6 +427,32 @@ def finish(config: TrainConfig, strategy: Strategy, model: ClientModel, sites: S
     rundir.write_comm(state.comm)
     rundir.write_json(rundir.root / "events.json", state.events)
     rundir.save_checkpoint(state.to_checkpoint())
+
+
+def cross_site_rows(strategy: Strategy, sites: Sites, state: RunState
+                    ) -> list[dict[str, Any]]:
+    """Each site's selected personalized model on every *other* vendor's test split and on
+    the hold-out (predictions.csv split ``cross_site:<owner>``, client = where it was tested).
+
+    Only for strategies with private parts (otherwise the personalized model is the global
+    one, already in ``test_global``); the diagonal is the ``test`` split. The summary metrics
+    leave these rows out: the benchmark reads them from predictions.csv.
+    """
+    if strategy.pooled or not strategy.private:
+        return []
+    targets = [*sites.vendors, *([sites.holdout] if sites.holdout else [])]
+    owners = [v for v in sites.vendors if v in state.best]
+    plan = {target: [(owner, EvalRequest("test", state.best[owner].received,
+                                         state.best[owner].private, norm_of=owner))
+                     for owner in owners if owner != target] for target in targets}
+    plan = {target: items for target, items in plan.items() if items}
+    answers = sites.evaluate("cross-site", {t: [r for _, r in items] for t, items in plan.items()})
+    rows: list[dict[str, Any]] = []
+    for target in sorted(plan, key=_final_order(sites)):
+        for (owner, _), preds in zip(plan[target], answers[target], strict=True):
+            rows += prediction_rows(preds.subject_ids, target, f"cross_site:{owner}",
+                                    preds.labels, preds.probs)
+    return rows
 
 
 def _final_order(sites: Sites) -> Callable[[str], tuple[int, str]]:
@@ -436,7 +467,9 @@ def _cost_rows(config: TrainConfig, model: ClientModel, state: RunState) -> None
     state.metric(final, "server", "cost", "shared_params", model.count(model.shared_names))
     state.metric(final, "server", "cost", "private_params", model.count(model.private_names))
     per_subject = train_flops_per_subject(config, model)
-    subjects = sum(m["value"] for m in state.metrics
+    # subject-passes per epoch: a phased schedule (FedDPA) passes over the data once per phase
+    subjects = sum(m["value"] * len(training_phases(model.strategy, config, int(m["round"])))
+                   for m in state.metrics
                    if m["split"] == "train" and m["metric"] == "n_examples")
     steps = sum(m["value"] for m in state.metrics
                 if m["split"] == "train" and m["metric"] == "steps")

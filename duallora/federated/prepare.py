@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from duallora import paths
@@ -36,20 +38,62 @@ class FederatedCohort:
     holdout: ClientData | None
 
 
-def load_vendor_clients(config: TrainConfig) -> dict[str, ClientData]:
-    """Every vendor of ``config.data`` as a ``ClientData`` holding images."""
+UNSEEN_SITE = "unseen"  # the evaluation-only site of a test cohort's unseen centre
+
+
+def _load_harmonized(root: Path, config: TrainConfig, option: str = "--data"
+                     ) -> tuple[torch.Tensor, pd.DataFrame]:
     from duallora.data import load_cohort_arrays
 
-    root = Path(config.data)
     if not (root / "metadata.csv").is_file():
-        raise KitError(f"{root}: not a harmonized cohort (no metadata.csv); run "
+        raise KitError(f"{option} {root}: not a harmonized cohort (no metadata.csv); run "
                        "`python -m data_prep harmonize` first")
     image_size, crop_size = model_input_size(config)
     images, frame = load_cohort_arrays(root, image_size=image_size, crop_size=crop_size)
     check_metadata(frame, str(root / "metadata.csv"))
     if len(frame) == 0:
         raise KitError(f"{root / 'metadata.csv'}: no subjects")
-    return split_clients(torch.as_tensor(images, dtype=torch.float32), frame)
+    return torch.as_tensor(images, dtype=torch.float32), frame
+
+
+def load_vendor_clients(config: TrainConfig) -> dict[str, ClientData]:
+    """Every vendor of ``config.data`` as a ``ClientData`` holding images (with
+    ``config.test_data``: the test splits replaced, see ``with_test_cohort``)."""
+    images, frame = _load_harmonized(Path(config.data), config)
+    if config.test_data:
+        frame = frame.assign(split=frame["split"].replace({"test": "val"}))
+    vendors = split_clients(images, frame)
+    if config.test_data:
+        vendors = with_test_cohort(vendors, *_load_harmonized(Path(config.test_data), config,
+                                                             "--test-data"))
+    return vendors
+
+
+def with_test_cohort(vendors: dict[str, ClientData], images: torch.Tensor,
+                     frame: pd.DataFrame) -> dict[str, ClientData]:
+    """Every vendor's test split taken from a separate test cohort; its unseen-centre rows
+    (column ``unseen_centre`` = 1) become the evaluation-only site ``UNSEEN_SITE``.
+
+    Why: a v2 phantom cohort writes a balanced test cohort beside the training cohort (powered
+    for differences of a few points of balanced accuracy); the training cohort's own small
+    test split then joins validation instead of being dropped.
+    """
+    unseen = (frame["unseen_centre"].fillna(0).astype(int) == 1
+              if "unseen_centre" in frame.columns else pd.Series(False, index=frame.index))
+    seen_rows = np.flatnonzero(~unseen.to_numpy())
+    tests = split_clients(images[torch.as_tensor(seen_rows)],
+                          frame.iloc[seen_rows].assign(split="test"))
+    missing = sorted(set(vendors) - set(tests))
+    if missing:
+        raise KitError(f"--test-data: no test subjects for vendor(s) {', '.join(missing)}")
+    for name, client in vendors.items():
+        client.splits["test"] = tests[name].splits["test"]
+    if unseen.any():
+        rows = np.flatnonzero(unseen.to_numpy())
+        held = split_clients(images[torch.as_tensor(rows)],
+                             frame.iloc[rows].assign(vendor=UNSEEN_SITE, split="test"))
+        vendors[UNSEEN_SITE] = held[UNSEEN_SITE]
+    return vendors
 
 
 def use_prefix_cache(config: TrainConfig, model: ClientModel) -> int | None:
@@ -87,6 +131,9 @@ def prepare_cohort(config: TrainConfig, model: ClientModel, *, evaluation_only: 
     """
     vendors = load_vendor_clients(config)
     holdout = None
+    if UNSEEN_SITE in vendors:  # a test cohort's unseen centre: evaluated, never trained
+        held = vendors.pop(UNSEEN_SITE)
+        holdout = ClientData(held.name, {"test": held.splits["test"]}, None, [held.name])
     if config.holdout_vendor:
         if config.holdout_vendor not in vendors:
             raise KitError(f"--holdout-vendor {config.holdout_vendor}: the cohort has "

@@ -15,11 +15,17 @@ training answer and receives it back in later requests; the driver never looks i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from duallora.federated.client import ClientUpdate, Predictions, evaluate_client, train_client
+from duallora.federated.client import (
+    ClientUpdate,
+    Predictions,
+    evaluate_client,
+    finetune_client,
+    train_client,
+)
 from duallora.federated.client_model import ClientModel
 from duallora.federated.config import TrainConfig
 from duallora.federated.export import export_final_models
@@ -42,13 +48,18 @@ class TrainRequest:
 class EvalRequest:
     """Predict ``split`` with ``received`` + the private state ``private``, or with the global
     model alone (``global_only``). ``export``: this is the site's final personalized model; the
-    site keeps (exports) its private part."""
+    site keeps (exports) its private part. ``finetune``: the site first fine-tunes ``received``
+    (+ private) on its own training data (``client.finetune_client``, ``fedavg_lora_ft``) and
+    predicts with the result, which stays on the site."""
 
     split: str
     received: Payload | None
     private: Any = None
     global_only: bool = False
     export: bool = False
+    norm_of: str | None = None  # cross-site test: the model's own site, whose head
+    #                             standardization goes with it (in-process only)
+    finetune: bool = False
 
 
 TrainAnswer = ClientUpdate | Exception  # an exception: the site failed this round
@@ -91,6 +102,7 @@ class InProcessSites:
         self.trainers = sorted(cohort.train_clients)
         self.vendors = sorted(cohort.vendors)
         self.holdout = cohort.holdout.name if cohort.holdout is not None else None
+        self.finetuned: dict[str, Payload] = {}  # each site's exported fine-tuned model
 
     def _data(self, name: str) -> Any:
         if name in self.cohort.train_clients:
@@ -120,11 +132,20 @@ class InProcessSites:
 
     def evaluate(self, group: str, requests: dict[str, list[EvalRequest]]
                  ) -> dict[str, list[Predictions]]:
-        return {name: [evaluate_client(self.model, item.received, item.private,
-                                       self._data(name), item.split, self.config,
-                                       global_only=item.global_only)
-                       for item in items]
+        return {name: [self._evaluate_one(name, item) for item in items]
                 for name, items in requests.items()}
 
+    def _evaluate_one(self, name: str, item: EvalRequest) -> Predictions:
+        data = self._data(name)
+        if item.norm_of is not None:  # cross-site: the model's own head standardization
+            data = replace(data, head_norm=self._data(item.norm_of).head_norm)
+        received, private = item.received, item.private
+        if item.finetune:
+            received = finetune_client(self.model, received, private, data, self.config)
+            if item.export:
+                self.finetuned[name] = received
+        return evaluate_client(self.model, received, private, data, item.split, self.config,
+                               global_only=item.global_only)
+
     def export(self, folder: Path, state: RunState) -> None:
-        export_final_models(folder, self.model, state)
+        export_final_models(folder, self.model, state, finetuned=self.finetuned)

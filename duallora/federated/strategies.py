@@ -1,4 +1,4 @@
-"""The seven training strategies as small declarative objects.
+"""The training strategies as small declarative objects.
 
 A strategy says which parameter groups a client trains, which of them it uploads (the rest stay
 private on the client), and how the server combines uploads (a sample-weighted mean). It holds no
@@ -11,6 +11,11 @@ weights of the adapted blocks (only ``fedavg_full`` trains those), ``fusion`` th
 and ``stem`` the first conv (both exist only under the matching ``frames`` model option, see
 ``duallora.model.frames``; every strategy trains them, and shares them wherever there is a
 server, like the global adapter), ``frozen`` everything else.
+
+Three fields say *how* a client trains and predicts, beyond what: ``schedule`` (one joint
+optimization of every trainable group, or FedDPA's private-then-shared phases), ``mixing`` (the
+active adapters add up, or FedDPA's instance-wise weights at inference) and ``finetune`` (the
+personalized test model is the selected global model fine-tuned on the site).
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B = "global.A", "global.B", "local.A", "local
 HEAD, BLOCK, FROZEN = "head", "block", "frozen"
 FUSION, STEM = "fusion", "stem"  # frames="per-frame" / "trainable-stem" only (else empty)
 FRAME_GROUPS = frozenset({FUSION, STEM})
+# schedule: JOINT trains every trainable group together; PRIVATE_THEN_SHARED (FedDPA-T) trains
+# the private groups first, with the shared adapters frozen and mixed in, then the shared groups
+# alone (the private adapter switched off); the first round trains the shared groups only
+JOINT, PRIVATE_THEN_SHARED = "joint", "private-then-shared"
+# mixing: SUM adds the active adapters' updates; INSTANCE weights global and private adapter
+# per test instance (FedDPA's instance-wise dynamic weighting, ``duallora.federated.dpa``)
+SUM, INSTANCE = "sum", "instance"
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,10 @@ class Strategy:
     private_adapter: str | None = None  # the adapter that never leaves the site (exported
     #                                     per site by the final export)
     private_rank: bool = False      # the private adapter takes --local-rank/--local-alpha
+    schedule: str = JOINT           # JOINT or PRIVATE_THEN_SHARED (see above)
+    mixing: str = SUM               # SUM or INSTANCE (see above)
+    finetune: bool = False          # the final personalized model: the selected global payload
+    #                                 fine-tuned on the site's training data (never uploaded)
     description: str = ""
 
     @property
@@ -151,6 +167,21 @@ _STRATEGIES: dict[str, Strategy] = {
         _lora(GLOBAL_A, GLOBAL_B, HEAD), global_adapters=("global",), private_adapter="local",
         private_rank=True,
         description="global adapter and head averaged; the local adapter never leaves the site"),
+    "fedper": Strategy(
+        "fedper", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD), _lora(GLOBAL_A, GLOBAL_B),
+        description="FedPer: LoRA A and B averaged; the head stays on the site "
+                    "(= fedavg_lora --head private)"),
+    "fedavg_lora_ft": Strategy(
+        "fedavg_lora_ft", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD),
+        _lora(GLOBAL_A, GLOBAL_B, HEAD), finetune=True,
+        description="FedAvg-LoRA, then each site fine-tunes the selected global adapter and "
+                    "head on its own data (--finetune-epochs, optional --prox-lambda)"),
+    "feddpa": Strategy(
+        "feddpa", ("global", "local"), _lora(GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B, HEAD),
+        _lora(GLOBAL_A, GLOBAL_B, HEAD), global_adapters=("global",), private_adapter="local",
+        private_rank=True, schedule=PRIVATE_THEN_SHARED, mixing=INSTANCE,
+        description="FedDPA-T: local adapter trained against the frozen global one, then the "
+                    "global adapter and head alone (averaged); instance-wise weights at test"),
 }
 
 

@@ -139,6 +139,9 @@ def run_flower_training(grid: Grid, config: TrainConfig, settings: FlowerSetting
         with log_path.open("a") as handle:
             handle.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
+    if config.cross_site:
+        raise KitError("cross-site is in-process only: over Flower it would move each "
+                       "site's private adapter to the other sites")
     model = build_client_model(config, strategy)
     directory = SiteDirectory(grid, run_key, log=log)
     holdout = config.holdout_vendor or None

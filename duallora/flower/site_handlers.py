@@ -247,7 +247,7 @@ def evaluate(content: RecordDict, cache: SiteCache, round_idx: int,
              requests: list[dict[str, Any]] | None = None) -> RecordDict:
     """Answer each prediction request: ``split``, ``global-only``, which payload and which
     round's private state. Returns subject ids, labels and probabilities for the run directory."""
-    from duallora.federated.client import evaluate_client
+    from duallora.federated.client import evaluate_client, finetune_client
 
     site = cache.site
     instructions = content[CONFIG]
@@ -264,8 +264,10 @@ def evaluate(content: RecordDict, cache: SiteCache, round_idx: int,
         private: PrivateState | None = None
         if not request["global-only"]:
             private = private_for_round(memory, store, int(request["private-round"]))
-        preds = evaluate_client(model, received, private.payload if private else None, data,
-                                str(request["split"]), config,
+        own = private.payload if private else None
+        if request.get("finetune"):  # fedavg_lora_ft: the fine-tuned model stays on the site
+            received = finetune_client(model, received, own, data, config)
+        preds = evaluate_client(model, received, own, data, str(request["split"]), config,
                                 global_only=bool(request["global-only"]))
         answers[f"r{index}-ids"] = list(preds.subject_ids)
         answers[f"r{index}-labels"] = [int(v) for v in preds.labels]
@@ -275,21 +277,28 @@ def evaluate(content: RecordDict, cache: SiteCache, round_idx: int,
                         base_round=private.round if private else None,
                         base_source=private.source if private else None)
         if request.get("export") and private is not None:
-            export_site_model(store.folder / "final", model, received, private.payload)
+            export_site_model(store.folder / "final", model, received, private.payload,
+                              finetuned_site=site.name if request.get("finetune") else None)
     return RecordDict({PREDICTIONS: ConfigRecord(answers),
                        CONFIG: ConfigRecord({"client-name": site.name})})
 
 
-def export_site_model(folder: Path, model: Any, received: Any, private: Any) -> None:
+def export_site_model(folder: Path, model: Any, received: Any, private: Any,
+                      finetuned_site: str | None = None) -> None:
     """The site's selected private payload and its private adapter (if any) as a PEFT
-    folder: what ``export_final_models`` writes per client in-process, kept on the site."""
+    folder: what ``export_final_models`` writes per client in-process, kept on the site.
+    ``finetuned_site``: ``received`` is this site's fine-tuned model (``fedavg_lora_ft``), written
+    as ``finetuned/<site>.safetensors`` and ``peft/<site>/global/``."""
     from safetensors.torch import save_file
 
     from duallora.federated.adapters import save_adapters
     from duallora.federated.client import split_private
+    from duallora.federated.export import export_finetuned
 
     private = split_private(private)[0]  # parameters only, not optimizer state
     folder.mkdir(parents=True, exist_ok=True)
+    if finetuned_site is not None:
+        export_finetuned(folder, model, finetuned_site, received)
     if private:
         save_file({k: v.contiguous() for k, v in private.items()},
                   str(folder / "private.safetensors"))

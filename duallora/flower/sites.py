@@ -237,7 +237,8 @@ class FlowerSites:
     @staticmethod
     def _eval_wire(item: EvalRequest, payload: int) -> dict[str, Any]:
         return {"split": item.split, "global-only": item.global_only, "payload": payload,
-                "private-round": ref_round(item.private), "export": item.export}
+                "private-round": ref_round(item.private), "export": item.export,
+                "finetune": item.finetune}
 
     def _evaluation_message(self, group: str, items: list[EvalRequest]) -> RecordDict:
         """One message for a site's requests; a payload used by several travels once."""

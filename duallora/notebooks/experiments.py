@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from duallora.federated.reuse import RUN_MARKER  # re-exported: notebooks and tests use it
+
 if TYPE_CHECKING:  # imported lazily at run time: notebooks import this module first
     from duallora.federated.config import TrainConfig
 
@@ -31,7 +33,6 @@ QUICK_SCALE = 0.01
 FULL_SCALE = 0.2
 PHANTOM_MARKER = "phantoms.json"
 COHORT_MARKER = "cohort.json"
-RUN_MARKER = "kit_run.json"
 FLOWER_RUN_MARKER = "flower_run.json"
 
 
@@ -229,31 +230,13 @@ def fm_description(config) -> str:
 
 def ensure_run(ws: Workspace, name: str, strategy: str, *, progress: bool = True,
                **overrides: Any) -> Path:
-    """Train ``strategy`` into ``ws.runs/name`` unless the same configuration finished there.
+    """Train ``strategy`` into ``ws.runs/name`` unless the same configuration finished there
+    (``duallora.federated.reuse.ensure_trained``: resumed when interrupted, replaced when the
+    configuration changed; adapter norms logged per round)."""
+    from duallora.federated.reuse import ensure_trained
 
-    An interrupted run with the same configuration is resumed (bit-identical to an
-    uninterrupted one); a run with another configuration is replaced. Med-DualLoRA and the
-    other LoRA strategies also log adapter norms per round (``adapter_norms.csv``).
-    """
-    from duallora.federated.loop import run_training
-    from duallora.results.adapter_norms import NormLogger
-
-    config = train_config(ws, strategy, **overrides)
-    out = ws.runs / name
-    wanted = json.loads(config.to_json())
-    marker = _read_marker(out / RUN_MARKER)
-    if marker is not None and marker.get("config") == wanted and (out / "metrics.csv").is_file():
-        return out
-    stored = _read_marker(out / "config.json")
-    resume = stored == wanted
-    if out.exists() and not resume:
-        shutil.rmtree(out)
-    logger = NormLogger(out, config)
-    if not resume:
-        logger.reset()
-    run_training(config, out, resume=resume, progress=progress, after_round=logger)
-    _write_marker(out / RUN_MARKER, {"config": wanted})
-    return out
+    return ensure_trained(train_config(ws, strategy, **overrides), ws.runs / name,
+                          progress=progress)
 
 
 def ensure_runs(ws: Workspace, specs: dict[str, dict[str, Any]], progress: bool = True
@@ -365,6 +348,8 @@ def mae_reconstructions(mae, images, mask_ratio: float = 0.75, seed: int = 0):
 
 # -- the runs of notebooks 03 and 04 ---------------------------------------------------------
 BASELINES = ("single_site", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora", "fedsa_lora")
+# the personalized-FL baselines (issue 18), kept apart so the runs above keep their configs
+PERSONALIZED_BASELINES = ("fedper", "fedavg_lora_ft", "feddpa")
 
 
 def _common(rounds: int | None, blocks: str, rank: int) -> dict[str, Any]:
@@ -413,3 +398,17 @@ def ablation_specs(ranks: Iterable[int] = (2, 8), holdout_vendor: str = "Canon",
                 "strategy": name, **_common(rounds, "last2", rank),
                 "holdout_vendor": holdout_vendor}
     return specs
+
+
+# -- the benchmark (notebook 04) -------------------------------------------------------------
+def ensure_benchmark(ws: Workspace, out_dir: str | Path, progress: bool = True
+                     ) -> dict[str, Any]:
+    """The benchmark's result for this mode: plan ``demo`` at the tutorial default, ``test``
+    in quick mode (tiny cohorts, the tests' model), built under ``ws.root/benchmark`` and
+    reported into ``out_dir/benchmark``; finished runs are reused."""
+    from duallora.benchmark import get_plan, run_benchmark
+
+    plan = get_plan("test" if ws.quick else "demo")
+    return run_benchmark(plan, ws.root / "benchmark", Path(out_dir) / "benchmark",
+                         progress=progress, command=f"notebook 04 (plan {plan.name})")
+

@@ -67,7 +67,9 @@ def write_reports_readme(out_dir: Path, wall_seconds: float | None = None,
     for path in sorted((out_dir / "notebooks").glob("*.ipynb")):
         seconds = (notebook_seconds or {}).get(path.name)
         timing = f" ({seconds / 60:.1f} min)" if seconds is not None else ""
-        lines.append(f"- [{path.name}](notebooks/{path.name}){timing}")
+        page = out_dir / "html" / f"{path.stem}.html"
+        html = f" ([HTML](html/{page.name}))" if page.is_file() else ""
+        lines.append(f"- [{path.name}](notebooks/{path.name}){html}{timing}")
     lines += ["", "## Figures", ""]
     lines += [f"- [{p.name}](figures/{p.name})"
               for p in sorted((out_dir / "figures").glob("*.png"))]

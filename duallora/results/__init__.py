@@ -5,6 +5,8 @@ one back into numbers lives here, and reads it through ``run_reader`` only.
 
 - ``metrics``        binary classification metrics (balanced accuracy, AUC, ...), NaN if undefined.
 - ``stats``          bootstrap CIs, paired bootstrap / permutation tests, tests over seeds.
+- ``inference``      the benchmark's statistics: two-level (seeds, subjects) bootstrap, paired
+                     comparisons, Wilcoxon from 6 seeds, DeLong, Holm, TOST, MDE, seeds needed.
 - ``evaluation``     final predictions -> the metric rows of ``metrics.csv`` (the loop calls it).
 - ``adapter_norms``  ``||s B A||_F`` of every LoRA update; ``NormLogger`` writes them per round.
 - ``run_reader``     ``load_run(path) -> RunResults``: the one reader of a run directory.

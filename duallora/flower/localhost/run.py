@@ -133,6 +133,9 @@ def run_on_localhost(config: TrainConfig, out_dir: Path, n_clients: int, *,
     with TLS and SuperNode authentication (every site's key registered), as real sites do.
     """
     data_dir = Path(config.data)
+    if config.cross_site:
+        raise KitError("--cross-site is in-process only: over Flower it would move each "
+                       "site's private adapter to the other sites")
     if not (data_dir / "metadata.csv").is_file():
         raise KitError(f"--data {data_dir}: not a harmonized cohort (no metadata.csv)")
     out_dir = Path(out_dir).resolve()

@@ -1,0 +1,71 @@
+"""The benchmark that answers the paper's three questions (``duallora benchmark``).
+
+- ``plans``       the pre-declared plans (demo, full, paper, test): cohorts, seeds, runs, margin.
+- ``cohorts``     one v2 phantom cohort per shift cell and cohort seed, with its test cohort.
+- ``runs``        every training run of a plan (ordinary kit runs, reused when finished).
+- ``references``  chance, the head-only and raw-pixel probes, the oracle.
+- ``analysis``    H1 (primary, secondary, dose-response), H2 (TOST), H3 (bytes), cross-site.
+- ``report``      ``benchmark.json`` with provenance, markdown tables, figures.
+
+The statistics live in ``duallora.results.inference``; docs/BENCHMARK.md explains the design.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from duallora.benchmark.plans import PLANS, Plan, get_plan
+
+__all__ = ["PLANS", "Plan", "get_plan", "run_benchmark"]
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_benchmark(plan: Plan, data: Path, out: Path, *, progress: bool = True,
+                  command: str | None = None) -> dict[str, Any]:
+    """Build the cohorts, train every run, analyse, write ``out``; returns the result dict."""
+    import json
+
+    from duallora.benchmark.analysis import analyse
+    from duallora.benchmark.references import oracle_rows, reference_probs
+    from duallora.benchmark.report import write_report
+    from duallora.benchmark.runs import ensure_plan_runs, missing_runs
+
+    start = time.perf_counter()
+    runs = ensure_plan_runs(plan, Path(data), progress=progress)
+    cohorts = list({id(r.cohort): r.cohort for r in runs}.values())
+    cohorts = list({(c.cell, c.seed): c for c in cohorts}.values())
+
+    def seen_order(cohort):
+        import pandas as pd
+
+        meta = pd.read_csv(cohort.test / "metadata.csv")
+        seen = meta[meta.get("unseen_centre", 0) != 1] if "unseen_centre" in meta else meta
+        return sorted(seen["subject_id"].astype(str))
+
+    references = {"probs": reference_probs(plan, cohorts, seen_order)}
+    result = analyse(plan, runs, references)
+    result["oracle"] = oracle_rows(cohorts)
+    result["plan"] = {**asdict(plan), "primary_cell_key": plan.primary_cell.key,
+                      "missing_runs": missing_runs(plan)}
+    result["cohorts"] = {f"{c.cell.key}/seed{c.seed}": json.loads(
+        (c.raw / "cohort.json").read_text()) for c in cohorts}
+    result["headroom"] = {f"{c.cell.key}/seed{c.seed}": c.headroom() for c in cohorts}
+    command = command or " ".join(["duallora", *sys.argv[1:]])
+    result["provenance"] = {"commit": _commit(), "command": command,
+                            "seconds": time.perf_counter() - start,
+                            "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    result["markdown"] = str(write_report(result, Path(out)))
+    return result

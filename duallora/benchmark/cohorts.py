@@ -1,0 +1,84 @@
+"""Build or reuse one v2 phantom cohort per (shift cell, cohort seed) of a plan.
+
+Layout under the benchmark's data folder::
+
+    <data>/<cell key>/seed<k>/raw/             phantoms v2 (raw layouts, test_harmonized/,
+                                                headroom.json, centres.csv, cohort.json)
+    <data>/<cell key>/seed<k>/harmonized/      the training cohort, harmonized
+    <data>/prefix_cache/                       one prefix cache for every cohort (keyed by
+                                                images and weights, so nothing is mixed up)
+
+A JSON marker per step records the settings; a changed plan rebuilds only what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from duallora.benchmark.plans import Plan, ShiftCell
+
+MARKER = "benchmark_cohort.json"
+
+
+@dataclass(frozen=True)
+class BenchmarkCohort:
+    """The folders of one cohort: train on ``harmonized``, test on ``test``."""
+
+    cell: ShiftCell
+    seed: int
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def harmonized(self) -> Path:
+        return self.root / "harmonized"
+
+    @property
+    def test(self) -> Path:
+        from data_prep.phantoms import TEST_DIR
+
+        return self.raw / TEST_DIR
+
+    def headroom(self) -> dict[str, Any]:
+        return json.loads((self.raw / "headroom.json").read_text())
+
+    def centres(self) -> Any:
+        import pandas as pd
+
+        return pd.read_csv(self.raw / "centres.csv")
+
+
+def cohort_settings(plan: Plan, cell: ShiftCell, seed: int) -> dict[str, Any]:
+    return {"generator": "v2", "scale": plan.scale, "seed": seed, "shift": cell.spec,
+            "test_per_vendor": plan.test_per_vendor, "unseen_test": plan.test_per_vendor}
+
+
+def ensure_cohort(data: Path, plan: Plan, cell: ShiftCell, seed: int,
+                  progress: bool = True) -> BenchmarkCohort:
+    """The cohort of ``cell`` and ``seed``: written and harmonized once, then reused."""
+    from data_prep.harmonize import harmonize_datasets
+    from data_prep.phantoms import parse_shifts, write_phantom_cohort
+
+    cohort = BenchmarkCohort(cell, seed, Path(data) / cell.key / f"seed{seed}")
+    wanted = cohort_settings(plan, cell, seed)
+    marker = cohort.root / MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == wanted \
+            and (cohort.harmonized / "metadata.csv").is_file():
+        return cohort
+    if cohort.root.exists():
+        shutil.rmtree(cohort.root)
+    write_phantom_cohort(cohort.raw, scale=plan.scale, seed=seed, generator="v2",
+                         shifts=parse_shifts(cell.spec), test_per_vendor=plan.test_per_vendor,
+                         unseen_test=plan.test_per_vendor, progress=progress)
+    harmonize_datasets(out=cohort.harmonized, seed=seed,
+                       acdc=cohort.raw / "ACDC" / "database",
+                       mnms=cohort.raw / "MnM" / "OpenDataset", mnms2=cohort.raw / "MnM2")
+    marker.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    return cohort

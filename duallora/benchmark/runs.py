@@ -1,0 +1,88 @@
+"""Train (or reuse) every run of a plan: cohorts x shift cells x training seeds x run specs.
+
+Each run is an ordinary kit run (``duallora train`` would give the same folder) with the
+cohort's balanced test set as ``--test-data`` and ``--cross-site`` for strategies with private
+parts; per-run bootstrap intervals are off (the benchmark's two-level bootstrap replaces them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from duallora.benchmark.cohorts import BenchmarkCohort, ensure_cohort
+from duallora.benchmark.plans import RUNS, Plan, RunSpec
+from duallora.federated.config import STRATEGY_NAMES, TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """One finished run and where it belongs in the design."""
+
+    cohort: BenchmarkCohort
+    train_seed: int
+    spec: RunSpec
+    folder: Path
+
+
+def run_config(plan: Plan, cohort: BenchmarkCohort, spec: RunSpec, train_seed: int,
+               cache_dir: Path) -> TrainConfig:
+    values: dict[str, Any] = {
+        "data": str(cohort.harmonized), "test_data": str(cohort.test),
+        "strategy": spec.strategy, "seed": train_seed, "model_size": plan.model_size,
+        "fm": plan.fm, "cache_dir": str(cache_dir), "bootstrap": 0, "cross_site": True,
+        **plan.train, **spec.overrides}
+    return TrainConfig.from_dict(values)
+
+
+def planned_runs(plan: Plan) -> Iterator[tuple[Any, int, int, RunSpec]]:
+    """``(cell, cohort_seed, train_seed, spec)`` for every run, in training order; run specs
+    whose strategy this kit does not have (yet) are left out and listed by ``missing_runs``."""
+    for cell in plan.cells():
+        for cohort_seed in plan.cohort_seeds:
+            for train_seed in plan.train_seeds:
+                for name in plan.runs_at(cell):
+                    spec = RUNS[name]
+                    if spec.strategy in STRATEGY_NAMES:
+                        yield cell, cohort_seed, train_seed, spec
+
+
+def missing_runs(plan: Plan) -> list[str]:
+    return sorted({name for name in plan.runs if RUNS[name].strategy not in STRATEGY_NAMES})
+
+
+def ensure_plan_runs(plan: Plan, data: Path, *, progress: bool = True) -> list[TrainedRun]:
+    """Build every cohort and train every run the plan needs (finished ones are reused)."""
+    from tqdm.auto import tqdm
+
+    from duallora.federated.reuse import ensure_trained
+
+    data = Path(data)
+    cohorts: dict[tuple[Any, int], BenchmarkCohort] = {}
+    done: list[TrainedRun] = []
+    todo = list(planned_runs(plan))
+    for cell, cohort_seed, train_seed, spec in tqdm(todo, desc=f"benchmark {plan.name}",
+                                                    unit="run", disable=not progress):
+        if (cell, cohort_seed) not in cohorts:
+            cohorts[cell, cohort_seed] = ensure_cohort(data, plan, cell, cohort_seed, progress)
+        cohort = cohorts[cell, cohort_seed]
+        config = run_config(plan, cohort, spec, train_seed, data / "prefix_cache")
+        folder = cohort.root / "runs" / f"{spec.name}_seed{train_seed}"
+        ensure_trained(config, folder, progress=False)
+        done.append(TrainedRun(cohort, train_seed, spec, folder))
+    return done
+
+
+def run_cost(folder: Path) -> dict[str, float]:
+    """The cost rows of a run (``metrics.csv`` split ``cost``) and its wall time."""
+    import pandas as pd
+
+    metrics = pd.read_csv(folder / "metrics.csv")
+    cost = metrics[metrics["split"] == "cost"]
+    values = {row.metric: float(row.value) for row in cost.itertuples()}
+    timing = json.loads((folder / "timing.json").read_text())
+    values["wall_seconds"] = float(timing.get("total_seconds", float("nan")))
+    return values

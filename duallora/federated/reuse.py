@@ -1,0 +1,54 @@
+"""Train a configuration into a folder once; later calls with the same configuration reuse it.
+
+Shared by the notebooks' workspace (``duallora.notebooks.experiments``) and the benchmark
+(``duallora.benchmark``). A finished run leaves ``kit_run.json`` holding its configuration;
+an interrupted run with the same configuration is resumed (bit-identical to an uninterrupted
+one); a run with another configuration is replaced. LoRA strategies also log adapter norms per
+round (``adapter_norms.csv``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from duallora.federated.config import TrainConfig
+
+RUN_MARKER = "kit_run.json"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(config: TrainConfig, out: Path) -> bool:
+    marker = _read_json(Path(out) / RUN_MARKER)
+    return (marker is not None and marker.get("config") == json.loads(config.to_json())
+            and (Path(out) / "metrics.csv").is_file())
+
+
+def ensure_trained(config: TrainConfig, out: Path, *, progress: bool = True) -> Path:
+    """Train ``config`` into ``out`` unless the same configuration finished there."""
+    from duallora.federated.loop import run_training
+    from duallora.results.adapter_norms import NormLogger
+
+    out = Path(out)
+    if is_finished(config, out):
+        return out
+    wanted = json.loads(config.to_json())
+    resume = _read_json(out / "config.json") == wanted
+    if out.exists() and not resume:
+        shutil.rmtree(out)
+    logger = NormLogger(out, config)
+    if not resume:
+        logger.reset()
+    run_training(config, out, resume=resume, progress=progress, after_round=logger)
+    tmp = out / f".{RUN_MARKER}.tmp"
+    tmp.write_text(json.dumps({"config": wanted}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out / RUN_MARKER)
+    return out

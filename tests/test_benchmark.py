@@ -1,0 +1,132 @@
+"""The benchmark end to end on its `test` plan (tiny v2 cohorts, test-tiny model, 2 seeds).
+
+Checks the numbers the report prints against the run folders they come from: the primary
+difference against the runs' own predictions, the bytes against the wire logs, the cross-site
+diagonal against each site's own test split, and the negative-control cell being there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from duallora.benchmark import get_plan, run_benchmark
+from duallora.benchmark.plans import PRIMARY, ShiftCell
+from duallora.benchmark.runs import planned_runs
+from duallora.errors import KitError
+from duallora.results.metrics import binary_metrics
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("benchmark")
+    plan = get_plan("test")
+    result = run_benchmark(plan, root / "data", root / "out", progress=False,
+                           command="pytest")
+    return {"plan": plan, "result": result, "data": root / "data", "out": root / "out"}
+
+
+def _runs(data: Path, cell: ShiftCell, name: str) -> list[Path]:
+    return sorted((data / cell.key / "seed0" / "runs").glob(f"{name}_seed*"))
+
+
+def _seen_ba(folder: Path, split: str = "test") -> float:
+    frame = pd.read_csv(folder / "predictions.csv")
+    part = frame[(frame["split"] == split) & (frame["client"] != "unseen")]
+    return binary_metrics(part["label"].to_numpy(), part["prob"].to_numpy())[
+        "balanced_accuracy"]
+
+
+def test_plan_trains_every_planned_run_once(benchmark: dict):
+    plan = benchmark["plan"]
+    planned = list(planned_runs(plan))
+    folders = list(benchmark["data"].glob("*/seed*/runs/*"))
+    assert len(folders) == len(planned)
+    assert all((folder / "kit_run.json").is_file() for folder in folders)
+    # the negative-control cell trains only the dose-response runs
+    control = ShiftCell(0.0, 1.0, 0.0)
+    assert {p.name.rsplit("_seed", 1)[0] for p in
+            (benchmark["data"] / control.key / "seed0" / "runs").iterdir()} == set(PRIMARY)
+
+
+def test_primary_difference_is_the_mean_of_the_runs_own_differences(benchmark: dict):
+    plan, result = benchmark["plan"], benchmark["result"]
+    diffs = [_seen_ba(a) - _seen_ba(b) for a, b in zip(
+        _runs(benchmark["data"], plan.primary_cell, PRIMARY[0]),
+        _runs(benchmark["data"], plan.primary_cell, PRIMARY[1]), strict=True)]
+    primary = result["h1"]["primary"]["balanced_accuracy"]
+    assert len(diffs) == len(plan.train_seeds) == result["h1"]["n_replicates"]
+    assert primary["diff"] == pytest.approx(float(np.mean(diffs)), abs=1e-9)
+    assert primary["low"] <= primary["diff"] <= primary["high"]
+    assert primary["wilcoxon_p"] is None  # 2 seeds: refused, with its reason
+    assert primary["mde"] > 0
+
+
+def test_negative_control_and_dose_response_cover_every_label_strength(benchmark: dict):
+    dose = benchmark["result"]["h1"]["dose_response"]
+    assert sorted(row["label_strength"] for row in dose) == [0.0, 1.0]
+    assert [row["negative_control"] for row in dose if row["label_strength"] == 0.0] == [True]
+
+
+def test_bytes_come_from_the_wire_logs(benchmark: dict):
+    plan, rows = benchmark["plan"], benchmark["result"]["h3"]["rows"]
+    by_arm = {row["arm"]: row for row in rows}
+    folder = _runs(benchmark["data"], plan.primary_cell, "med_duallora")[0]
+    comm = [json.loads(line) for line in (folder / "comm.jsonl").read_text().splitlines()]
+    assert by_arm["med_duallora"]["mb_total"] == pytest.approx(
+        sum(entry["bytes"] for entry in comm) / 1e6)
+    assert by_arm["single_site"]["mb_total"] == 0.0
+    assert by_arm["med_duallora_global"]["mb_total"] == by_arm["med_duallora"]["mb_total"]
+
+
+def test_cross_site_diagonal_is_each_sites_own_test(benchmark: dict):
+    plan, matrix = benchmark["plan"], benchmark["result"]["cross_site"]["med_duallora"]
+    folders = _runs(benchmark["data"], plan.primary_cell, "med_duallora")
+    for vendor in ("Canon", "GE", "Philips", "Siemens"):
+        own = []
+        for folder in folders:
+            frame = pd.read_csv(folder / "predictions.csv")
+            part = frame[(frame["split"] == "test") & (frame["client"] == vendor)]
+            own.append(binary_metrics(part["label"].to_numpy(), part["prob"].to_numpy())[
+                "balanced_accuracy"])
+        assert matrix[vendor][vendor] == pytest.approx(float(np.mean(own)))
+        others = set(matrix[vendor]) - {vendor}
+        assert {"unseen"} <= others and len(others) == 4  # 3 other vendors + unseen centre
+    assert "unseen" in matrix["global"]
+
+
+def test_report_files_carry_provenance_and_the_mde_banner(benchmark: dict):
+    out, result = benchmark["out"], benchmark["result"]
+    stored = json.loads((out / "benchmark.json").read_text())
+    assert stored["provenance"]["command"] == "pytest"
+    assert stored["plan"]["train_seeds"] == [0, 1]
+    assert set(stored["headroom"]) == {f"{cell.key}/seed0" for cell in
+                                       benchmark["plan"].cells()}
+    text = (out / "benchmark.md").read_text()
+    assert "not resolvable at this size" in text or "p=" in text
+    assert f"{result['h1']['primary']['balanced_accuracy']['mde']:.3f}" in text
+    for figure in ("dose_response.png", "pareto.png", "cross_site.png"):
+        assert (out / "figures" / figure).stat().st_size > 1000
+    # references are rows of the arm table
+    arms = result["cells"][benchmark["plan"].primary_cell.key]["arms"]
+    assert arms["chance"]["balanced_accuracy"]["value"] == pytest.approx(0.5)
+    assert {"head_only_probe", "raw_pixel_probe"} <= set(arms)
+
+
+def test_a_second_call_reuses_every_run(benchmark: dict):
+    before = {p: p.stat().st_mtime_ns for p in benchmark["data"].glob("*/seed*/runs/*/"
+                                                                     "metrics.csv")}
+    run_benchmark(benchmark["plan"], benchmark["data"], benchmark["out"], progress=False)
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert before == after
+
+
+def test_unknown_plan_is_one_clear_error():
+    with pytest.raises(KitError, match="unknown benchmark plan"):
+        get_plan("huge")
