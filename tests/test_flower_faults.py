@@ -1,6 +1,7 @@
 """A site that stays away: the round goes on with the others (as in-process ``--min-clients``),
-and its absence is logged. Three real sites; Philips's site goes down for good after its first
-upload, and ``site-wait`` (5 s) lets the server go on without it."""
+and its absence is logged. Three real sites, with TLS and SuperNode authentication (what
+``flower-local --tls`` sets up: every site's key registered); Philips's site goes down for good
+after its first upload, and ``site-wait`` (5 s) lets the server go on without it."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_a_site_that_stays_away_sits_the_rounds_out_and_is_logged(harmonized_dir
 
     local = run_on_localhost(config, tmp_path / "run", 3, work_dir=tmp_path / "work",
                              settings=FlowerSettings(site_wait=5.0),
-                             during_run=take_one_site_down, timeout=900)
+                             during_run=take_one_site_down, timeout=900, tls=True)
     assert local.result.completed
     metrics = pd.read_csv(local.run_dir / "metrics.csv")
     server = metrics[metrics.client == "server"]
@@ -64,3 +65,12 @@ def test_a_site_that_stays_away_sits_the_rounds_out_and_is_logged(harmonized_dir
     assert set(predictions.client) == {"Siemens", "GE"}  # the absent site has no test rows
     log = (local.run_dir / "flower" / "server.log").read_text()
     assert f"site {AWAY} stayed away" in log
+    # it ran over TLS with registered keys: the CLI connection and every node verify the CA
+    flower_dir = tmp_path / "work" / "flower"
+    cli = (flower_dir / "homes" / "cli" / "config.toml").read_text()
+    assert "root-certificates" in cli and "insecure" not in cli
+    assert sorted(p.name for p in (flower_dir / "tls" / "nodes").glob("*.pub")) == \
+        ["GE_key.pub", "Philips_key.pub", "Siemens_key.pub"]
+    for site in ("Siemens", "GE"):
+        assert "Failed to activate" not in (flower_dir / "logs" /
+                                            f"supernode-{site}.log").read_text()

@@ -284,9 +284,10 @@ def stop_the_launcher_with(sig: signal.Signals, harmonized_dir: Path, tmp_path: 
     """Start ``flower-local`` (signals at their defaults), wait until the run is submitted, send
     ``sig``; return its exit code, its stderr and its work folder."""
     work = tmp_path / "work"
-    command = [sys.executable, "-m", "duallora", "flower-local", "--clients", "2", "--quick",
-               "--fm", "none", "--data", str(harmonized_dir), "--out", str(tmp_path / "run"),
-               "--work-dir", str(work)]
+    # the README's `flower-local --tls` (TLS + SuperNode auth set up, then interrupted)
+    command = [sys.executable, "-m", "duallora", "flower-local", "--tls", "--clients", "2",
+               "--quick", "--fm", "none", "--data", str(harmonized_dir), "--out",
+               str(tmp_path / "run"), "--work-dir", str(work)]
     launcher = subprocess.Popen([sys.executable, "-c", SIGNALS_AT_DEFAULT, *command],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -297,6 +298,7 @@ def stop_the_launcher_with(sig: signal.Signals, harmonized_dir: Path, tmp_path: 
             time.sleep(0.2)
         assert submitted.exists(), launcher.communicate(timeout=60)
         assert len(processes_mentioning(str(work))) >= 3  # SuperLink + 2 SuperNodes (+ children)
+        assert (work / "flower" / "tls" / "ca.crt").is_file()
         # the launcher handles the signal itself (Python's SIGINT handler / our SIGTERM
         # handler). It blocks every signal for an instant whenever it forks (CPython's
         # subprocess does, and the launcher polls `flwr ls`), so "not blocked" is checked as

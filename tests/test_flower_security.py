@@ -2,18 +2,17 @@
 
 ``duallora flower-local --tls`` makes a CA, a SuperLink certificate and a key pair per site,
 starts the SuperLink with TLS and ``--enable-supernode-auth``, registers every site's key and
-trains; a SuperNode whose key was never registered is refused by the SuperLink.
+trains (``tests/test_flower_faults.py`` trains that way; ``tests/test_flower_run.py``'s Ctrl-C
+and SIGTERM tests start the README's ``flower-local --tls`` command); a SuperNode whose key was
+never registered is refused by the SuperLink.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from duallora.flower.localhost.launcher import LocalhostFederation, NodeSpec, free_port
@@ -41,28 +40,6 @@ def test_the_tls_material_chains_to_the_ca_and_names_the_loopback(tmp_path: Path
     assert private.public_key() == load_ssh_public_key(key.public.read_bytes())
     assert key.private.stat().st_mode & 0o077 == 0
     assert material.server_key.stat().st_mode & 0o077 == 0
-
-
-def test_flower_local_with_tls_trains_with_registered_sites(harmonized_dir: Path, tmp_path: Path):
-    """The README command: `duallora flower-local --tls ...`."""
-    out, work = tmp_path / "run", tmp_path / "work"
-    done = subprocess.run(
-        [sys.executable, "-m", "duallora", "flower-local", "--tls", "--clients", "2", "--quick",
-         "--rounds", "1", "--fm", "none", "--bootstrap", "20", "--data", str(harmonized_dir),
-         "--out", str(out), "--work-dir", str(work)],
-        capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "TLS + SuperNode authentication" in done.stdout
-    metrics = pd.read_csv(out / "metrics.csv")
-    trained = metrics[(metrics.split == "train") & (metrics.metric == "loss")]
-    assert set(trained.client) == {"Siemens", "Philips"}
-    link = (work / "flower" / "logs" / "superlink.log").read_text()
-    assert "insecure" not in link.lower()
-    tls = work / "flower" / "tls"
-    assert (tls / "ca.crt").is_file() and sorted(p.name for p in (tls / "nodes").glob("*.pub")) \
-        == ["Philips_key.pub", "Siemens_key.pub"]
-    config = (work / "flower" / "homes" / "cli" / "config.toml").read_text()
-    assert "root-certificates" in config and "insecure" not in config
 
 
 def test_an_unregistered_supernode_is_refused(tmp_path: Path):
