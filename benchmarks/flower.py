@@ -1,10 +1,15 @@
-"""Flower on localhost vs the in-process loop: the same run, per-round time ratio.
+"""Flower on localhost vs Flower's own floor vs the in-process loop, per-round times.
 
-Both runs use the same ``TrainConfig`` on the same cohort: ``duallora.federated.loop`` in this
-process, and ``duallora.flower.localhost.run.run_on_localhost`` with one real SuperNode per
-vendor on 127.0.0.1. Each writes ``timing.json`` with the wall time of every round (training,
-upload, aggregation and validation), which is what is compared. When this checkout has no usable
-Flower part, ``measure_flower`` raises ``KitError`` with the reason ("not available").
+Three runs, side by side: the kit's training in this process (``duallora.federated.loop``),
+the same ``TrainConfig`` over ``duallora.flower.localhost.run.run_on_localhost`` (one real
+SuperNode and site worker per vendor on 127.0.0.1), and a trivial Flower app
+(``benchmarks/flower_floor``: no torch, no computation) on the same topology with the same
+message count per round (one per site). The kit's runs write ``timing.json`` with the wall
+time of every round (training, upload, aggregation and validation); the trivial app writes its
+own. The target is ``ratio_to_floor`` <= 1.25. When this checkout has no usable Flower part,
+``measure_flower`` raises ``KitError`` with the reason ("not available").
+
+    python benchmarks/run.py --skip data strategies prefix inference notebooks   # this alone
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from duallora.errors import KitError
 
 FLOWER_ROUNDS = 3
+FLOOR_APP = Path(__file__).resolve().parent / "flower_floor"
 
 
 def flower_runner() -> Callable[..., Any]:
@@ -42,12 +48,32 @@ def round_seconds(run_dir: Path) -> list[float]:
     return [float(v) for _, v in sorted(rounds.items(), key=lambda kv: int(kv[0]))]
 
 
+def measure_floor(work: Path, n_sites: int, rounds: int) -> list[float]:
+    """Round times of the trivial app (one message per site per round) on ``n_sites``
+    SuperNodes, with the launcher the kit's runs use."""
+    import json
+
+    from duallora.flower.localhost.launcher import LocalhostFederation, NodeSpec
+
+    out = Path(work) / "floor-rounds.json"
+    nodes = [NodeSpec(f"site{i}", {"partition-id": i}) for i in range(n_sites)]
+    with LocalhostFederation(Path(work) / "floor", nodes, workers=False) as federation:
+        federation.run_app(FLOOR_APP, {"rounds": rounds, "num-sites": n_sites,
+                                       "messages-per-round": 1, "out-file": str(out)},
+                           timeout=600.0)
+    rounds_done = json.loads(out.read_text())["rounds"]
+    return [float(v) for _, v in sorted(rounds_done.items(), key=lambda kv: int(kv[0]))]
+
+
 def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
                    log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Quick-mode settings with ``FLOWER_ROUNDS`` rounds, in-process first, then Flower.
+    """Quick-mode settings with ``FLOWER_ROUNDS`` rounds: in-process, then Flower, then the
+    trivial app.
 
-    Round 1 is reported apart (it includes each site's start-up: loading its data and building
-    its prefix cache); the ratio uses the median of the later rounds.
+    The kit's round 1 is reported apart (it includes each site's start-up: loading its data
+    and building its prefix cache, and one message more: the validation of round r travels
+    with the training of round r + 1, so round 1's interval holds two messages per site and
+    every later round one); its ratios use the median of the later rounds.
     """
     from benchmarks.measure import N_CLIENTS, bench_config
     from benchmarks.timing import summarize
@@ -68,12 +94,18 @@ def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
     run_on_localhost(config, work / "flower-run", N_CLIENTS, work_dir=work / "flower-work",
                      timeout=900.0)
     flower_total = time.perf_counter() - start
+    log("flower: trivial app on the same topology")
+    floor = measure_floor(work / "floor-work", N_CLIENTS, FLOWER_ROUNDS)
     ours, theirs = round_seconds(work / "inprocess"), round_seconds(work / "flower-run")
     later_ours, later_theirs = summarize(ours[1:] or ours), summarize(theirs[1:] or theirs)
+    floor_timing = summarize(floor)
     return {"available": True, "strategy": strategy, "rounds": FLOWER_ROUNDS,
-            "n_clients": N_CLIENTS,
+            "n_clients": N_CLIENTS, "messages_per_site_per_round": 1,
             "round_seconds_inprocess": later_ours.to_dict(),
             "round_seconds_flower": later_theirs.to_dict(),
+            "round_seconds_floor": floor_timing.to_dict(),
             "first_round_seconds": {"inprocess": ours[0], "flower": theirs[0]},
             "total_seconds": {"inprocess": inprocess_total, "flower": flower_total},
-            "ratio": later_theirs.median / later_ours.median}
+            "ratio": later_theirs.median / later_ours.median,
+            "ratio_to_floor": later_theirs.median / floor_timing.median}
+

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -188,16 +187,16 @@ def test_device_and_precision_are_checked(monkeypatch) -> None:
 
 
 def test_flower_node_config_device_overrides_the_run(tmp_path) -> None:
-    from duallora.flower.client_app import Site, site_config
+    from duallora.flower.site_handlers import Site, site_config
 
     run = TrainConfig(device="cuda", precision="bf16")
     instructions = {"train-config": json.dumps(json.loads(run.to_json()))}
     node = {"client-name": "Siemens", "data-dir": str(tmp_path), "state-dir": str(tmp_path)}
-    own = Site.from_context(SimpleNamespace(node_config={**node, "device": "cuda:1"}))
+    own = Site.from_node_config({**node, "device": "cuda:1"})
     assert own.device == "cuda:1"
     config = site_config(own, instructions)
     assert config.device == "cuda:1" and config.precision == "bf16"
-    plain = site_config(Site.from_context(SimpleNamespace(node_config=node)), instructions)
+    plain = site_config(Site.from_node_config(node), instructions)
     assert plain.device == "cuda"
 
 

@@ -250,3 +250,45 @@ def test_sweep_command_trains_and_tabulates(harmonized_dir, cache, tmp_path, cap
     paired = pd.read_csv(out / "paired.csv")
     assert list(paired[["a", "b"]].itertuples(index=False, name=None)) == [
         ("med_duallora", "single_site")]
+
+
+class _PipelinedSites:
+    """In-process sites that take the validation of round r with the training of round
+    r + 1, as the Flower transport does (validation first, then training)."""
+
+    validates_with_next_round = True
+
+    def __init__(self, inner, calls: list) -> None:
+        self.inner, self.calls = inner, calls
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def train_after_validation(self, group, plan, round_idx, requests):
+        self.calls.append((group, round_idx))
+        return self.inner.evaluate(group, plan), self.inner.train(round_idx, requests)
+
+
+def test_validation_pipelined_with_the_next_round_gives_the_same_run(harmonized_dir, cache,
+                                                                      tmp_path) -> None:
+    """The driver's pipelining (one message per site per round over Flower) changes when the
+    validation is asked for, never what is computed: the run directory is byte-identical."""
+    from duallora.federated import loop
+    from duallora.federated.client_model import build_client_model
+    from duallora.federated.prepare import prepare_cohort
+    from duallora.federated.rundir import RunDir
+    from duallora.federated.sites import InProcessSites
+    from duallora.federated.strategies import get_strategy
+
+    config = _config(harmonized_dir, cache, rounds=3, drop_prob=0.3, seed=3)
+    plain = run_training(config, tmp_path / "plain", progress=False)
+    strategy = get_strategy(config.strategy, config.head)
+    model = build_client_model(config, strategy)
+    calls: list = []
+    sites = _PipelinedSites(InProcessSites(config, model, prepare_cohort(config, model)), calls)
+    rundir = RunDir(tmp_path / "pipelined")
+    rundir.prepare(resume=False, overwrite=False)
+    rundir.write_config(config)
+    loop.run_federation(config, strategy, model, sites, rundir, progress=False)
+    assert calls == [("1", 2), ("2", 3)]
+    assert _read(plain) == _read(tmp_path / "pipelined")

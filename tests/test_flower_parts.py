@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
@@ -35,6 +37,7 @@ from duallora.flower.run_config import (
     train_config_from_run_config,
 )
 from duallora.flower.server_app import GaussianNoiseOnAggregate
+from duallora.flower.settings import FlowerSettings
 from duallora.flower.sites import private_ref, ref_round
 from duallora.flower.wire import (
     content_names,
@@ -248,3 +251,44 @@ def test_sites_clip_their_update_with_flowers_mod_only_when_dp_is_on(monkeypatch
     assert torch.allclose(update / update.norm(), torch.ones(10) / 10 ** 0.5)
     plain = optional_clipping(request({}), None, site)
     assert torch.equal(record_to_payload(plain.content["arrays"])["w"], torch.full((10,), 3.0))
+
+
+def test_privacy_budget_comes_from_flowers_rdp_accountant_and_composes():
+    from duallora.flower.privacy import epsilon, epsilon_curve
+
+    one, three = epsilon(1.0, 1, 1e-5), epsilon(1.0, 3, 1e-5)
+    assert 0 < one < three < 3 * one  # RDP composition is sublinear in the rounds
+    assert epsilon(2.0, 3, 1e-5) < three  # more noise, less epsilon
+    assert epsilon(1.0, 3, 1e-3) < three  # a looser delta, less epsilon
+    assert epsilon(1.0, 0) == 0.0
+    # the Gaussian mechanism's classical bound: z >= sqrt(2 ln(1.25/delta)) / eps gives
+    # (eps, delta)-DP for one release, so RDP's epsilon at that z can be no larger
+    delta, eps = 1e-5, 0.5
+    z = math.sqrt(2 * math.log(1.25 / delta)) / eps
+    assert epsilon(z, 1, delta) <= eps
+    curve = epsilon_curve(1.0, 3)
+    assert list(curve["round"]) == [1, 2, 3]
+    assert curve["epsilon"].is_monotonic_increasing and curve["epsilon"].iloc[-1] == three
+    with pytest.raises(KitError, match="dp-noise-multiplier"):
+        epsilon(0.0, 2)
+
+
+def test_dp_aggregator_reports_epsilon_per_round_in_the_run_metrics():
+    """The driver writes the aggregator's budget as metrics rows (split ``privacy``)."""
+    from duallora.federated.loop import _log_privacy
+    from duallora.federated.state import RunState
+    from duallora.flower.privacy import epsilon, run_epsilon
+
+    noisy = GaussianNoiseOnAggregate(get_strategy("med_duallora"), noise_multiplier=1.5,
+                                     clipping_norm=1.0, seed=0, delta=1e-4, sites=3)
+    state = RunState(global_payload={})
+    for round_idx in (1, 2):
+        _log_privacy(state, round_idx, noisy)
+        state.metric(round_idx, "server", "train", "clients_aggregated", 3)
+    table = run_epsilon(pd.DataFrame(state.metrics))
+    assert list(table["round"]) == [1, 2]
+    assert table["epsilon"].tolist() == [epsilon(1.5, 1, 1e-4), epsilon(1.5, 2, 1e-4)]
+    assert (table["epsilon_round"] == epsilon(1.5, 1, 1e-4)).all()
+    assert (table["delta"] == 1e-4).all()
+    with pytest.raises(KitError, match="dp-delta"):
+        FlowerSettings(dp_delta=1.5)

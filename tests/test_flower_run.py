@@ -1,8 +1,9 @@
 """End to end: the kit's Flower app on a real SuperLink and four real SuperNodes.
 
 One run of 2 rounds of med_duallora on the small phantom cohort, with Canon held out (a site that
-only evaluates the global model), during which the GE site's SuperNode is stopped and started
-again, compared with the in-process loop of the same seed. Both configurations are made by the
+only evaluates the global model), during which the GE site (SuperNode and worker) is stopped and
+started again and the Philips site worker is killed (the launcher starts it again), compared with
+the in-process loop of the same seed. Both configurations are made by the
 command lines' own parsers from the same options, so they must agree (``--local-epochs 2``
 equals the default and differs from ``--quick``'s 1: the old double application of ``--quick``
 on the Flower side trained 1 epoch here).
@@ -37,6 +38,7 @@ SITES = ["Canon", "GE", "Philips", "Siemens"]
 HOLDOUT = "Canon"
 TRAINERS = [site for site in SITES if site != HOLDOUT]
 RESTARTED = "GE"
+KILLED_WORKER = "Philips"
 OPTIONS = ["--quick", "--fm", "none", "--local-epochs", "2", "--bootstrap", "20",
            "--holdout-vendor", HOLDOUT]
 
@@ -108,6 +110,10 @@ def flower(config: TrainConfig, tmp_path_factory: pytest.TempPathFactory) -> dic
         restarted["at"] = time.time()
         federation.start_node(RESTARTED)
         groups.extend(federation.process_groups())
+        # a site worker dies (SIGKILL: no cleanup); the launcher's supervision starts it again
+        os.kill(federation.processes[f"worker:{KILLED_WORKER}"].pid, signal.SIGKILL)
+        restarted["killed"] = time.time()
+        restarted["federation"] = federation
 
     start = time.perf_counter()
     local = run_on_localhost(config, base / "run", len(SITES), work_dir=base / "work",
@@ -209,6 +215,32 @@ def test_restarted_site_resumes_its_local_adapter_from_its_folder(flower: dict):
     assert round2["base_digest"] == trained[1]["new_digest"] != "empty"
 
 
+def test_a_killed_site_worker_is_started_again_and_resumes_from_its_folder(flower: dict):
+    assert KILLED_WORKER in flower["restarted"]["federation"].restarts
+    events = [json.loads(line) for path in
+              (flower["work"] / "sites" / KILLED_WORKER / "state" / "runs").glob("*/events.jsonl")
+              for line in path.read_text().splitlines()]
+    after = [e for e in events if e["time"] > flower["restarted"]["killed"]
+             and e.get("base_source") is not None]
+    assert after and after[0]["base_source"] == "disk"  # a fresh worker: nothing in memory
+
+
+def test_one_message_per_site_per_round(flower: dict):
+    """Validation of round r rides with round r + 1's training: per site, round 1's training,
+    one message for round 2 (validation 1 + training 2), the last validation and the final
+    test (the restarted site may be asked again: count distinct groups and types)."""
+    replies = [json.loads(line) for line in
+               (flower["local"].run_dir / "flower" / "wire.jsonl").read_text().splitlines()]
+    for site in TRAINERS:
+        mine = [(r["group"], r["type"]) for r in replies if r["site"] == site]
+        assert sorted(set(mine)) == [("0", "query.head_moments"), ("1", "train"),
+                                     ("2", "evaluate"), ("2", "train"),
+                                     ("final", "evaluate")], site
+        merged = [r for r in replies if r["site"] == site and r["group"] == "2"
+                  and r["type"] == "train"]
+        assert all("predictions" in r["names"] and "arrays" in r["names"] for r in merged)
+
+
 def test_no_flower_process_is_left_running(flower: dict):
     assert flower["groups"]
     assert not [pgid for pgid in flower["groups"] if group_alive(pgid)]
@@ -252,9 +284,10 @@ def stop_the_launcher_with(sig: signal.Signals, harmonized_dir: Path, tmp_path: 
     """Start ``flower-local`` (signals at their defaults), wait until the run is submitted, send
     ``sig``; return its exit code, its stderr and its work folder."""
     work = tmp_path / "work"
-    command = [sys.executable, "-m", "duallora", "flower-local", "--clients", "2", "--quick",
-               "--fm", "none", "--data", str(harmonized_dir), "--out", str(tmp_path / "run"),
-               "--work-dir", str(work)]
+    # the README's `flower-local --tls` (TLS + SuperNode auth set up, then interrupted)
+    command = [sys.executable, "-m", "duallora", "flower-local", "--tls", "--clients", "2",
+               "--quick", "--fm", "none", "--data", str(harmonized_dir), "--out",
+               str(tmp_path / "run"), "--work-dir", str(work)]
     launcher = subprocess.Popen([sys.executable, "-c", SIGNALS_AT_DEFAULT, *command],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -265,6 +298,7 @@ def stop_the_launcher_with(sig: signal.Signals, harmonized_dir: Path, tmp_path: 
             time.sleep(0.2)
         assert submitted.exists(), launcher.communicate(timeout=60)
         assert len(processes_mentioning(str(work))) >= 3  # SuperLink + 2 SuperNodes (+ children)
+        assert (work / "flower" / "tls" / "ca.crt").is_file()
         # the launcher handles the signal itself (Python's SIGINT handler / our SIGTERM
         # handler). It blocks every signal for an instant whenever it forks (CPython's
         # subprocess does, and the launcher polls `flwr ls`), so "not blocked" is checked as

@@ -8,6 +8,7 @@ and call a package function.
 - ``pretrain``      MAE-pretrain a foundation model (``duallora.model.pretrain``).
 - ``flower_local``  ``flower-local``: the same training over real Flower processes on this
   machine (``duallora.flower.localhost``).
+- ``site_worker``   ``site-worker``: a site's long-lived worker the Flower ClientApp relays to.
 - ``sweep``         strategies x seeds, then results tables (``duallora.federated.sweep``).
 - ``tune_lr``       ``tune-lr``: a learning-rate grid chosen on validation loss.
 - ``benchmark``     the pre-declared hypotheses H1-H3 (``duallora.benchmark``).
@@ -21,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "duallora.commands.train",
     "duallora.commands.pretrain",
     "duallora.commands.flower_local",
+    "duallora.commands.site_worker",
     "duallora.commands.sweep",
     "duallora.commands.tune_lr",
     "duallora.commands.benchmark",

@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="node folders and Flower logs (default RUN_DIR/flower/work)")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds before the run is stopped (default 3600)")
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS and SuperNode authentication on loopback: make a CA, a "
+                        "SuperLink certificate and a key pair per site (WORK_DIR/flower/tls), "
+                        "register every site's key, refuse any other node")
     add_settings_options(parser, FlowerSettings, title="Flower deployment")
     add_settings_options(parser, TrainConfig, skip=SITE_FIELDS, title="training settings")
     parser.set_defaults(func=run)
@@ -61,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     run = run_on_localhost(config, args.out, args.clients, work_dir=work_dir,
                            resume=args.resume, overwrite=args.overwrite, settings=deployment,
-                           timeout=args.timeout)
+                           timeout=args.timeout, tls=args.tls)
     print(headline(run.run_dir))
-    print(f"flower-local: {len(run.sites)} sites ({', '.join(run.sites)}), "
+    security = "TLS + SuperNode authentication" if args.tls else "insecure loopback"
+    print(f"flower-local: {len(run.sites)} sites ({', '.join(run.sites)}), {security}, "
           f"{time.perf_counter() - start:.0f} s; run directory {run.run_dir}; "
           f"site folders {run.work_dir / 'sites'}")
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,18 +98,43 @@ def run_federation(config: TrainConfig, strategy: Strategy, model: ClientModel, 
     bar = tqdm(total=config.rounds * len(sites.trainers),
                initial=state.round * len(sites.trainers), desc=strategy.name, unit="client",
                disable=not progress, leave=False)
-    for round_idx in range(state.round + 1, config.rounds + 1):
-        round_start = time.perf_counter()
-        run_round(round_idx, config, strategy, sites, state, aggregate)
-        validate_round(round_idx, strategy, sites, state, config.selection)
+    # A transport that carries the validation of round r with the training of round r + 1
+    # (same global payload, one message per site) says so; the numbers are the same.
+    pipelined = bool(getattr(sites, "validates_with_next_round", False))
+    pending: tuple[int, dict[str, list[EvalRequest]]] | None = None
+    last_close = time.perf_counter()
+
+    def close_round(round_idx: int, plan: dict[str, list[EvalRequest]],
+                    answers: dict[str, list[Predictions]]) -> None:
+        nonlocal last_close
+        apply_validation(round_idx, strategy, sites, state, plan, answers, config.selection)
         state.round = round_idx
         rundir.save_checkpoint(state.to_checkpoint())
         rundir.write_metrics(state.metrics)
         rundir.write_comm(state.comm)
-        timing["rounds"][round_idx] = time.perf_counter() - round_start
+        now = time.perf_counter()
+        timing["rounds"][round_idx] = now - last_close
+        last_close = now
         bar.update(len(sites.trainers))
         if after_round is not None:
             after_round(round_idx)
+
+    for round_idx in range(state.round + 1, config.rounds + 1):
+        requests = round_requests(round_idx, config, strategy, sites, state)
+        if pending is not None:
+            val_answers, answers = sites.train_after_validation(
+                str(pending[0]), pending[1], round_idx, requests.requests)
+            close_round(pending[0], pending[1], val_answers)
+            pending = None
+        else:
+            answers = sites.train(round_idx, requests.requests)
+        apply_round(round_idx, config, strategy, state, requests, answers, aggregate,
+                    sites.trainers)
+        plan = validation_plan(strategy, sites, state)
+        if pipelined and round_idx < config.rounds:
+            pending = (round_idx, plan)
+            continue
+        close_round(round_idx, plan, sites.evaluate(str(round_idx), plan))
     bar.close()
     final_start = time.perf_counter()
     finish(config, strategy, model, sites, state, rundir)
@@ -139,9 +165,20 @@ def dropped_clients(config: TrainConfig, round_idx: int, clients: list[str]) -> 
     return {name for name, draw in zip(clients, draws, strict=True) if draw < config.drop_prob}
 
 
-def run_round(round_idx: int, config: TrainConfig, strategy: Strategy, sites: Sites,
-              state: RunState, aggregate: Aggregator | None = None) -> None:
-    """One round of training; updates ``state`` (global payload, private handles, logs)."""
+@dataclass
+class RoundRequests:
+    """What the driver asks of the sites in one round: the train requests, the download
+    records (logged next to each site's upload) and the sites that miss the round."""
+
+    requests: dict[str, TrainRequest]
+    downloads: dict[str, dict[str, Any]]
+    dropped: set[str]
+
+
+def round_requests(round_idx: int, config: TrainConfig, strategy: Strategy, sites: Sites,
+                   state: RunState) -> RoundRequests:
+    """This round's train requests, from the current global payload and private handles
+    (``state`` is left as it was)."""
     clients = sites.trainers
     dropped = dropped_clients(config, round_idx, clients) if strategy.federated else set()
     downloads: dict[str, dict[str, Any]] = {}
@@ -154,7 +191,24 @@ def run_round(round_idx: int, config: TrainConfig, strategy: Strategy, sites: Si
             received = send_logged(state, received, round_idx, name, "down")
             downloads[name] = state.comm.pop()
         requests[name] = TrainRequest(received, state.private.get(name))
-    answers = sites.train(round_idx, requests)
+    return RoundRequests(requests, downloads, dropped)
+
+
+def run_round(round_idx: int, config: TrainConfig, strategy: Strategy, sites: Sites,
+              state: RunState, aggregate: Aggregator | None = None) -> None:
+    """One round of training; updates ``state`` (global payload, private handles, logs)."""
+    requests = round_requests(round_idx, config, strategy, sites, state)
+    answers = sites.train(round_idx, requests.requests)
+    apply_round(round_idx, config, strategy, state, requests, answers, aggregate, sites.trainers)
+
+
+def apply_round(round_idx: int, config: TrainConfig, strategy: Strategy, state: RunState,
+                asked: RoundRequests, answers: dict[str, Any],
+                aggregate: Aggregator | None = None,
+                clients: list[str] | None = None) -> None:
+    """Log the sites' answers to ``asked`` and aggregate them into ``state``."""
+    clients = sorted(set(asked.requests) | asked.dropped) if clients is None else clients
+    dropped, downloads = asked.dropped, asked.downloads
     results: dict[str, tuple[Payload, Any]] = {}
     for name in clients:
         if name in dropped:
@@ -188,9 +242,22 @@ def run_round(round_idx: int, config: TrainConfig, strategy: Strategy, sites: Si
         if uploads:
             state.global_payload = (aggregate(round_idx, uploads) if aggregate is not None
                                     else strategy.aggregate(uploads))
+            _log_privacy(state, round_idx, aggregate)
         state.metric(round_idx, "server", "train", "clients_aggregated", len(uploads))
     for name, (_, update) in results.items():
         state.private[name] = update.private
+
+
+def _log_privacy(state: RunState, round_idx: int, aggregate: Aggregator | None) -> None:
+    """An aggregator that spends a privacy budget (central DP) reports it per round: rows of
+    split ``privacy`` (``releases`` counts the noisy aggregates so far, this one included)."""
+    report = getattr(aggregate, "round_metrics", None)
+    if report is None:
+        return
+    releases = 1 + sum(1 for m in state.metrics if m["metric"] == "clients_aggregated"
+                       and m["client"] == "server" and m["value"] > 0)
+    for metric, value in report(releases).items():
+        state.metric(round_idx, "server", "privacy", metric, value)
 
 
 def _log_round_bytes(state: RunState, round_idx: int) -> None:
@@ -232,6 +299,14 @@ def validate_round(round_idx: int, strategy: Strategy, sites: Sites, state: RunS
     validation subjects (the personalized models; the global model by its own pooled loss),
     the same rule for federated and centralized runs.
     """
+    plan = validation_plan(strategy, sites, state)
+    apply_validation(round_idx, strategy, sites, state, plan,
+                     sites.evaluate(str(round_idx), plan), rule)
+
+
+def validation_plan(strategy: Strategy, sites: Sites, state: RunState
+                    ) -> dict[str, list[EvalRequest]]:
+    """Each site's validation requests for the models of ``state``'s last round."""
     plan: dict[str, list[EvalRequest]] = {}
     for name in sites.trainers:
         if name not in state.private and strategy.private:
@@ -239,7 +314,18 @@ def validate_round(round_idx: int, strategy: Strategy, sites: Sites, state: RunS
         plan[name] = [EvalRequest("val", state.global_payload, state.private.get(name))]
         if strategy.has_global_model and strategy.federated:
             plan[name].append(EvalRequest("val", state.global_payload, None, global_only=True))
-    answers = sites.evaluate(str(round_idx), plan)
+    return plan
+
+
+def apply_validation(round_idx: int, strategy: Strategy, sites: Sites, state: RunState,
+                     plan: dict[str, list[EvalRequest]],
+                     answers: dict[str, list[Predictions]],
+                     rule: str = "site-val-ba") -> None:
+    """Log the validation ``answers`` to ``plan`` and update the selection. A site without an
+    answer (a transport's site that stayed away) keeps its selection; the event is logged."""
+    for name in [name for name in plan if name not in answers]:
+        state.event(round_idx, name, "absent", split="val")
+        plan = {key: items for key, items in plan.items() if key != name}
     personal = [answers[name][0] for name in plan]
     pooled_score = -log_loss(personal) if personal else math.nan
     state.metric(round_idx, "server", "val", "pooled_log_loss", -pooled_score)
@@ -321,6 +407,9 @@ def finish(config: TrainConfig, strategy: Strategy, model: ClientModel, sites: S
                                        for name, items in plan.items()})
     by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in FINAL_SPLITS}
     for name in sorted(plan, key=_final_order(sites)):
+        if name not in answers:  # a site that stayed away from the final test
+            state.event(state.round, name, "absent", split="test")
+            continue
         for (split, _), preds in zip(plan[name], answers[name], strict=True):
             by_split[split] += prediction_rows(preds.subject_ids, name, split, preds.labels,
                                                preds.probs)

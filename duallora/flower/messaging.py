@@ -36,6 +36,10 @@ class SiteFailed(RuntimeError):  # noqa: N818 - a result, not raised
     """A site answered with an error (its ClientApp raised): it sits this round out."""
 
 
+class SiteAbsent(SiteFailed):
+    """A site was not connected for ``site_wait`` seconds: the round goes on without it."""
+
+
 @dataclass
 class SiteDirectory:
     """Site name <-> current Flower node id, learnt by asking each node."""
@@ -82,7 +86,14 @@ class SiteDirectory:
                 self.problems[node_id] = reply.error.reason.strip().splitlines()[-1][:300]
                 self.log(f"node {node_id} did not say which site it is: {reply.error.reason}")
                 continue
-            name = str(reply.content[CONFIG]["client-name"])
+            said = reply.content[CONFIG]
+            if "error-type" in said:  # the site's relay or worker could not answer
+                self.problems[node_id] = f"{said['error-type']}: {said.get('error', '')}"[:300]
+                self.log(f"node {node_id} did not say which site it is: "
+                         f"{self.problems[node_id]}")
+                self.asked.discard(node_id)  # ask again: its worker may be starting
+                continue
+            name = str(said["client-name"])
             previous = self.by_name.get(name)
             if previous is not None and previous != node_id:
                 # a restarted SuperNode (new id) while the SuperLink still lists the old one
@@ -111,18 +122,24 @@ class SiteDirectory:
 
 
 def exchange(grid: Grid, sites: SiteDirectory, requests: dict[str, RecordDict],
-             message_type: str, group_id: str, timeout: float,
+             message_type: str | dict[str, str], group_id: str, timeout: float,
              on_reply: Callable[[str, Message], None] | None = None,
-             ) -> dict[str, Message | SiteFailed]:
+             site_wait: float = 0.0) -> dict[str, Message | SiteFailed]:
     """Send ``requests[site]`` to each site and return each site's reply (or ``SiteFailed``).
 
     A site whose node disappears is waited for (up to ``timeout`` for the whole exchange) and
     asked again on its new node; a site whose ClientApp raises is reported as ``SiteFailed``.
+    ``message_type`` may name each site's type (one message per site either way).
+    ``site_wait`` > 0: a site whose node is not connected for that long (from the start of the
+    exchange or from when it went away) is reported as ``SiteAbsent`` and the others go on.
     """
+    types = (message_type if isinstance(message_type, dict)
+             else dict.fromkeys(requests, message_type))
     deadline = time.monotonic() + timeout
     results: dict[str, Message | SiteFailed] = {}
     pending: dict[str, str] = {}          # message id -> site
     waiting = set(requests)               # sites whose request is not (or no longer) in flight
+    absent_since: dict[str, float] = {}
     while waiting or pending:
         if time.monotonic() > deadline:
             silent = sorted(waiting | set(pending.values()))
@@ -131,11 +148,19 @@ def exchange(grid: Grid, sites: SiteDirectory, requests: dict[str, RecordDict],
             sites.refresh()
             ready = [name for name in sorted(waiting) if sites.node(name) is not None]
             messages = [Message(content=requests[name], dst_node_id=sites.node(name),
-                                message_type=message_type, group_id=group_id)
+                                message_type=types[name], group_id=group_id)
                         for name in ready]
             if messages:
                 pending.update(zip(grid.push_messages(messages), ready, strict=True))
                 waiting -= set(ready)
+            now = time.monotonic()
+            for name in sorted(waiting):
+                since = absent_since.setdefault(name, now)
+                if site_wait > 0 and now - since > site_wait:
+                    waiting.discard(name)
+                    results[name] = SiteAbsent(f"site {name} was not connected for "
+                                               f"{site_wait:.0f} s")
+                    sites.log(f"round {group_id}: site {name} stayed away; going on without it")
         for reply in grid.pull_messages(list(pending)) if pending else []:
             name = pending.pop(reply.metadata.reply_to_message_id, None)
             if name is None:
@@ -146,6 +171,7 @@ def exchange(grid: Grid, sites: SiteDirectory, requests: dict[str, RecordDict],
                               f"({reply.error.reason.splitlines()[0][:120]}); waiting for it")
                     sites.forget(name)
                     waiting.add(name)
+                    absent_since[name] = time.monotonic()
                 else:
                     results[name] = SiteFailed(f"site {name}: {reply.error.reason}")
                 continue

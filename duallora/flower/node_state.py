@@ -1,15 +1,15 @@
-"""A site's private state between rounds: in Flower's node context and in a node-local folder.
+"""A site's private state between rounds: in the site worker's memory and in a node-local folder.
 
 What a client keeps between rounds is its private payload (for Med-DualLoRA the local adapter,
 plus the head when it is kept private). The federated core creates the optimizer fresh every
 round and derives every random draw from ``(seed, round, client)``, so the private payload is
 the whole memory of a client. It is kept twice:
 
-- in ``context.state`` (Flower keeps it in the SuperNode's memory across the messages of a run),
-  the fast path;
+- in a ``RecordDict`` per run that the long-lived site worker (``site_worker``) keeps in
+  memory across the messages of a run, the fast path;
 - in ``STATE_DIR/runs/<run key>/private-round-NNNN.safetensors`` on the site's disk, written
-  atomically after every round, so a SuperNode that is stopped and started again (new process,
-  new node id, empty context) picks up where it was.
+  atomically after every round, so a worker or SuperNode that is stopped and started again
+  (new process, empty memory) picks up where it was.
 
 The server never sees these tensors; it only says which round's state a request should start
 from (the last round in which this site trained and the server kept the result). Every round

@@ -60,6 +60,17 @@ class GaussianNoiseOnAggregate:
     clipping_norm: float
     seed: int
     round_idx: int = 0
+    delta: float = 1e-5
+    sites: int = 1
+
+    def round_metrics(self, releases: int) -> dict[str, float]:
+        """The budget after ``releases`` noisy aggregates (``privacy.epsilon``: Flower's RDP
+        accountant): this round's own epsilon and the total so far, for ``delta``."""
+        from duallora.flower.privacy import epsilon
+
+        return {"epsilon_round": epsilon(self.noise_multiplier, 1, self.delta, self.sites),
+                "epsilon": epsilon(self.noise_multiplier, releases, self.delta, self.sites),
+                "delta": self.delta}
 
     def __call__(self, round_idx: int, uploads: list[tuple[dict, int]]
                  ) -> dict[str, torch.Tensor]:
@@ -147,9 +158,11 @@ def run_flower_training(grid: Grid, config: TrainConfig, settings: FlowerSetting
     dp = settings.central_dp
     sites = FlowerSites(grid, directory, config, model, trainers, vendors, holdout,
                         flower_dir / "wire.jsonl", settings.round_timeout,
-                        clipping_norm=settings.dp_clipping_norm if dp else None)
+                        clipping_norm=settings.dp_clipping_norm if dp else None,
+                        site_wait=settings.site_wait)
     aggregate = (GaussianNoiseOnAggregate(strategy, settings.dp_noise_multiplier,
-                                          settings.dp_clipping_norm, config.seed)
+                                          settings.dp_clipping_norm, config.seed,
+                                          delta=settings.dp_delta, sites=len(trainers))
                  if dp else None)
     run_federation(config, strategy, model, sites, rundir, resume=resume, progress=False,
                    aggregate=aggregate,

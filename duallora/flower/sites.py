@@ -29,7 +29,14 @@ from duallora.federated.export import export_final_models
 from duallora.federated.serialization import Payload
 from duallora.federated.sites import EvalRequest, TrainAnswer, TrainRequest
 from duallora.federated.state import RunState
-from duallora.flower.messaging import HEAD_MOMENTS, SiteDirectory, SiteFailed, exchange
+from duallora.flower.messaging import (
+    HEAD_MOMENTS,
+    SiteAbsent,
+    SiteDirectory,
+    SiteFailed,
+    exchange,
+)
+from duallora.flower.site_handlers import SAME_PAYLOAD, VALIDATE_KEY
 from duallora.flower.wire import (
     ARRAYS,
     CONFIG,
@@ -59,6 +66,24 @@ def ref_round(private: dict[str, torch.Tensor] | None) -> int:
     return int(private[PRIVATE_REF])
 
 
+def same_payload(first: Payload | None, second: Payload | None) -> bool:
+    """Whether two payloads hold the same tensors (what a site would receive is identical)."""
+    first, second = first or {}, second or {}
+    return sorted(first) == sorted(second) and all(
+        first[key].dtype == second[key].dtype and torch.equal(first[key], second[key])
+        for key in first)
+
+
+def failure_text(name: str, reply: Message | SiteFailed) -> str:
+    """What a site said when it could not answer (a Flower error or an error reply)."""
+    if isinstance(reply, SiteFailed):
+        return str(reply)
+    config = reply.content.config_records.get(CONFIG)
+    if config is not None and "error-type" in config:
+        return f"site {name}: {config['error-type']}: {config.get('error', '')}"
+    return f"site {name}: the reply holds no answer"
+
+
 class RemoteError(RuntimeError):
     """A site's ClientApp raised; re-raised on the server under the site's exception name."""
 
@@ -84,8 +109,11 @@ class FlowerSites:
     wire_log: Path
     round_timeout: float
     clipping_norm: float | None = None     # set: sites clip their update (central DP)
+    site_wait: float = 0.0                 # > 0: go on without a site away for that long
     head_norm: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     transport: str = "flower"
+    # the driver sends the validation of round r with the training of round r + 1
+    validates_with_next_round: bool = True
 
     # -- messages -------------------------------------------------------------------------
     def instructions(self, round_idx: int, **extra: Any) -> ConfigRecord:
@@ -108,19 +136,20 @@ class FlowerSites:
         if bad:
             raise KitError(f"site {site} sent private data to the server: {bad[:5]}")
 
-    def send(self, requests: dict[str, RecordDict], message_type: str, group: str
-             ) -> dict[str, Message | SiteFailed]:
+    def send(self, requests: dict[str, RecordDict], message_type: str | dict[str, str],
+             group: str) -> dict[str, Message | SiteFailed]:
         return exchange(self.grid, self.directory, requests, message_type, group,
                         self.round_timeout,
-                        on_reply=lambda site, reply: self.check_reply(group, site, reply))
+                        on_reply=lambda site, reply: self.check_reply(group, site, reply),
+                        site_wait=self.site_wait)
 
     # -- the Sites interface ----------------------------------------------------------------
     def moments(self, names: list[str]) -> dict[str, Payload]:
         requests = {name: RecordDict({CONFIG: self.instructions(0)}) for name in names}
         moments = {}
         for name, reply in self.send(requests, HEAD_MOMENTS, "0").items():
-            if isinstance(reply, SiteFailed):
-                raise KitError(f"round 0 (head statistics) failed: {reply}")
+            if isinstance(reply, SiteFailed) or ARRAYS not in reply.content:
+                raise KitError(f"round 0 (head statistics) failed: {failure_text(name, reply)}")
             moments[name] = record_to_payload(reply.content[ARRAYS])
         return moments
 
@@ -129,16 +158,51 @@ class FlowerSites:
             raise KitError("over Flower the head standardization is pooled by the server")
         self.head_norm = owners["global"]
 
+    def _train_message(self, round_idx: int, request: TrainRequest, **extra: Any
+                       ) -> RecordDict:
+        if self.clipping_norm is not None:
+            extra[CLIPPING_NORM_KEY] = self.clipping_norm
+        return RecordDict({
+            ARRAYS: payload_to_record(request.received or {}),
+            CONFIG: self.instructions(round_idx, **{"private-round": ref_round(request.private)},
+                                      **extra)})
+
     def train(self, round_idx: int, requests: dict[str, TrainRequest]) -> dict[str, TrainAnswer]:
-        extra = {} if self.clipping_norm is None else {CLIPPING_NORM_KEY: self.clipping_norm}
-        messages = {name: RecordDict({
-                        ARRAYS: payload_to_record(request.received or {}),
-                        CONFIG: self.instructions(round_idx,
-                                                  **{"private-round": ref_round(request.private)},
-                                                  **extra)})
+        messages = {name: self._train_message(round_idx, request)
                     for name, request in requests.items()}
         replies = self.send(messages, MessageType.TRAIN, str(round_idx))
         return {name: self._update(round_idx, reply) for name, reply in replies.items()}
+
+    def train_after_validation(self, group: str, plan: dict[str, list[EvalRequest]],
+                               round_idx: int, requests: dict[str, TrainRequest]
+                               ) -> tuple[dict[str, list[Predictions]], dict[str, TrainAnswer]]:
+        """The validation ``plan`` of round ``group`` and the training of ``round_idx`` as one
+        message per site: a site validates first, with the payload it then trains from.
+
+        A site that only validates (it misses this round) gets an evaluation message; one
+        whose validation payload differs from its training payload (never, with the driver's
+        requests) too, so no site ever gets more than one message here."""
+        messages: dict[str, RecordDict] = {}
+        types: dict[str, str] = {}
+        for name in sorted(set(plan) | set(requests)):
+            items, request = plan.get(name), requests.get(name)
+            if request is not None and (not items or all(
+                    same_payload(item.received, request.received) for item in items)):
+                extra = {VALIDATE_KEY: json.dumps([self._eval_wire(item, SAME_PAYLOAD)
+                                                   for item in items])} if items else {}
+                messages[name] = self._train_message(round_idx, request, **extra)
+                types[name] = MessageType.TRAIN
+            elif request is None:
+                messages[name] = self._evaluation_message(group, items or [])
+                types[name] = MessageType.EVALUATE
+            else:  # a different payload: keep the two apart (validation first)
+                raise KitError(f"site {name}: the validation of round {group} and the "
+                               f"training of round {round_idx} use different payloads")
+        replies = self.send(messages, types, str(round_idx))
+        val_answers = {name: self._predictions(group, name, replies[name], len(plan[name]))
+                       for name in plan if not isinstance(replies[name], SiteAbsent)}
+        updates = {name: self._update(round_idx, replies[name]) for name in requests}
+        return val_answers, updates
 
     def _update(self, round_idx: int, reply: Message | SiteFailed) -> TrainAnswer:
         if isinstance(reply, SiteFailed):
@@ -155,16 +219,26 @@ class FlowerSites:
                  ) -> dict[str, list[Predictions]]:
         messages = {name: self._evaluation_message(group, items)
                     for name, items in requests.items()}
-        answers: dict[str, list[Predictions]] = {}
-        for name, reply in self.send(messages, MessageType.EVALUATE, group).items():
-            if isinstance(reply, SiteFailed):
-                raise KitError(f"evaluation ({group}) failed: {reply}")
-            content = reply.content[PREDICTIONS]
-            answers[name] = [Predictions([str(s) for s in content[f"r{i}-ids"]],
-                                         np.asarray(content[f"r{i}-labels"], dtype=np.int64),
-                                         np.asarray(content[f"r{i}-probs"], dtype=np.float32))
-                             for i in range(len(requests[name]))]
-        return answers
+        replies = self.send(messages, MessageType.EVALUATE, group)
+        return {name: self._predictions(group, name, reply, len(requests[name]))
+                for name, reply in replies.items() if not isinstance(reply, SiteAbsent)}
+
+    @staticmethod
+    def _predictions(group: str, name: str, reply: Message | SiteFailed, count: int
+                     ) -> list[Predictions]:
+        if isinstance(reply, SiteFailed) or PREDICTIONS not in reply.content:
+            raise KitError(f"evaluation ({group}) failed: {failure_text(name, reply)}")
+        content = reply.content[PREDICTIONS]
+        return [Predictions([str(s) for s in content[f"r{i}-ids"]],
+                            np.asarray(content[f"r{i}-labels"], dtype=np.int64),
+                            np.asarray(content[f"r{i}-probs"], dtype=np.float32))
+                for i in range(count)]
+
+    @staticmethod
+    def _eval_wire(item: EvalRequest, payload: int) -> dict[str, Any]:
+        return {"split": item.split, "global-only": item.global_only, "payload": payload,
+                "private-round": ref_round(item.private), "export": item.export,
+                "finetune": item.finetune}
 
     def _evaluation_message(self, group: str, items: list[EvalRequest]) -> RecordDict:
         """One message for a site's requests; a payload used by several travels once."""
@@ -176,10 +250,7 @@ class FlowerSites:
                 payload_ids[id(item.received)] = len(payload_ids)
                 content[f"payload-{payload_ids[id(item.received)]}"] = \
                     payload_to_record(item.received)
-            wire.append({"split": item.split, "global-only": item.global_only,
-                         "payload": payload_ids.get(id(item.received), -1),
-                         "private-round": ref_round(item.private), "export": item.export,
-                         "finetune": item.finetune})
+            wire.append(self._eval_wire(item, payload_ids.get(id(item.received), -1)))
         content[CONFIG] = self.instructions(int(group) if group.isdigit() else 0,
                                             requests=json.dumps(wire))
         return content

@@ -3,15 +3,20 @@
 Every part is a separate operating-system process, exactly as on real sites: ``flower-superlink``
 (the server side; it starts its own SuperExec, which starts the ServerApp), one
 ``flower-supernode`` per client (each starts its own SuperExec, which starts a ClientApp process
-per message), and the ``flwr run`` command that ships the app and streams its log.
+per message), one site worker per client next to its SuperNode (``duallora site-worker``: the
+long-lived process that holds the site's model, data and private state; each ClientApp relays
+its message to it), and the ``flwr run`` command that ships the app and streams its log.
 
 Why the care about processes: each Flower process spawns children (SuperExec, app processes).
 Every process we start gets its own process group, and teardown signals the whole group, first
 politely (SIGTERM, which makes a SuperNode deregister) and then with SIGKILL. Teardown runs on
 success, on error and on Ctrl-C, so nothing is left running.
 
-``--insecure`` is used only because everything listens on the loopback interface. Real sites use
-TLS certificates and SuperNode authentication (see the README section "Real sites with Flower").
+By default everything listens on the loopback interface with ``--insecure``. With ``tls`` (a
+``tls.TlsMaterial``: CA, SuperLink certificate, one key pair per SuperNode) the SuperLink serves
+TLS and authenticates SuperNodes (``--enable-supernode-auth``), every node's public key is
+registered (``flwr supernode register``) before it starts, and every node and the ``flwr`` CLI
+verify the SuperLink against the CA: the setup of real sites (README, "Real sites with Flower").
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from duallora.errors import KitError
+from duallora.flower.localhost.tls import NodeKey, TlsMaterial
 
 LOOPBACK = "127.0.0.1"
 CONNECTION_NAME = "localhost"
@@ -225,9 +231,12 @@ class LocalhostFederation:
 
     work_dir: Path
     nodes: list[NodeSpec]
-    startup_timeout: float = 60.0
+    startup_timeout: float = 120.0
     superlink_port: int = 0
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    workers: bool = True            # start a site worker next to each SuperNode (and keep it up)
+    tls: TlsMaterial | None = None  # TLS + SuperNode authentication (None: --insecure)
+    restarts: list[str] = field(default_factory=list)   # workers restarted after dying
 
     def __enter__(self) -> LocalhostFederation:
         try:
@@ -248,16 +257,30 @@ class LocalhostFederation:
             raise KitError(f"SuperNode names must be unique, got {names}")
         self.superlink_port = free_port()
         self._write_cli_config()
+        security = ["--insecure"] if self.tls is None else [
+            "--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile",
+            str(self.tls.server_cert), "--ssl-keyfile", str(self.tls.server_key),
+            "--enable-supernode-auth"]
         link = ManagedProcess(
             "superlink",
-            [flower_executable("flower-superlink"), "--insecure", "--host", LOOPBACK,
+            [flower_executable("flower-superlink"), *security, "--host", LOOPBACK,
              "--port", str(self.superlink_port), "--disable-runtime-dependency-installation"],
             self.work_dir / "logs" / "superlink.log", flower_env(self.home("superlink")))
         self.processes["superlink"] = link
         link.start()
         self._wait_listening(link, self.superlink_port)
-        for node in self.nodes:
-            self.start_node(node.name)
+        if self.tls is not None:
+            for node in self.nodes:
+                self.register_node(self.tls.nodes[node.name])
+        # every site's worker and SuperNode start at once (each takes seconds to come up)
+        if self.workers:
+            for node in self.nodes:
+                self.start_worker(node.name, wait=False)
+        started = [(node.name, self.start_node(node.name, wait=False)) for node in self.nodes]
+        for name, (proc, port) in started:
+            if self.workers:
+                self.wait_worker(name)
+            self._wait_listening(proc, port)
 
     def home(self, who: str) -> Path:
         path = self.work_dir / "homes" / who
@@ -271,7 +294,8 @@ class LocalhostFederation:
             f'default = "{CONNECTION_NAME}"\n\n'
             f"[superlink.{CONNECTION_NAME}]\n"
             f'address = "{LOOPBACK}:{self.superlink_port}"\n'
-            "insecure = true\n")
+            + ("insecure = true\n" if self.tls is None
+               else f"root-certificates = {json.dumps(str(self.tls.ca_cert))}\n"))
 
     def node_spec(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -279,28 +303,106 @@ class LocalhostFederation:
                 return node
         raise KitError(f"no SuperNode named {name!r} (have {[n.name for n in self.nodes]})")
 
-    def start_node(self, name: str) -> ManagedProcess:
-        """Start (or restart, with the same node config) the SuperNode ``name``."""
-        spec = self.node_spec(name)
-        config_file = write_flat_toml(self.work_dir / "node-config" / f"{name}.toml",
-                                      spec.node_config)
+    def node_config_file(self, name: str) -> Path:
+        return write_flat_toml(self.work_dir / "node-config" / f"{name}.toml",
+                               self.node_spec(name).node_config)
+
+    def start_node(self, name: str, wait: bool = True) -> Any:
+        """Start (or restart, with the same node config) the site ``name``: its worker (if
+        not running) and its SuperNode. ``wait=False``: return ``(process, port)`` at once."""
+        config_file = self.node_config_file(name)
+        if self.workers and not self.worker_alive(name):
+            self.start_worker(name, wait=wait)
         port = free_port()
-        proc = ManagedProcess(
-            f"supernode {name}",
-            [flower_executable("flower-supernode"), "--insecure",
-             "--superlink", f"{LOOPBACK}:{self.superlink_port}",
-             "--host", LOOPBACK, "--port", str(port), "--node-config", str(config_file)],
-            self.work_dir / "logs" / f"supernode-{name}.log", flower_env(self.home(name)))
+        key = self.tls.nodes.get(name) if self.tls is not None else None
+        proc = self.supernode_process(name, config_file, port, key)
         self.processes[f"node:{name}"] = proc
         proc.start()
+        if not wait:
+            return proc, port
         self._wait_listening(proc, port)
         return proc
 
+    def supernode_process(self, name: str, config_file: Path, port: int,
+                          key: NodeKey | None) -> ManagedProcess:
+        """The ``flower-supernode`` command of one node (TLS + key when the link has TLS)."""
+        if self.tls is None:
+            security = ["--insecure"]
+        else:
+            security = ["--root-certificates", str(self.tls.ca_cert)]
+            if key is not None:
+                security += ["--auth-supernode-private-key", str(key.private)]
+        return ManagedProcess(
+            f"supernode {name}",
+            [flower_executable("flower-supernode"), *security,
+             "--superlink", f"{LOOPBACK}:{self.superlink_port}",
+             "--host", LOOPBACK, "--port", str(port), "--node-config", str(config_file)],
+            self.work_dir / "logs" / f"supernode-{name}.log", flower_env(self.home(name)))
+
+    def register_node(self, key: NodeKey) -> None:
+        """``flwr supernode register KEY.pub``: the SuperLink admits this key from now on."""
+        done = self._flwr("supernode", "register", str(key.public), CONNECTION_NAME)
+        if done.returncode != 0:
+            raise KitError(f"flwr supernode register {key.public} failed: "
+                           f"{(done.stdout + done.stderr).strip()[-400:]}")
+
     def stop_node(self, name: str) -> None:
-        """Stop one SuperNode (and its SuperExec and ClientApp processes)."""
+        """Stop one site: its SuperNode (with its SuperExec and ClientApp processes) and its
+        worker, as when the site's machine goes down."""
         proc = self.processes.pop(f"node:{name}", None)
         if proc is not None:
             proc.stop()
+        self.stop_worker(name)
+
+    # -- site workers ----------------------------------------------------------------------
+    def worker_alive(self, name: str) -> bool:
+        proc = self.processes.get(f"worker:{name}")
+        return proc is not None and proc.alive()
+
+    def start_worker(self, name: str, wait: bool = True) -> ManagedProcess:
+        """Start ``duallora site-worker`` for ``name``; wait until its socket is there."""
+        from duallora.flower.site_worker import socket_path
+
+        config_file = self.node_config_file(name)
+        socket_path(str(self.node_spec(name).node_config["state-dir"])).unlink(missing_ok=True)
+        proc = ManagedProcess(
+            f"site worker {name}",
+            [sys.executable, "-m", "duallora", "site-worker", "--node-config", str(config_file)],
+            self.work_dir / "logs" / f"worker-{name}.log", flower_env(self.home(name)))
+        self.processes[f"worker:{name}"] = proc
+        proc.start()
+        if wait:
+            self.wait_worker(name)
+        return proc
+
+    def wait_worker(self, name: str) -> None:
+        """Until the site worker ``name`` listens on its socket (raise if it died)."""
+        from duallora.flower.site_worker import socket_path
+
+        proc = self.processes[f"worker:{name}"]
+        sock = socket_path(str(self.node_spec(name).node_config["state-dir"]))
+        deadline = time.monotonic() + self.startup_timeout
+        while not sock.exists():
+            if not proc.alive():
+                raise KitError(proc.describe_failure("the site worker failed to start"))
+            if time.monotonic() > deadline:
+                raise KitError(proc.describe_failure(
+                    f"the site worker did not open {sock} within {self.startup_timeout:.0f} s"))
+            time.sleep(0.1)
+
+    def stop_worker(self, name: str) -> None:
+        proc = self.processes.pop(f"worker:{name}", None)
+        if proc is not None:
+            proc.stop()
+
+    def keep_workers_up(self) -> None:
+        """Start again every site worker that died (a supervisor's job at a real site)."""
+        for key, proc in list(self.processes.items()):
+            if key.startswith("worker:") and not proc.alive():
+                name = key.split(":", 1)[1]
+                proc.stop(grace=0.5)
+                self.restarts.append(name)
+                self.start_worker(name)
 
     def _wait_listening(self, proc: ManagedProcess, port: int) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -350,8 +452,10 @@ class LocalhostFederation:
                 raise KitError(proc.describe_failure(
                     f"the Flower run did not finish within {timeout:.0f} s")
                     + "\n" + self._all_tails())
+            self.keep_workers_up()
             others = [p for key, p in self.processes.items()
-                      if not key.startswith("flwr:") and (watch_nodes or key == "superlink")]
+                      if not key.startswith(("flwr:", "worker:"))
+                      and (watch_nodes or key == "superlink")]
             for other in others:
                 if not other.alive():
                     raise KitError(other.describe_failure(

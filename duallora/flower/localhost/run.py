@@ -24,6 +24,7 @@ import pandas as pd
 from duallora.errors import KitError, Terminated
 from duallora.federated.config import TrainConfig
 from duallora.flower.localhost.launcher import FlowerRunResult, LocalhostFederation, NodeSpec
+from duallora.flower.localhost.tls import make_tls_material
 from duallora.flower.run_config import APP_DIR, settings_run_config, to_run_config
 from duallora.flower.server_app import FINISHED
 from duallora.flower.settings import FlowerSettings
@@ -122,12 +123,14 @@ def run_on_localhost(config: TrainConfig, out_dir: Path, n_clients: int, *,
                      dp_clipping_norm: float = 1.0, settings: FlowerSettings | None = None,
                      timeout: float = 3600.0, keep_work: bool = True,
                      during_run: Callable[[LocalhostFederation, Path], None] | None = None,
-                     ) -> LocalhostRun:
+                     tls: bool = False) -> LocalhostRun:
     """Start a SuperLink and ``n_clients`` SuperNodes, run the app, tear everything down.
 
     ``config.data`` is the harmonized folder every local site reads. ``during_run(federation,
     run_dir)`` is called once the run is submitted (tests stop and restart a node there).
-    ``settings`` (timeouts, DP) replaces the ``dp_*`` arguments when given.
+    ``settings`` (timeouts, DP) replaces the ``dp_*`` arguments when given. ``tls``: make a
+    CA, a SuperLink certificate and a key pair per site under ``work_dir/flower/tls`` and run
+    with TLS and SuperNode authentication (every site's key registered), as real sites do.
     """
     data_dir = Path(config.data)
     if config.cross_site:
@@ -147,7 +150,10 @@ def run_on_localhost(config: TrainConfig, out_dir: Path, n_clients: int, *,
     finished = out_dir / "flower" / FINISHED
     finished.unlink(missing_ok=True)
     try:
-        with terminate_as_interrupt(), LocalhostFederation(work / "flower", nodes) as federation:
+        material = (make_tls_material(work / "flower" / "tls", [node.name for node in nodes])
+                    if tls else None)
+        with terminate_as_interrupt(), LocalhostFederation(work / "flower", nodes,
+                                                           tls=material) as federation:
             submitted = federation.submit(APP_DIR, run_config)
             if during_run is not None:
                 during_run(federation, out_dir)
