@@ -53,7 +53,7 @@ harmonized = experiments.ensure_cohort(ws)  # built by notebook 01, reused here
 # notebook 04's Med-DualLoRA settings, so its in-process run is reused below
 overrides = {k: v for k, v in experiments.strategy_specs(["med_duallora"])["med_duallora"].items()
              if k != "strategy"}
-# Flower starts a new ClientApp process per message (a few seconds each on a laptop), so the
+# Every Flower round pays process and polling costs the in-process loop does not, so the
 # demo runs fewer rounds than notebook 04; the in-process reference uses the same number.
 if not quick:
     overrides["rounds"] = flower_rounds
@@ -87,8 +87,11 @@ print(in_process)
 # state-dir   = ".../sites/Philips/state" # node-local: local adapters, prefix cache, event log
 # ```
 #
-# Flower starts a fresh `ClientApp` process for every message, so the local adapter lives in the
-# node's `context.state` *and* in `state-dir` (a restarted SuperNode resumes from there).
+# Flower starts a fresh `ClientApp` process for every message, so the kit's ClientApp is a thin
+# relay (no PyTorch): it forwards each message over a unix socket in `state-dir` to the site's
+# long-lived worker (`duallora site-worker`, started by `flower-local` beside each SuperNode),
+# which keeps the model, the data and the local adapter in memory and on disk in `state-dir`
+# (a restarted worker or SuperNode resumes from there).
 
 # %%
 flower_run = experiments.ensure_flower_run(ws.runs / "flower_med_duallora", config, n_clients)
@@ -128,8 +131,9 @@ display(kept.groupby("site").agg(files=("file", "count"), bytes=("bytes", "sum")
 # ## 3 · Time per round
 #
 # The in-process loop runs every client one after the other inside one Python process. Flower
-# adds real costs: a new `ClientApp` process per message (Python, PyTorch and the model are loaded
-# each time), SuperNodes polling the SuperLink, and serialization. On a laptop the sites also
+# adds real costs: a new (thin) `ClientApp` process per message, the relay to the site worker,
+# SuperNodes polling the SuperLink, and serialization; the validation of round r travels with
+# the training of round r+1, so a round is one message per site. On a laptop the sites also
 # compete for the same cores; on real sites they train in parallel on their own machines.
 
 # %%
