@@ -79,7 +79,9 @@ def headline_table(result: dict[str, Any]) -> str:
     rows.append(f"Oracle headroom at this cell: {_f(h1.get('headroom'), sign=True)} BA; share "
                 f"closed: {_f(share)}{f' ({reason})' if reason else ''}. Seeds needed to "
                 "resolve 0.05 at power 0.8 (from this run's seed spread): "
-                f"{h1.get('seeds_needed_for_0.05', '-')}.")
+                f"{h1.get('seeds_needed_for_0.05', '-')}; the test-sampling error "
+                f"({_f(primary['balanced_accuracy'].get('sampling_se'))}) does not shrink with "
+                "training seeds, only with more test subjects or cohort seeds.")
     return "\n".join(rows)
 
 
