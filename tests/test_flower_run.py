@@ -39,8 +39,11 @@ HOLDOUT = "Canon"
 TRAINERS = [site for site in SITES if site != HOLDOUT]
 RESTARTED = "GE"
 KILLED_WORKER = "Philips"
+# the benchmark's protocol (duallora.benchmark.plans.PROTOCOL), so Flower is checked on it too
+PROTOCOL_OPTIONS = ["--private-optimizer", "persistent", "--selection", "pooled-val-loss",
+                    "--lr-schedule", "cosine", "--frames", "per-frame"]
 OPTIONS = ["--quick", "--fm", "none", "--local-epochs", "2", "--bootstrap", "20",
-           "--holdout-vendor", HOLDOUT]
+           "--holdout-vendor", HOLDOUT, *PROTOCOL_OPTIONS]
 
 
 def parsed(argv: list[str]) -> object:
