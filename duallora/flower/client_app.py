@@ -22,7 +22,9 @@ Central DP: Flower's ``fixedclipping_mod`` clips the training reply here, when t
 
 from __future__ import annotations
 
+import hashlib
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,11 +37,26 @@ from duallora.flower.relay_codec import decode_content, encode_content, recv_fra
 
 CONFIG = "config"                    # wire.CONFIG (wire imports torch; not here)
 CLIPPING_NORM_KEY = "clipping_norm"  # the key Flower's fixedclipping_mod reads
-SOCKET_NAME = "worker.sock"          # site_worker.SOCKET_NAME
+SOCKET_NAME = "worker.sock"
+MAX_SOCKET_PATH = 100                # sun_path holds 108 bytes on Linux, 104 on macOS
 DEFAULT_WORKER_WAIT = 120.0
 RETRY_SECONDS = 0.2
 
 app = ClientApp()
+
+
+def socket_path(state_dir: Path | str) -> Path:
+    """Where a site's worker listens; the relay and the worker both call this.
+
+    ``STATE_DIR/worker.sock`` when that fits a unix socket's path limit; for a deeper state
+    folder, ``<temp dir>/duallora-<hash of the state folder>.sock`` (the same folder always
+    gives the same name; the worker creates it with mode 0600).
+    """
+    path = Path(state_dir) / SOCKET_NAME
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(Path(state_dir).resolve()).encode()).hexdigest()[:20]
+    return Path(tempfile.gettempdir()) / f"duallora-{digest}.sock"
 
 
 class WorkerUnavailableError(RuntimeError):
@@ -49,7 +66,7 @@ class WorkerUnavailableError(RuntimeError):
 def ask_worker(state_dir: Path, frame: bytes, wait: float) -> bytes:
     """Send one request frame and return the reply frame, waiting for the worker to be there
     (connection refused, socket missing, or the worker went away mid-request)."""
-    path = str(Path(state_dir) / SOCKET_NAME)
+    path = str(socket_path(state_dir))
     deadline = time.monotonic() + wait
     last = "no attempt"
     while True:

@@ -25,20 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from duallora.errors import KitError
+from duallora.flower.client_app import SOCKET_NAME, socket_path  # noqa: F401  (one definition)
 from duallora.flower.relay_codec import decode_content, encode_content, recv_frame, send_frame
-
-SOCKET_NAME = "worker.sock"
-MAX_SOCKET_PATH = 100       # sun_path holds 108 bytes on Linux, 104 on macOS
-
-
-def socket_path(state_dir: Path | str) -> Path:
-    """Where a site's worker listens (the relay computes the same path)."""
-    path = Path(state_dir) / SOCKET_NAME
-    if len(str(path)) > MAX_SOCKET_PATH:
-        raise KitError(f"state-dir {state_dir}: the worker socket path {path} is longer than "
-                       f"{MAX_SOCKET_PATH} characters (a unix-socket limit); use a shorter "
-                       "state-dir")
-    return path
 
 
 def _limit_threads() -> None:
