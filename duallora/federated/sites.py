@@ -137,8 +137,12 @@ class InProcessSites:
 
     def _evaluate_one(self, name: str, item: EvalRequest) -> Predictions:
         data = self._data(name)
-        if item.norm_of is not None:  # cross-site: the model's own head standardization
-            data = replace(data, head_norm=self._data(item.norm_of).head_norm)
+        if item.norm_of is not None:  # cross-site: the model travels with its own site's
+            # head standardization and training split (FedDPA's instance weights compare a
+            # test instance with the model's own training instances)
+            owner = self._data(item.norm_of)
+            data = replace(data, head_norm=owner.head_norm,
+                           splits={**data.splits, "train": owner.splits["train"]})
         received, private = item.received, item.private
         if item.finetune:
             received = finetune_client(self.model, received, private, data, self.config)
