@@ -92,6 +92,19 @@ def test_single_site_cross_site_uses_the_owners_head_standardization(
     assert "holdout" not in set(preds["split"])  # no global model: the unseen centre is cross
 
 
+def test_feddpa_cross_site_weights_instances_by_the_owners_training_data(
+        harmonized_dir: Path, test_cohort: Path, tmp_path: Path):
+    """FedDPA mixes its adapters per instance by similarity to the model's own training
+    instances; the unseen site has none, so they must travel with the model."""
+    config = _config(harmonized_dir, tmp_path / "cache", test_data=str(test_cohort),
+                     cross_site=True, strategy="feddpa")
+    run = run_training(config, tmp_path / "run", progress=False)
+    preds = pd.read_csv(run / "predictions.csv")
+    cross = preds[preds["split"].str.startswith("cross_site:")]
+    assert UNSEEN_SITE in set(cross["client"])
+    assert cross["prob"].between(0, 1).all()
+
+
 def test_test_data_refuses_a_holdout_vendor_and_a_folder_without_metadata(
         harmonized_dir: Path, tmp_path: Path):
     with pytest.raises(KitError, match="cannot be combined"):
