@@ -14,6 +14,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from duallora.cli import build_parser
@@ -43,7 +44,12 @@ def test_flower_equals_in_process_and_keeps_private_parts_on_site(strategy, harm
         ["train", "--data", str(harmonized_dir), "--out", "unused", "--cache-dir", str(cache),
          *options]))
     assert train_config == dataclasses.replace(config, cache_dir=str(cache))
-    reference = run_training(train_config, tmp_path / "inproc", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each site worker (OMP_NUM_THREADS=1): same summation order
+    try:
+        reference = run_training(train_config, tmp_path / "inproc", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     local = run_on_localhost(config, tmp_path / "flower" / "run", 4,
                              work_dir=tmp_path / "flower" / "work", timeout=1200)
     run_dir = local.run_dir

@@ -68,8 +68,15 @@ def in_process(config: TrainConfig, harmonized_dir: Path,
     train_config = train.config_from_args(args)
     assert train_config == dataclasses.replace(config, cache_dir=str(cache))
     assert train_config.local_epochs == 2 and train_config.rounds == 2
-    return run_training(train_config, tmp_path_factory.mktemp("inproc") / "run",
-                        progress=False)
+    # one thread, as each site worker has (the launcher sets OMP_NUM_THREADS=1): summation
+    # order then matches, and the comparison below can stay at float tolerance
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_training(train_config, tmp_path_factory.mktemp("inproc") / "run",
+                            progress=False)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -104,23 +104,30 @@ def prefix_states(core: nn.Module, images: torch.Tensor, upto_block: int, batch_
         return place_cache({key: value[:0] for key, value in empty.items()}, device, precision)
     key = prefix_key(core, images, upto_block, device.type, precision)
     memory_key = f"{key}@{device}"
-    if memory_key in _MEMORY:
-        return _MEMORY[memory_key]
     path = Path(cache_dir) / f"prefix-{key}.safetensors" if cache_dir else None
+    if memory_key in _MEMORY:
+        if path is not None and not path.is_file():  # a run's cache folder gets its copy
+            _save(_MEMORY[memory_key], path)
+        return _MEMORY[memory_key]
     if path is not None and path.is_file():
         states = load_file(str(path))
     else:
         states = compute_prefix(core, images, upto_block, batch_size, device, precision)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".tmp{os.getpid()}")
-            save_file({k: v.contiguous() for k, v in states.items()}, str(partial))
-            os.replace(partial, path)
+            _save(states, path)
     states = place_cache(states, device, precision)
     if len(_MEMORY) >= _MEMORY_LIMIT:
         _MEMORY.pop(next(iter(_MEMORY)))
     _MEMORY[memory_key] = states
     return states
+
+
+def _save(states: dict[str, torch.Tensor], path: Path) -> None:
+    """Atomically: another process reading the folder never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({k: v.detach().cpu().contiguous() for k, v in states.items()}, str(partial))
+    os.replace(partial, path)
 
 
 def memory_usage() -> dict[str, object]:
