@@ -45,15 +45,15 @@ def run_benchmark(plan: Plan, data: Path, out: Path, *, progress: bool = True,
 
     start = time.perf_counter()
     runs = ensure_plan_runs(plan, Path(data), progress=progress)
-    cohorts = list({id(r.cohort): r.cohort for r in runs}.values())
-    cohorts = list({(c.cell, c.seed): c for c in cohorts}.values())
+    cohorts = list({(r.cohort.cell, r.cohort.seed): r.cohort for r in runs}.values())
 
-    def seen_order(cohort):
+    def seen_order(cohort):  # the replicates' subject order: seen-centre test subjects, sorted
         import pandas as pd
 
         meta = pd.read_csv(cohort.test / "metadata.csv")
-        seen = meta[meta.get("unseen_centre", 0) != 1] if "unseen_centre" in meta else meta
-        return sorted(seen["subject_id"].astype(str))
+        if "unseen_centre" in meta:
+            meta = meta[meta["unseen_centre"].fillna(0).astype(int) != 1]
+        return sorted(meta["subject_id"].astype(str))
 
     references = {"probs": reference_probs(plan, cohorts, seen_order)}
     result = analyse(plan, runs, references)

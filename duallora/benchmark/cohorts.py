@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from duallora.benchmark.plans import Plan, ShiftCell
+from duallora.federated.reuse import read_marker, write_marker
 
 MARKER = "benchmark_cohort.json"
 
@@ -69,8 +70,7 @@ def ensure_cohort(data: Path, plan: Plan, cell: ShiftCell, seed: int,
     cohort = BenchmarkCohort(cell, seed, Path(data) / cell.key / f"seed{seed}")
     wanted = cohort_settings(plan, cell, seed)
     marker = cohort.root / MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == wanted \
-            and (cohort.harmonized / "metadata.csv").is_file():
+    if read_marker(marker) == wanted and (cohort.harmonized / "metadata.csv").is_file():
         return cohort
     if cohort.root.exists():
         shutil.rmtree(cohort.root)
@@ -80,5 +80,5 @@ def ensure_cohort(data: Path, plan: Plan, cell: ShiftCell, seed: int,
     harmonize_datasets(out=cohort.harmonized, seed=seed,
                        acdc=cohort.raw / "ACDC" / "database",
                        mnms=cohort.raw / "MnM" / "OpenDataset", mnms2=cohort.raw / "MnM2")
-    marker.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    write_marker(marker, wanted)
     return cohort

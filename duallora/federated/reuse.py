@@ -19,15 +19,24 @@ from duallora.federated.config import TrainConfig
 RUN_MARKER = "kit_run.json"
 
 
-def _read_json(path: Path) -> Any:
+def read_marker(path: Path) -> Any:
+    """A JSON marker's content, or None when it is missing or unreadable (then: redo)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
+def write_marker(path: Path, values: dict[str, Any]) -> None:
+    """Write a JSON marker atomically: a crash never leaves half a marker behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
 def is_finished(config: TrainConfig, out: Path) -> bool:
-    marker = _read_json(Path(out) / RUN_MARKER)
+    marker = read_marker(Path(out) / RUN_MARKER)
     return (marker is not None and marker.get("config") == json.loads(config.to_json())
             and (Path(out) / "metrics.csv").is_file())
 
@@ -41,14 +50,12 @@ def ensure_trained(config: TrainConfig, out: Path, *, progress: bool = True) -> 
     if is_finished(config, out):
         return out
     wanted = json.loads(config.to_json())
-    resume = _read_json(out / "config.json") == wanted
+    resume = read_marker(out / "config.json") == wanted
     if out.exists() and not resume:
         shutil.rmtree(out)
     logger = NormLogger(out, config)
     if not resume:
         logger.reset()
     run_training(config, out, resume=resume, progress=progress, after_round=logger)
-    tmp = out / f".{RUN_MARKER}.tmp"
-    tmp.write_text(json.dumps({"config": wanted}, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out / RUN_MARKER)
+    write_marker(out / RUN_MARKER, {"config": wanted})
     return out

@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from duallora.federated.reuse import RUN_MARKER  # re-exported: notebooks and tests use it
+from duallora.federated.reuse import (  # RUN_MARKER re-exported: notebooks, tests
+    RUN_MARKER,
+    read_marker,
+    write_marker,
+)
 
 if TYPE_CHECKING:  # imported lazily at run time: notebooks import this module first
     from duallora.federated.config import TrainConfig
@@ -72,20 +76,6 @@ def workspace(data_dir: str | Path, quick: bool, seed: int = 0) -> Workspace:
     return Workspace(root, bool(quick), int(seed))
 
 
-def _read_marker(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_marker(path: Path, values: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
 # -- data ------------------------------------------------------------------------------------
 def raw_roots(raw: Path) -> dict[str, Path]:
     """The three dataset roots inside a phantom folder, as ``harmonize_datasets`` expects them."""
@@ -98,13 +88,13 @@ def ensure_phantoms(ws: Workspace, scale: float | None = None) -> Path:
     from data_prep.phantoms import write_phantom_cohort
 
     wanted = {"scale": float(scale or ws.default_scale), "seed": ws.seed}
-    if _read_marker(ws.raw / PHANTOM_MARKER) == wanted:
+    if read_marker(ws.raw / PHANTOM_MARKER) == wanted:
         return ws.raw
     if ws.raw.exists():
         shutil.rmtree(ws.raw)
     # v1 until the benchmark issue moves the demo to v2 (README numbers are v1's)
     write_phantom_cohort(ws.raw, scale=wanted["scale"], seed=ws.seed, generator="v1")
-    _write_marker(ws.raw / PHANTOM_MARKER, wanted)
+    write_marker(ws.raw / PHANTOM_MARKER, wanted)
     return ws.raw
 
 
@@ -127,11 +117,11 @@ def ensure_cohort(ws: Workspace, scale: float | None = None, *, acdc: str | Path
     else:
         out = ws.harmonized
         if scale is None:  # reuse whatever scale notebook 01 built, else the mode default
-            built = (_read_marker(out / COHORT_MARKER) or {}).get("settings", {})
+            built = (read_marker(out / COHORT_MARKER) or {}).get("settings", {})
             scale = built.get("phantom_scale") if built.get("seed") == ws.seed else None
         wanted = {"phantom_scale": float(scale or ws.default_scale), "seed": ws.seed}
         roots = raw_roots(ws.raw)
-    marker = _read_marker(out / COHORT_MARKER)
+    marker = read_marker(out / COHORT_MARKER)
     if marker is not None and marker.get("settings") == wanted \
             and (out / "metadata.csv").is_file():
         return out
@@ -140,7 +130,7 @@ def ensure_cohort(ws: Workspace, scale: float | None = None, *, acdc: str | Path
     if marker is not None and marker.get("settings") != wanted and out.exists():
         shutil.rmtree(out)  # built from other settings: start clean, never mix cohorts
     harmonize_datasets(out=out, seed=ws.seed, **roots)
-    _write_marker(out / COHORT_MARKER, {"settings": wanted})
+    write_marker(out / COHORT_MARKER, {"settings": wanted})
     return out
 
 
@@ -262,15 +252,14 @@ def ensure_flower_run(run_dir: Path, config: TrainConfig, n_clients: int, *,
     wanted = {"config": json.loads(config.to_json()), "clients": n_clients,
               "dp_noise_multiplier": dp_noise_multiplier, "dp_clipping_norm": dp_clipping_norm}
     marker = run_dir / FLOWER_RUN_MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == wanted \
-            and (run_dir / "predictions.csv").is_file():
+    if read_marker(marker) == wanted and (run_dir / "predictions.csv").is_file():
         return run_dir
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_on_localhost(config, run_dir, n_clients, work_dir=run_dir / "flower" / "work",
                      dp_noise_multiplier=dp_noise_multiplier,
                      dp_clipping_norm=dp_clipping_norm, timeout=timeout)
-    marker.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    write_marker(marker, wanted)
     return run_dir
 
 
