@@ -99,6 +99,11 @@ def test_cross_site_diagonal_is_each_sites_own_test(benchmark: dict):
         others = set(matrix[vendor]) - {vendor}
         assert {"unseen"} <= others and len(others) == 4  # 3 other vendors + unseen centre
     assert "unseen" in matrix["global"]
+    subjects = benchmark["result"]["cross_site_subjects"]
+    per_site = benchmark["plan"].test_per_vendor
+    assert subjects == {**dict.fromkeys(("Canon", "GE", "Philips", "Siemens"), per_site),
+                        "unseen": per_site}
+    assert "not resolvable at this size" in (benchmark["out"] / "benchmark.md").read_text()
 
 
 def test_report_files_carry_provenance_and_the_mde_banner(benchmark: dict):

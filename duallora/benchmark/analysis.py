@@ -167,6 +167,7 @@ def analyse(plan: Plan, runs: list[TrainedRun], references: dict[str, Any] | Non
     result["h2"] = h2_section(plan, reps)
     result["h3"] = h3_section(plan, runs, result["cells"].get(primary.key, {}))
     result["cross_site"] = cross_site_matrix(runs, primary)
+    result["cross_site_subjects"] = subjects_per_site(runs, primary)
     return _plain(result)
 
 
@@ -293,3 +294,17 @@ def cross_site_matrix(runs: list[TrainedRun], cell: ShiftCell) -> dict[str, Any]
     return {run: {owner: {target: float(np.mean(v)) for target, v in targets.items()}
                   for owner, targets in table.items()}
             for run, table in out.items()}
+
+
+def subjects_per_site(runs: list[TrainedRun], cell: ShiftCell) -> dict[str, int]:
+    """Test subjects of each vendor and of the unseen centre at ``cell`` (the cross-site
+    matrix's column sizes, which bound its sampling error)."""
+    for run in runs:
+        if run.cohort.cell == cell:
+            frame = read_predictions(run.folder)
+            part = frame[frame["split"].isin(["test", "holdout", "test_global"])]
+            return {str(k): int(v) for k, v in
+                    part.drop_duplicates(["client", "subject_id"]).groupby("client").size()
+                    .items()}
+    return {}
+

@@ -140,16 +140,27 @@ def h2_text(h2: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
-def cross_site_table(matrix: dict[str, Any], run: str = "med_duallora") -> str:
+def cross_site_table(matrix: dict[str, Any], run: str = "med_duallora",
+                     subjects: dict[str, int] | None = None) -> str:
     table = matrix.get(run)
     if not table:
         return "(no cross-site predictions)"
+    smallest = min((subjects or {}).values(), default=0)
     targets = sorted({t for row in table.values() for t in row}, key=lambda t: (t == "unseen", t))
     rows = ["| model \\ tested on | " + " | ".join(targets) + " |",
             "|---|" + "---|" * len(targets)]
     for owner in sorted(table, key=lambda o: (o == "global", o)):
         rows.append(f"| {owner} | " + " | ".join(_f(table[owner].get(t)) for t in targets)
                     + " |")
+    if smallest:
+        # balanced accuracy of n subjects has a standard error of at most 0.5 / sqrt(n)
+        se = 0.5 / smallest ** 0.5
+        rows.append("")
+        mde = (1.96 + 0.84) * 2 ** 0.5 * se  # two independent cells, alpha 0.05, power 0.8
+        rows.append(f"Point estimates (mean over replicates). Each column holds at least "
+                    f"{smallest} test subjects: test-sampling standard error up to {se:.3f} "
+                    f"per cell, so two cells differing by less than about {mde:.2f} are not "
+                    "resolvable at this size.")
     return "\n".join(rows)
 
 
@@ -171,7 +182,8 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
     parts += ["### Dose-response over the annotation-shift strength", dose_table(result["h1"]),
               "## H2: two blocks vs all blocks", h2_text(result["h2"]),
               "## Cross-site matrix (balanced accuracy; rows: whose model, columns: tested on)",
-              cross_site_table(result["cross_site"]),
+              cross_site_table(result["cross_site"],
+                               subjects=result.get("cross_site_subjects")),
               "## Per-vendor differences (exploratory, unadjusted)",
               "\n".join(f"- {vendor}: {value['balanced_accuracy']['text']}" for vendor, value
                         in result["h1"]["per_vendor_exploratory"].items()),
