@@ -125,3 +125,26 @@ def test_v1_generator_is_byte_identical_to_main(phantom_raw_dir: Path, tmp_path:
     assert tree_sha256(phantom_raw_dir) == V1_CLIENTS_SHA256
     root = write_population_cohort(tmp_path / "pop", n_subjects=3, seed=0, workers=1)
     assert tree_sha256(root) == V1_POPULATION_SHA256
+
+
+def test_in_memory_v1_path_gives_the_raw_path_harmonized_cohort(harmonized_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """The FM probe's shortcut (tests/test_model_fm.py) builds the cohort the raw layouts and
+    their readers give: the session cohort (v1, scale 0.03, seed 0) both ways."""
+    from conftest import TEST_COHORT_SCALE, TEST_COHORT_SEED
+
+    from data_prep.phantoms.harmonized_v1 import write_harmonized_v1_cohort
+
+    fast = write_harmonized_v1_cohort(tmp_path / "fast", TEST_COHORT_SCALE, TEST_COHORT_SEED,
+                                      workers=2, progress=False)
+    raw = pd.read_csv(harmonized_dir / "metadata.csv")
+    assert {"Training/Unlabeled"} <= {s.split_folder for s in
+                                      cohort_specs(TEST_COHORT_SCALE, TEST_COHORT_SEED)}
+    assert (raw["crop_source"] != "mask").any()  # an unlabelled subject is in the comparison
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "fast" / "metadata.csv").drop(columns="source_cine"),
+        raw.drop(columns="source_cine"))
+    assert len(fast) == len(raw)
+    for column in ("ed_path", "es_path", "ed_seg_path", "es_seg_path"):
+        for rel in raw[column].dropna():
+            assert (tmp_path / "fast" / rel).read_bytes() == (harmonized_dir / rel).read_bytes()

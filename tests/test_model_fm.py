@@ -42,6 +42,8 @@ def test_committed_fm_exists_with_its_record() -> None:
 # disease label is coarse (some phantom pathologies barely change the anatomy), so on the
 # 31-subject session cohort three random inits alone span AUC 0.30-0.56; at this size
 # (430 subjects) the comparison is stable. It is the confirmation cohort of docs/PHANTOM_FM.md.
+# Built in memory (the v1 generator, rendered and harmonized without raw files: the same
+# cohort, checked in tests/test_data_phantoms.py, at about two thirds of the cost).
 PROBE_COHORT_SCALE = 0.5
 PROBE_COHORT_SEED = 2
 
@@ -49,15 +51,12 @@ PROBE_COHORT_SEED = 2
 @pytest.fixture(scope="module")
 def probe_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Tensor,
                                                                      pd.DataFrame]:
-    from data_prep.harmonize import harmonize_datasets
-    from data_prep.phantoms import write_phantom_cohort
-    from duallora.notebooks.experiments import raw_roots
+    from data_prep.phantoms.harmonized_v1 import write_harmonized_v1_cohort
 
-    work = tmp_path_factory.mktemp("fm_probe")
-    raw = write_phantom_cohort(work / "raw", scale=PROBE_COHORT_SCALE, seed=PROBE_COHORT_SEED,
-                               generator="v1")  # the FM probe results are pinned to v1
-    root = work / "harmonized"
-    harmonize_datasets(**raw_roots(raw), out=root, seed=PROBE_COHORT_SEED, progress=False)
+    root = tmp_path_factory.mktemp("fm_probe") / "harmonized"
+    # the FM probe results are pinned to v1
+    write_harmonized_v1_cohort(root, scale=PROBE_COHORT_SCALE, seed=PROBE_COHORT_SEED,
+                               progress=False)
     preset = build_convvit(SIZE).config
     x, frame = load_cohort_arrays(root, image_size=preset.image_size,
                                   crop_size=preset.crop_size)

@@ -13,21 +13,22 @@ Two generators:
 
 Modules, one job each:
 
-==============  ====================================================================
-``anatomy``     parametric beating heart and thorax, rendered as a short-axis stack
-``appearance``  vendor scanner styles (matrix, contrast, noise, bias, bit depth)
-``cohort_v1``   the v1 cohort and population writers (``SubjectSpec``, ``render_phantom``)
-``workers``     render subjects in worker processes, results in task order (both generators)
-``shifts``      shift strengths, ``--shift`` parsing, the ``shifts.toml`` ranges
-``centres``     centres within vendors, their parameters drawn with the cohort seed
-``labels``      latent subjects, their measurements, each centre's diagnostic rule
-``sampling``    drawing labelled subjects at natural prevalence or to a label quota
-``acquisition`` centre protocols on top of vendor appearance; ``render_v2``
-``cohort``      the v2 training cohort in the raw ACDC / M&Ms / M&Ms-2 layouts
-``fast_test``   balanced test / validation cohorts straight into the harmonized layout
-``headroom``    oracle headroom report from latent parameters (no rendering)
-``figures``     arrays showing what each shift family does to one image (notebook 01)
-==============  ====================================================================
+==================  ====================================================================
+``anatomy``         parametric beating heart and thorax, rendered as a short-axis stack
+``appearance``      vendor scanner styles (matrix, contrast, noise, bias, bit depth)
+``cohort_v1``       the v1 cohort and population writers (``SubjectSpec``, ``render_phantom``)
+``harmonized_v1``   the v1 cohort straight into the harmonized layout (the FM probe's cohort)
+``workers``         render subjects in worker processes, results in task order (every writer)
+``shifts``          shift strengths, ``--shift`` parsing, the ``shifts.toml`` ranges
+``centres``         centres within vendors, their parameters drawn with the cohort seed
+``labels``          latent subjects, their measurements, each centre's diagnostic rule
+``sampling``        drawing labelled subjects at natural prevalence or to a label quota
+``acquisition``     centre protocols on top of vendor appearance; ``render_v2``
+``cohort``          the v2 training cohort in the raw ACDC / M&Ms / M&Ms-2 layouts
+``fast_test``       balanced test / validation cohorts straight into the harmonized layout
+``headroom``        oracle headroom report from latent parameters (no rendering)
+``figures``         arrays showing what each shift family does to one image (notebook 01)
+==================  ====================================================================
 """
 
 from __future__ import annotations

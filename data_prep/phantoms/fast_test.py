@@ -10,20 +10,15 @@ ED and ES only (the renderer gives the same two volumes as a full cine, see
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from data_prep.conventions import VENDORS
 from data_prep.harmonize import (
     METADATA_COLUMNS,
-    SKIPPED_COLUMNS,
     _row,
     _write_text_atomic,
     save_harmonized,
@@ -31,8 +26,8 @@ from data_prep.harmonize import (
 from data_prep.phantoms.acquisition import render_v2
 from data_prep.phantoms.centres import Centre, centres_by_vendor
 from data_prep.phantoms.sampling import Draw, draw_balanced
+from data_prep.phantoms.workers import harmonize_in_order, harmonized_rows
 from data_prep.records import Skip, SubjectRecord
-from duallora.errors import KitError
 
 EXTRA_COLUMNS = ["unseen_centre", "pathology_drawn", "age", "sex"]
 
@@ -88,12 +83,6 @@ def _harmonize_one(job: tuple[Draw, str, Path]) -> dict | Skip:
     return row
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def write_harmonized_cohort(out: Path, draws: list[Draw], split: str,
                             workers: int | None = None, progress: bool = True) -> pd.DataFrame:
     """Harmonize ``draws`` into ``out`` (metadata.csv, skipped.csv, volumes/); split fixed."""
@@ -102,30 +91,9 @@ def write_harmonized_cohort(out: Path, draws: list[Draw], split: str,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(d, _subject_id(d, split, k), out) for k, d in enumerate(draws)]
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-    results: list[dict | Skip] = []
-    with tqdm(total=len(jobs), desc=f"{split} cohort", unit="subject",
-              disable=not progress) as bar:
-        if n_workers == 1:
-            for job in jobs:
-                results.append(_harmonize_one(job))
-                bar.update(1)
-        else:
-            import data_prep.preprocess  # noqa: F401  (loaded once, inherited by forked workers)
-
-            context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(n_workers, mp_context=context,
-                                     initializer=_init_worker) as pool:
-                for result in pool.map(_harmonize_one, jobs, chunksize=4):
-                    results.append(result)
-                    bar.update(1)
-    rows = [r for r in results if isinstance(r, dict)]
-    skips = [r for r in results if isinstance(r, Skip)]
-    skipped = pd.DataFrame([s.__dict__ for s in skips], columns=SKIPPED_COLUMNS)
-    _write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
-    if not rows:
-        raise KitError(f"{out}: no {split} subject could be harmonized ({len(skips)} skipped)")
-    metadata = pd.DataFrame(rows).sort_values("subject_id").reset_index(drop=True)
+    results = harmonize_in_order(_harmonize_one, jobs, workers, f"{split} cohort", progress,
+                                 chunksize=4)
+    metadata = harmonized_rows(out, results, f"{split} subject")
     metadata["split"] = split
     metadata = metadata[METADATA_COLUMNS + EXTRA_COLUMNS]
     _write_text_atomic(out / "metadata.csv", metadata.to_csv(index=False))

@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from tqdm.auto import tqdm
+
+from duallora.errors import KitError
 
 
 def map_in_order(work: Callable[[Any], Any], tasks: Sequence[Any], workers: int | None,
@@ -30,3 +34,53 @@ def map_in_order(work: Callable[[Any], Any], tasks: Sequence[Any], workers: int 
                 results.append(result)
                 bar.update(1)
     return results
+
+
+def _one_torch_thread() -> None:
+    """Worker initializer: the processes already use every core."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def harmonize_in_order(work: Callable[[Any], Any], tasks: Sequence[Any], workers: int | None,
+                       desc: str, progress: bool = True, chunksize: int = 2) -> list[Any]:
+    """``map_in_order`` for jobs that render and harmonize in memory (the fast paths).
+
+    ``data_prep.preprocess`` (torch, MONAI) is imported once here and inherited by forked
+    workers, each limited to one torch thread; ``progress=False`` hides the bar.
+    """
+    import multiprocessing as mp
+
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    results = []
+    with tqdm(total=len(tasks), desc=desc, unit="subject", disable=not progress) as bar:
+        if n_workers == 1:
+            for task in tasks:
+                results.append(work(task))
+                bar.update(1)
+            return results
+        import data_prep.preprocess  # noqa: F401  (loaded once, inherited by forked workers)
+
+        context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(n_workers, mp_context=context,
+                                 initializer=_one_torch_thread) as pool:
+            for result in pool.map(work, tasks, chunksize=chunksize):
+                results.append(result)
+                bar.update(1)
+    return results
+
+
+def harmonized_rows(out: Path, results: list[Any], what: str) -> pd.DataFrame:
+    """The fast paths' results as rows sorted by subject (``split`` still to set); every
+    ``Skip`` goes to ``out/skipped.csv``, and no row at all raises ``KitError``."""
+    from data_prep.harmonize import SKIPPED_COLUMNS, _write_text_atomic
+    from data_prep.records import Skip
+
+    rows = [r for r in results if isinstance(r, dict)]
+    skips = [r for r in results if isinstance(r, Skip)]
+    skipped = pd.DataFrame([s.__dict__ for s in skips], columns=SKIPPED_COLUMNS)
+    _write_text_atomic(Path(out) / "skipped.csv", skipped.to_csv(index=False))
+    if not rows:
+        raise KitError(f"{out}: no {what} could be harmonized ({len(skips)} skipped)")
+    return pd.DataFrame(rows).sort_values("subject_id").reset_index(drop=True)
