@@ -2,15 +2,17 @@
 instance-wise weighting inside the site's evaluation) and FedAvg-LoRA-FT (the fine-tuning runs
 on the site inside its final evaluation; the fine-tuned model stays there).
 
-A real SuperLink and four SuperNodes (``duallora flower-local``'s machinery), compared with the
-in-process loop of the same configuration; slow (about 9 minutes per strategy on two busy
-cores).
+A real SuperLink and two SuperNodes (``duallora flower-local``'s machinery) on the session
+cohort's first two vendors, compared with the in-process loop of the same configuration on the
+same two vendors (two sites exercise everything site-side; each extra site only adds processes);
+slow (about a minute per strategy on two cores).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -26,22 +28,33 @@ from duallora.flower.run_config import SITE_FIELDS
 
 pytestmark = pytest.mark.slow
 OPTIONS = ["--quick", "--fm", "none", "--bootstrap", "20"]
+SITES = ("Siemens", "Philips")  # the first two vendors: the ones `flower-local --clients 2` runs
 
 
 def parsed(argv: list[str]) -> object:
     return build_parser("duallora", "", COMMAND_MODULES).parse_args(argv)
 
 
+@pytest.fixture(scope="module")
+def two_sites(harmonized_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session cohort's subjects of ``SITES`` only (volumes linked, not copied)."""
+    dest = tmp_path_factory.mktemp("two_sites")
+    metadata = pd.read_csv(harmonized_dir / "metadata.csv", dtype=str, keep_default_na=False)
+    metadata[metadata["vendor"].isin(SITES)].to_csv(dest / "metadata.csv", index=False)
+    (dest / "volumes").symlink_to(harmonized_dir / "volumes")
+    return dest
+
+
 @pytest.mark.parametrize("strategy", ["feddpa", "fedavg_lora_ft"])
-def test_flower_equals_in_process_and_keeps_private_parts_on_site(strategy, harmonized_dir,
+def test_flower_equals_in_process_and_keeps_private_parts_on_site(strategy, two_sites,
                                                                   tmp_path) -> None:
     options = [*OPTIONS, "--strategy", strategy]
     config = flower_local.config_from_args(
-        parsed(["flower-local", "--clients", "4", "--data", str(harmonized_dir), "--out",
-                "unused", *options]), skip=SITE_FIELDS)
+        parsed(["flower-local", "--clients", str(len(SITES)), "--data", str(two_sites),
+                "--out", "unused", *options]), skip=SITE_FIELDS)
     cache = tmp_path / "cache"
     train_config = train.config_from_args(parsed(
-        ["train", "--data", str(harmonized_dir), "--out", "unused", "--cache-dir", str(cache),
+        ["train", "--data", str(two_sites), "--out", "unused", "--cache-dir", str(cache),
          *options]))
     assert train_config == dataclasses.replace(config, cache_dir=str(cache))
     threads = torch.get_num_threads()
@@ -50,10 +63,10 @@ def test_flower_equals_in_process_and_keeps_private_parts_on_site(strategy, harm
         reference = run_training(train_config, tmp_path / "inproc", progress=False)
     finally:
         torch.set_num_threads(threads)
-    local = run_on_localhost(config, tmp_path / "flower" / "run", 4,
+    local = run_on_localhost(config, tmp_path / "flower" / "run", len(SITES),
                              work_dir=tmp_path / "flower" / "work", timeout=1200)
     run_dir = local.run_dir
-    assert local.result.completed
+    assert local.result.completed and sorted(local.sites) == sorted(SITES)
     # the same run: messages byte for byte, predictions and metrics to float tolerance
     assert (run_dir / "comm.jsonl").read_text() == (reference / "comm.jsonl").read_text()
     pd.testing.assert_frame_equal(pd.read_csv(run_dir / "predictions.csv"),
@@ -74,7 +87,7 @@ def test_flower_equals_in_process_and_keeps_private_parts_on_site(strategy, harm
     server = [set(load_file(str(p))) for p in run_dir.rglob("*.safetensors")]
     assert all(not keys & private for keys in server)
     if strategy == "fedavg_lora_ft":  # each site kept its own fine-tuned model
-        for site in ("Canon", "GE", "Philips", "Siemens"):
+        for site in SITES:
             found = list((local.work_dir / "sites" / site / "state" / "runs")
                          .glob(f"*/final/finetuned/{site}.safetensors"))
             assert len(found) == 1, site
