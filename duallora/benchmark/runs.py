@@ -55,24 +55,22 @@ def missing_runs(plan: Plan) -> list[str]:
 
 
 def ensure_plan_runs(plan: Plan, data: Path, *, progress: bool = True) -> list[TrainedRun]:
-    """Build every cohort and train every run the plan needs (finished ones are reused)."""
-    from tqdm.auto import tqdm
-
-    from duallora.federated.reuse import ensure_trained
+    """Build every cohort, then train every run the plan needs, side by side (one per core,
+    ``DUALLORA_JOBS``); finished runs are reused."""
+    from duallora.federated.reuse import ensure_all_trained
 
     data = Path(data)
     cohorts: dict[tuple[Any, int], BenchmarkCohort] = {}
     done: list[TrainedRun] = []
-    todo = list(planned_runs(plan))
-    for cell, cohort_seed, train_seed, spec in tqdm(todo, desc=f"benchmark {plan.name}",
-                                                    unit="run", disable=not progress):
+    jobs = []
+    for cell, cohort_seed, train_seed, spec in planned_runs(plan):
         if (cell, cohort_seed) not in cohorts:
             cohorts[cell, cohort_seed] = ensure_cohort(data, plan, cell, cohort_seed, progress)
         cohort = cohorts[cell, cohort_seed]
-        config = run_config(plan, cohort, spec, train_seed, data / "prefix_cache")
         folder = cohort.root / "runs" / f"{spec.name}_seed{train_seed}"
-        ensure_trained(config, folder, progress=False)
+        jobs.append((run_config(plan, cohort, spec, train_seed, data / "prefix_cache"), folder))
         done.append(TrainedRun(cohort, train_seed, spec, folder))
+    ensure_all_trained(jobs, progress=progress, desc=f"benchmark {plan.name}")
     return done
 
 

@@ -222,23 +222,24 @@ def ensure_run(ws: Workspace, name: str, strategy: str, *, progress: bool = True
                **overrides: Any) -> Path:
     """Train ``strategy`` into ``ws.runs/name`` unless the same configuration finished there
     (``duallora.federated.reuse.ensure_trained``: resumed when interrupted, replaced when the
-    configuration changed; adapter norms logged per round)."""
-    from duallora.federated.reuse import ensure_trained
+    configuration changed; adapter norms logged per round; one torch thread)."""
+    from duallora.federated.reuse import ensure_all_trained
 
-    return ensure_trained(train_config(ws, strategy, **overrides), ws.runs / name,
-                          progress=progress)
+    return ensure_all_trained([(train_config(ws, strategy, **overrides), ws.runs / name)],
+                              progress=progress)[0]
 
 
 def ensure_runs(ws: Workspace, specs: dict[str, dict[str, Any]], progress: bool = True
                 ) -> dict[str, Path]:
-    """``{name: {"strategy": ..., **overrides}}`` -> ``{name: run folder}``, in order."""
-    from tqdm.auto import tqdm
+    """``{name: {"strategy": ..., **overrides}}`` -> ``{name: run folder}``, in order; missing
+    runs train side by side, one per core (``DUALLORA_JOBS`` sets how many)."""
+    from duallora.federated.reuse import ensure_all_trained
 
-    done = {}
-    for name, spec in tqdm(list(specs.items()), desc="runs", unit="run", disable=not progress):
+    jobs = []
+    for name, spec in specs.items():
         spec = dict(spec)
-        done[name] = ensure_run(ws, name, spec.pop("strategy"), progress=progress, **spec)
-    return done
+        jobs.append((train_config(ws, spec.pop("strategy"), **spec), ws.runs / name))
+    return dict(zip(specs, ensure_all_trained(jobs, progress=progress), strict=True))
 
 
 def ensure_flower_run(run_dir: Path, config: TrainConfig, n_clients: int, *,
