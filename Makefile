@@ -23,15 +23,26 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m duallora demo
 
-# The quick notebooks run in a fresh scratch folder: they neither overwrite the reports/ of
-# `make demo` nor reuse data/ left by earlier runs (the folder is kept when a notebook fails).
+# Two lanes side by side on the machine's cores: pytest (JOBS xdist workers; a file's tests share
+# one worker, so module fixtures such as the Flower run are built once) and the quick
+# notebooks, which run in a fresh scratch folder (they neither overwrite the reports/ of
+# `make demo` nor reuse data/ left by earlier runs; the folder is kept when a notebook fails).
+# Every process runs one OpenMP thread and the notebooks train their runs one at a time
+# (DUALLORA_JOBS=1), so the lanes share the cores instead of fighting over
+# them. Ctrl-C (or SIGTERM) stops both lanes.
 test: setup
-	$(PY) -m pytest
-	@scratch=$$(mktemp -d "$${TMPDIR:-/tmp}/duallora-test.XXXXXX") && \
-	echo "quick notebooks -> $$scratch" && \
-	if $(PY) -m duallora notebooks --quick --out "$$scratch/reports" --data "$$scratch/data"; \
-	then rm -rf "$$scratch"; \
-	else echo "notebooks failed; outputs kept in $$scratch" >&2; exit 1; fi
+	@scratch=$$(mktemp -d "$${TMPDIR:-/tmp}/duallora-test.XXXXXX") || exit 1; \
+	export OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} DUALLORA_JOBS=$${DUALLORA_JOBS:-1}; \
+	echo "quick notebooks -> $$scratch (log: $$scratch/notebooks.log), beside pytest"; \
+	setsid $(PY) -m duallora notebooks --quick --out "$$scratch/reports" --data "$$scratch/data" \
+	  > "$$scratch/notebooks.log" 2>&1 < /dev/null & lane=$$!; \
+	trap 'kill -TERM -- -'$$lane' 2>/dev/null; exit 130' INT TERM; \
+	$(PY) -m pytest -n $(JOBS) --dist loadfile; tests=$$?; \
+	echo "pytest done; waiting for the quick notebooks ..."; wait $$lane; notebooks=$$?; \
+	cat "$$scratch/notebooks.log"; \
+	if [ $$notebooks -eq 0 ]; then rm -rf "$$scratch"; \
+	else echo "notebooks failed; outputs kept in $$scratch" >&2; fi; \
+	if [ $$tests -ne 0 ] || [ $$notebooks -ne 0 ]; then exit 1; fi
 
 notebooks: setup
 	$(PY) -m duallora notebooks

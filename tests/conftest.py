@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,15 +45,33 @@ def reference_dir(shared_dir: Path) -> Path:
     return found
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+               build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per pytest run: under ``make test``'s xdist workers the first
+    worker builds it in the run's shared temp folder and the others wait, then reuse it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # every worker's basetemp lives here
+    target, done = base / name, base / f"{name}.built"  # the marker stays out of the folder
+    with FileLock(f"{target}.lock"):
+        if not done.is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            build(target)
+            done.touch()
+    return target
+
+
 @pytest.fixture(scope="session")
 def phantom_raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small phantom cohort in the raw ACDC / M&Ms / M&Ms-2 layouts."""
     from data_prep.phantoms import write_phantom_cohort
 
-    out = tmp_path_factory.mktemp("phantoms")
     # v1, pinned: the federated-loop golden comparisons were measured on this cohort
-    write_phantom_cohort(out, scale=TEST_COHORT_SCALE, seed=TEST_COHORT_SEED, generator="v1")
-    return out
+    return built_once(tmp_path_factory, "phantoms", lambda out: write_phantom_cohort(
+        out, scale=TEST_COHORT_SCALE, seed=TEST_COHORT_SEED, generator="v1"))
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +79,6 @@ def harmonized_dir(phantom_raw_dir: Path, tmp_path_factory: pytest.TempPathFacto
     """The small phantom cohort harmonized (metadata.csv + 192x192x16 volumes)."""
     from data_prep.harmonize import harmonize_datasets
 
-    out = tmp_path_factory.mktemp("harmonized")
-    harmonize_datasets(acdc=phantom_raw_dir / "ACDC" / "database",
-                       mnms=phantom_raw_dir / "MnM" / "OpenDataset",
-                       mnms2=phantom_raw_dir / "MnM2", out=out, seed=TEST_COHORT_SEED)
-    return out
+    return built_once(tmp_path_factory, "harmonized", lambda out: harmonize_datasets(
+        acdc=phantom_raw_dir / "ACDC" / "database", mnms=phantom_raw_dir / "MnM" / "OpenDataset",
+        mnms2=phantom_raw_dir / "MnM2", out=out, seed=TEST_COHORT_SEED))
