@@ -292,3 +292,31 @@ def test_dp_aggregator_reports_epsilon_per_round_in_the_run_metrics():
     assert (table["delta"] == 1e-4).all()
     with pytest.raises(KitError, match="dp-delta"):
         FlowerSettings(dp_delta=1.5)
+
+
+def test_privacy_tradeoff_puts_runs_without_dp_at_infinite_epsilon(monkeypatch):
+    """Notebook 05's accuracy-against-epsilon points: the DP run at its total budget, the
+    plain run at epsilon = inf, and the DP run's budget per round."""
+    from types import SimpleNamespace
+
+    from duallora.plots.results import plot_privacy_tradeoff
+    from duallora.results import compare
+
+    def metrics(ba: float, budget: list[float]) -> pd.DataFrame:
+        rows = [{"round": 2, "client": "macro", "split": "test", "metric": "balanced_accuracy",
+                 "value": ba}]
+        rows += [{"round": r, "client": "server", "split": "privacy", "metric": name,
+                  "value": value} for r, eps in enumerate(budget, 1)
+                 for name, value in (("epsilon", eps), ("epsilon_round", budget[0]),
+                                     ("delta", 1e-5))]
+        return pd.DataFrame(rows)
+
+    runs = {"plain": metrics(0.7, []), "dp": metrics(0.6, [3.0, 4.5])}
+    monkeypatch.setattr(compare, "load_run", lambda path: SimpleNamespace(metrics=runs[path]))
+    points, budgets = compare.privacy_tradeoff({"Flower": "plain", "Flower + DP": "dp"})
+    assert points.set_index("run")["epsilon"].to_dict() == {"Flower": math.inf,
+                                                            "Flower + DP": 4.5}
+    assert points.set_index("run")["value"].to_dict() == {"Flower": 0.7, "Flower + DP": 0.6}
+    assert budgets[["round", "epsilon"]].values.tolist() == [[1, 3.0], [2, 4.5]]
+    assert (budgets["run"] == "Flower + DP").all()
+    assert len(plot_privacy_tradeoff(points, budgets).axes) == 2

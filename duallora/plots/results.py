@@ -234,3 +234,33 @@ def plot_run_metric_bars(table: pd.DataFrame, title: str) -> plt.Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_privacy_tradeoff(points: pd.DataFrame, budgets: pd.DataFrame,
+                          metric: str = "balanced accuracy") -> plt.Figure:
+    """Left: each DP run's epsilon as the rounds add up. Right: the test metric against the
+    run's total epsilon; runs without DP (no guarantee, epsilon infinite) sit at the right
+    edge, marked "no DP" (``compare.privacy_tradeoff``)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for run, part in budgets.groupby("run", sort=False):
+        left.plot(part["round"], part["epsilon"], marker="o", label=run)
+    left.set_xlabel("round")
+    left.set_ylabel("epsilon spent (total so far)")
+    left.set_title("Privacy budget over the rounds")
+    if not budgets.empty:
+        left.legend(fontsize=7)
+    finite = points[np.isfinite(points["epsilon"])]
+    edge = (finite["epsilon"].max() * 1.5) if not finite.empty else 1.0
+    for _, row in points.iterrows():
+        x = row["epsilon"] if np.isfinite(row["epsilon"]) else edge
+        right.scatter([x], [row["value"]], s=40, zorder=3)
+        tag = row["run"] if np.isfinite(row["epsilon"]) else f"{row['run']} (no DP)"
+        right.annotate(tag, (x, row["value"]), textcoords="offset points", xytext=(4, 4),
+                       fontsize=7)
+    right.axvline(edge, color="0.8", linestyle=":", zorder=1)
+    right.set_xlabel("epsilon (total; dotted line: no DP, epsilon infinite)")
+    right.set_ylabel(f"test {metric} (macro)")
+    right.set_ylim(0, 1)
+    right.set_title("Accuracy against privacy")
+    fig.tight_layout()
+    return fig

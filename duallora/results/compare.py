@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from safetensors.torch import load_file
 
+from duallora.errors import KitError
 from duallora.federated.rundir import RunDir
 from duallora.results.run_reader import RunResults, load_run, read_predictions
 from duallora.results.stats import (
@@ -141,3 +142,30 @@ def test_metrics(runs: Mapping[str, Path], scope: str = "macro", split: str = "t
         for _, row in part.iterrows():
             rows.append({"run": label, "metric": row["metric"], "value": float(row["value"])})
     return pd.DataFrame(rows, columns=["run", "metric", "value"])
+
+
+def privacy_tradeoff(runs: Mapping[str, Path], metric: str = "balanced_accuracy",
+                     scope: str = "macro") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accuracy against privacy budget: ``(points, budgets)``.
+
+    ``points``: one row per run (``run, epsilon, value``), ``epsilon`` the run's total
+    (``inf`` for a run without central DP: no guarantee at all). ``budgets``: every DP run's
+    epsilon after each round (``run, round, epsilon``), from its ``metrics.csv`` privacy rows
+    (``duallora.flower.privacy``).
+    """
+    from duallora.flower.privacy import run_epsilon
+
+    points, budgets = [], []
+    for label, path in runs.items():
+        metrics = load_run(path).metrics
+        spent = run_epsilon(metrics)
+        part = metrics[(metrics.split == "test") & (metrics.client == scope)
+                       & (metrics.metric == metric)]
+        if part.empty:
+            raise KitError(f"{path}: no {scope} test {metric} in metrics.csv")
+        total = float(spent["epsilon"].iloc[-1]) if not spent.empty else float("inf")
+        points.append({"run": label, "epsilon": total, "value": float(part["value"].iloc[-1])})
+        budgets += [{"run": label, "round": int(r), "epsilon": float(e)}
+                    for r, e in zip(spent["round"], spent["epsilon"], strict=True)]
+    return (pd.DataFrame(points, columns=["run", "epsilon", "value"]),
+            pd.DataFrame(budgets, columns=["run", "round", "epsilon"]))
