@@ -82,3 +82,11 @@ def harmonized_dir(phantom_raw_dir: Path, tmp_path_factory: pytest.TempPathFacto
     return built_once(tmp_path_factory, "harmonized", lambda out: harmonize_datasets(
         acdc=phantom_raw_dir / "ACDC" / "database", mnms=phantom_raw_dir / "MnM" / "OpenDataset",
         mnms2=phantom_raw_dir / "MnM2", out=out, seed=TEST_COHORT_SEED))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding ``slow`` tests first (stable otherwise): under ``make test`` each xdist
+    worker takes whole files in this order, so the longest ones start early and the short
+    ones fill in around them instead of leaving one worker alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
