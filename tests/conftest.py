@@ -84,9 +84,20 @@ def harmonized_dir(phantom_raw_dir: Path, tmp_path_factory: pytest.TempPathFacto
         mnms2=phantom_raw_dir / "MnM2", out=out, seed=TEST_COHORT_SEED))
 
 
+# The longest files (`--durations` under `make test`), longest first; then the other files
+# holding slow tests, then the rest. xdist hands whole files to its workers in this order, so
+# the long ones start early and the short ones fill in around them.
+LONGEST_FIRST = ("test_model_fm.py", "test_flower_run.py", "test_benchmark.py",
+                 "test_flower_baselines.py", "test_flower_faults.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files holding ``slow`` tests first (stable otherwise): under ``make test`` each xdist
-    worker takes whole files in this order, so the longest ones start early and the short
-    ones fill in around them instead of leaving one worker alone at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        if name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(name)
+        return len(LONGEST_FIRST) + (item.path not in slow_files)
+
+    items.sort(key=rank)  # stable: a file's own order is kept
