@@ -146,7 +146,8 @@ assert shared_gap == 0.0 and local_gap > 0.0
 #   **minimum detectable difference**; below it a result is "not resolvable at this size".
 #
 # At the tutorial default this cell runs the `demo` plan (3 training seeds, one small cohort
-# per shift strength); in quick mode the `test` plan (2 seeds, tiny cohorts, the tests' model).
+# per shift strength); in quick mode the `test` plan (2 seeds, tiny cohorts, the tests' model)
+# with the demo plan's arms.
 # Finished runs are reused.
 
 # %%
