@@ -19,17 +19,21 @@ from duallora.errors import KitError
 
 
 def map_in_order(work: Callable[[Any], Any], tasks: Sequence[Any], workers: int | None,
-                 desc: str, chunksize: int = 1) -> list[Any]:
-    """``[work(t) for t in tasks]``, in up to ``workers`` processes (default: every core)."""
+                 desc: str, chunksize: int = 1, *, progress: bool = True,
+                 mp_context: Any = None, initializer: Callable[[], None] | None = None
+                 ) -> list[Any]:
+    """``[work(t) for t in tasks]``, in up to ``workers`` processes (default: every core);
+    ``mp_context`` and ``initializer`` go to the process pool, ``progress=False`` hides the bar."""
     n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks)))
     results = []
-    with tqdm(total=len(tasks), desc=desc, unit="subject") as bar:
+    with tqdm(total=len(tasks), desc=desc, unit="subject", disable=not progress) as bar:
         if n_workers == 1:
             for task in tasks:
                 results.append(work(task))
                 bar.update(1)
             return results
-        with ProcessPoolExecutor(n_workers) as pool:
+        with ProcessPoolExecutor(n_workers, mp_context=mp_context,
+                                 initializer=initializer) as pool:
             for result in pool.map(work, tasks, chunksize=chunksize):
                 results.append(result)
                 bar.update(1)
@@ -52,23 +56,11 @@ def harmonize_in_order(work: Callable[[Any], Any], tasks: Sequence[Any], workers
     """
     import multiprocessing as mp
 
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
-    results = []
-    with tqdm(total=len(tasks), desc=desc, unit="subject", disable=not progress) as bar:
-        if n_workers == 1:
-            for task in tasks:
-                results.append(work(task))
-                bar.update(1)
-            return results
+    if tasks:
         import data_prep.preprocess  # noqa: F401  (loaded once, inherited by forked workers)
-
-        context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(n_workers, mp_context=context,
-                                 initializer=_one_torch_thread) as pool:
-            for result in pool.map(work, tasks, chunksize=chunksize):
-                results.append(result)
-                bar.update(1)
-    return results
+    context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    return map_in_order(work, tasks, workers, desc, chunksize, progress=progress,
+                        mp_context=context, initializer=_one_torch_thread)
 
 
 def harmonized_rows(out: Path, results: list[Any], what: str) -> pd.DataFrame:
