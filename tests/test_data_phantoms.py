@@ -15,7 +15,7 @@ from data_prep.harmonize import harmonize_datasets
 from data_prep.phantoms import render_phantom, write_population_cohort
 from data_prep.phantoms.anatomy import Scan, render_stack, sample_heart
 from data_prep.phantoms.appearance import STYLES
-from data_prep.phantoms.cohort_v1 import cohort_specs, scaled_counts
+from data_prep.phantoms.cohort_v1 import cohort_specs, render_ed_es, scaled_counts
 from data_prep.readers import read_mnms, read_mnms2
 
 
@@ -44,6 +44,21 @@ def test_phantoms_are_deterministic_for_a_seed() -> None:
     np.testing.assert_array_equal(a.labels, b.labels)
     assert cohort_specs(0.03, seed=5) == cohort_specs(0.03, seed=5)
     assert cohort_specs(0.03, seed=5) != cohort_specs(0.03, seed=6)
+
+
+def test_ed_es_render_is_the_whole_renders_ed_and_es_value_for_value() -> None:
+    """``render_ed_es`` skips the other phases but draws the same random numbers."""
+    specs = cohort_specs(0.03, seed=5)
+    for spec in (specs[0], specs[-1]):  # ACDC (ED at frame 0) and M&Ms-2
+        whole = render_phantom(spec)
+        two, ed, es = render_ed_es(spec)
+        assert (ed, es) == (whole.ed_index, whole.es_index)
+        assert (two.ed_index, two.es_index) == (0, 1)
+        np.testing.assert_array_equal(two.cine, whole.cine[..., [ed, es]])
+        np.testing.assert_array_equal(two.labels, whole.labels[..., [ed, es]])
+        np.testing.assert_array_equal(two.affine, whole.affine)
+        assert (two.scanner, two.field_strength, two.height, two.weight) == \
+            (whole.scanner, whole.field_strength, whole.height, whole.weight)
 
 
 def _measure(pathology: str, seed: int) -> dict[str, float]:

@@ -8,6 +8,7 @@ relative-intensity stack into the integers a scanner of that vendor would store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,15 +63,26 @@ def bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength: float
 
 
 def apply_appearance(image: np.ndarray, style: VendorStyle, spacing: float,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Relative (X, Y, Z, T) stack -> stored int16 values: blur, bias, scale, Rician noise."""
+                     rng: np.random.Generator,
+                     of_cine: tuple[int, Sequence[int]] | None = None) -> np.ndarray:
+    """Relative (X, Y, Z, T) stack -> stored int16 values: blur, bias, scale, Rician noise.
+
+    ``of_cine = (n_frames, frames)``: ``image`` holds only those frames of an ``n_frames`` cine.
+    The noise of every frame is still drawn (the random stream, and so every later draw, stays
+    the whole cine's) and those frames' noise is kept, so the result equals the same frames of
+    the whole cine's result, value for value: blur and bias act within each frame.
+    """
     sigma_px = float(rng.uniform(*style.blur_mm)) / spacing
     blurred = ndimage.gaussian_filter(image, sigma=(sigma_px, sigma_px, 0, 0))
     blurred *= bias_field(image.shape, rng, style.bias)[..., None]
     peak = float(rng.uniform(*style.max_intensity)) * 0.8
     noise_sigma = 1.0 / float(rng.uniform(*style.snr))
-    real = blurred + rng.standard_normal(blurred.shape, dtype=np.float32) * noise_sigma
-    imag = rng.standard_normal(blurred.shape, dtype=np.float32) * noise_sigma
+    if of_cine is None:
+        noise_shape, kept = blurred.shape, slice(None)
+    else:
+        noise_shape, kept = (*blurred.shape[:3], of_cine[0]), list(of_cine[1])
+    real = blurred + rng.standard_normal(noise_shape, dtype=np.float32)[..., kept] * noise_sigma
+    imag = rng.standard_normal(noise_shape, dtype=np.float32)[..., kept] * noise_sigma
     stored = np.sqrt(real ** 2 + imag ** 2) * peak
     return np.clip(np.rint(stored), 0, 32767).astype(np.int16)
 

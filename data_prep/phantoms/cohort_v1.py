@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.conventions import ACDC_TO_UNIFIED, HEALTHY_CODE
-from data_prep.phantoms.anatomy import Scan, render_stack, sample_heart
+from data_prep.phantoms.anatomy import Scan, contraction, render_stack, sample_heart
 from data_prep.phantoms.appearance import STYLES, apply_appearance, scanner_affine
 from data_prep.phantoms.workers import map_in_order
 
@@ -169,6 +169,21 @@ class Phantom:
 
 def render_phantom(spec: SubjectSpec) -> Phantom:
     """Draw and render one subject (deterministic for ``spec.seed``)."""
+    return _render(spec, ed_es_only=False)[0]
+
+
+def render_ed_es(spec: SubjectSpec) -> tuple[Phantom, int, int]:
+    """``render_phantom``'s ED and ES frames only, at a fraction of the cost.
+
+    Returns a two-frame phantom (ED at 0, ES at 1), value for value the same frames of
+    ``render_phantom(spec)`` (every random draw is the same; tests/test_data_phantoms.py
+    checks it), and the ED and ES frame indices of the whole cine (what a raw file's reader
+    records). For the in-memory path, which never writes the whole cine.
+    """
+    return _render(spec, ed_es_only=True)
+
+
+def _render(spec: SubjectSpec, ed_es_only: bool) -> tuple[Phantom, int, int]:
     rng = np.random.default_rng(spec.seed)
     style = STYLES[spec.vendor]
     body = float(np.clip(rng.normal(1.0, 0.07), 0.8, 1.2))
@@ -188,14 +203,22 @@ def render_phantom(spec: SubjectSpec) -> Phantom:
                         float(rng.uniform(-0.15, 0.15) * half_fov)),
                 septum_angle=float(np.deg2rad(style.septum_angle_deg + rng.normal(0, 10))),
                 top_u=top_u, myo_level=1.0 / float(rng.uniform(*style.blood_to_myo)))
-    relative, labels = render_stack(heart, scan, rng)
-    cine = apply_appearance(relative, style, spacing, rng)
+    ed, es = scan.ed_index, scan.es_index
+    if ed_es_only:  # the frame loop draws nothing random: rendering two phases keeps the stream
+        relative, labels = render_stack(heart, replace(scan, n_frames=2), rng,
+                                        squeeze=contraction(scan)[[ed, es]])
+        cine = apply_appearance(relative, style, spacing, rng, of_cine=(n_frames, (ed, es)))
+    else:
+        relative, labels = render_stack(heart, scan, rng)
+        cine = apply_appearance(relative, style, spacing, rng)
     affine = scanner_affine(style, spacing, thickness, rng, shape)
     height = float(np.clip(rng.normal(170, 9) * body, 140, 205))
     weight = float(np.clip(rng.normal(75, 13) * body ** 2, 40, 150))
-    return Phantom(cine, labels, scan.ed_index, scan.es_index, affine,
-                   str(rng.choice(style.scanners)), str(rng.choice(style.field_strengths)),
-                   round(height, 1), round(weight, 1))
+    stored_ed, stored_es = (0, 1) if ed_es_only else (ed, es)
+    phantom = Phantom(cine, labels, stored_ed, stored_es, affine,
+                      str(rng.choice(style.scanners)), str(rng.choice(style.field_strengths)),
+                      round(height, 1), round(weight, 1))
+    return phantom, ed, es
 
 
 def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:

@@ -1,11 +1,12 @@
 """The v1 client cohort straight into the harmonized layout, without raw files.
 
 ``write_phantom_cohort(generator="v1")`` followed by ``harmonize_datasets`` compresses every
-subject's whole cine into three raw layouts and then reads it back: about a third of the cost
-of a large cohort (the FM probe cohort has 430 subjects). This path renders the same subjects
-(same specs, same seeds, same ``render_phantom``), hands each subject's ED and ES, exactly as
-the raw layout's reader would load them, to the same ``harmonize_frames`` and
-``save_harmonized``, and builds the row the reader's record would give.
+subject's whole cine into three raw layouts and then reads it back, although harmonization
+keeps only ED and ES: most of the cost of a large cohort (the FM probe cohort has 430
+subjects). This path renders only the same subjects' ED and ES frames (same specs, same seeds:
+``render_ed_es``, value for value ``render_phantom``'s frames), hands them, exactly as the raw
+layout's reader would load them, to the same ``harmonize_frames`` and ``save_harmonized``, and
+builds the row the reader's record would give.
 ``tests/test_data_phantoms.py`` checks that both paths give the same metadata and volumes.
 
 What it cannot give: ``source_cine`` (nothing raw exists; it is empty) and the raw files
@@ -31,7 +32,7 @@ from data_prep.phantoms.cohort_v1 import (
     Phantom,
     SubjectSpec,
     cohort_specs,
-    render_phantom,
+    render_ed_es,
 )
 from data_prep.phantoms.workers import harmonize_in_order, harmonized_rows
 from data_prep.records import Skip, SubjectRecord
@@ -48,16 +49,18 @@ def _mnms2_split(code: str) -> str:
     return "train" if number <= 160 else "val" if number <= 200 else "test"
 
 
-def reader_record(spec: SubjectSpec, ph: Phantom) -> SubjectRecord:
+def reader_record(spec: SubjectSpec, ph: Phantom, ed_index: int, es_index: int
+                  ) -> SubjectRecord:
     """The record the dataset's reader builds from the files ``cohort_v1`` writes for ``spec``
-    (the quirks included: ACDC Info.cfg and M&Ms rows that lack height or weight)."""
+    (the quirks included: ACDC Info.cfg and M&Ms rows that lack height or weight);
+    ``ed_index``/``es_index``: the frames of the whole cine (``render_ed_es``)."""
     common = dict(dataset=spec.dataset, vendor=spec.vendor, pathology=spec.pathology,
                   label=binary_label(spec.pathology))
     if spec.dataset == "acdc":
         return SubjectRecord(
             subject_id=f"acdc/{spec.code}", centre="Dijon", scanner="", field_strength="",
-            split_official=_ACDC_SPLIT[spec.split_folder], ed_index=ph.ed_index,
-            es_index=ph.es_index, height=ph.height if spec.seed % 7 else None,
+            split_official=_ACDC_SPLIT[spec.split_folder], ed_index=ed_index,
+            es_index=es_index, height=ph.height if spec.seed % 7 else None,
             weight=ph.weight if spec.seed % 11 else None, **common)
     if spec.dataset == "mnms":
         centres = MNMS_CENTRES[spec.vendor]
@@ -65,7 +68,7 @@ def reader_record(spec: SubjectSpec, ph: Phantom) -> SubjectRecord:
         return SubjectRecord(
             subject_id=f"mnms/{spec.code}", centre=centres[spec.seed % len(centres)],
             scanner=spec.vendor, field_strength="", split_official=_MNMS_SPLIT[spec.split_folder],
-            ed_index=ph.ed_index, es_index=ph.es_index, height=None if missing else ph.height,
+            ed_index=ed_index, es_index=es_index, height=None if missing else ph.height,
             weight=None if missing else ph.weight, **common)
     return SubjectRecord(
         subject_id=f"mnms2/{spec.code}", centre="unknown", scanner=ph.scanner,
@@ -81,8 +84,8 @@ def _harmonize_one(job: tuple[SubjectSpec, Path]) -> dict | Skip:
     spec, out = job
     subject_id = f"{spec.dataset}/{spec.code}"
     try:
-        ph = render_phantom(spec)
-        record = reader_record(spec, ph)
+        ph, ed_index, es_index = render_ed_es(spec)  # the whole cine is never needed here
+        record = reader_record(spec, ph, ed_index, es_index)
         labelled = spec.dataset != "mnms" or spec.labelled
 
         def seg(frame: int) -> np.ndarray | None:
