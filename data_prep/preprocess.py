@@ -37,13 +37,17 @@ class Harmonized:
     crop_source: str
 
 
-def resample(volume: np.ndarray, zooms: np.ndarray, *, mask: bool) -> np.ndarray:
-    """Resample a 3D array with voxel size ``zooms`` (mm) to ``TARGET_SPACING``."""
-    tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None],
-                        affine=torch.from_numpy(np.diag([*zooms, 1.0])))
-    out = (_SPACING_MASK if mask else _SPACING_IMAGE)(tensor)
-    array = out.as_tensor()[0].numpy()
-    return np.rint(array).astype(np.uint8) if mask else array
+def resample(*volumes: np.ndarray, zooms: np.ndarray, mask: bool) -> list[np.ndarray]:
+    """Resample 3D arrays of one grid (voxel size ``zooms``, mm) to ``TARGET_SPACING``.
+
+    The volumes go through as the channels of one image: the sampling grid, most of the cost,
+    is computed once, and each channel is sampled on its own, so every output is value for
+    value what resampling that volume alone gives.
+    """
+    stacked = np.stack([np.asarray(v, dtype=np.float32) for v in volumes])
+    tensor = MetaTensor(torch.from_numpy(stacked), affine=torch.from_numpy(np.diag([*zooms, 1.0])))
+    out = (_SPACING_MASK if mask else _SPACING_IMAGE)(tensor).as_tensor().numpy()
+    return [np.rint(channel).astype(np.uint8) if mask else channel for channel in out]
 
 
 def _motion_centre(ed: np.ndarray, es: np.ndarray) -> tuple[float, float, float] | None:
@@ -125,9 +129,11 @@ def output_affine(source_affine: np.ndarray, start: np.ndarray,
 def harmonize_frames(frames: Frames) -> Harmonized:
     """Resample, centre on the LV, crop/pad and scale one subject's ED/ES (and masks)."""
     zooms = frames.zooms
-    ed, es = resample(frames.ed, zooms, mask=False), resample(frames.es, zooms, mask=False)
-    ed_seg = resample(frames.ed_seg, zooms, mask=True) if frames.ed_seg is not None else None
-    es_seg = resample(frames.es_seg, zooms, mask=True) if frames.es_seg is not None else None
+    ed, es = resample(frames.ed, frames.es, zooms=zooms, mask=False)
+    masks = [m for m in (frames.ed_seg, frames.es_seg) if m is not None]
+    resampled = iter(resample(*masks, zooms=zooms, mask=True) if masks else [])
+    ed_seg, es_seg = (None if m is None else next(resampled)
+                      for m in (frames.ed_seg, frames.es_seg))
     centre, source = find_crop_centre(ed, es, ed_seg)
     ed_c, start = crop_or_pad(ed, centre)
     es_c, _ = crop_or_pad(es, centre)
