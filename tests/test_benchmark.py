@@ -135,3 +135,39 @@ def test_a_second_call_reuses_every_run(benchmark: dict):
 def test_unknown_plan_is_one_clear_error():
     with pytest.raises(KitError, match="unknown benchmark plan"):
         get_plan("huge")
+
+
+def test_cohort_cache_builds_each_settings_once_and_copies_it(tmp_path: Path, monkeypatch):
+    """``DUALLORA_COHORT_CACHE``: two data folders asking for one cohort get one build and
+    identical copies; other settings build their own; without the variable nothing is cached."""
+    import data_prep.harmonize
+    import data_prep.phantoms
+    from duallora.benchmark.cohorts import COHORT_CACHE_ENV, ensure_cohort
+
+    builds: list[Path] = []
+
+    def fake_phantoms(out: Path, **settings) -> None:  # a stand-in raw cohort, cheap to write
+        builds.append(Path(out))
+        (Path(out) / "TestHarmonized").mkdir(parents=True)
+        (Path(out) / "cohort.json").write_text(json.dumps(settings["shifts"], default=str))
+
+    def fake_harmonize(out: Path, seed: int, **roots) -> None:
+        Path(out).mkdir(parents=True)
+        (Path(out) / "metadata.csv").write_text(f"subject_id\nseed{seed}\n")
+
+    monkeypatch.setattr(data_prep.phantoms, "write_phantom_cohort", fake_phantoms)
+    monkeypatch.setattr(data_prep.harmonize, "harmonize_datasets", fake_harmonize)
+    monkeypatch.setenv(COHORT_CACHE_ENV, str(tmp_path / "cache"))
+    plan = get_plan("test")
+    first = ensure_cohort(tmp_path / "a", plan, plan.primary_cell, 0, progress=False)
+    second = ensure_cohort(tmp_path / "b", plan, plan.primary_cell, 0, progress=False)
+    assert len(builds) == 1 and builds[0].is_relative_to(tmp_path / "cache")
+    for cohort in (first, second):
+        assert (cohort.harmonized / "metadata.csv").read_text() == "subject_id\nseed0\n"
+        assert (cohort.raw / "cohort.json").is_file()
+    ensure_cohort(tmp_path / "b", plan, plan.primary_cell, 1, progress=False)  # other settings
+    assert len(builds) == 2
+    monkeypatch.delenv(COHORT_CACHE_ENV)
+    ensure_cohort(tmp_path / "c", plan, plan.primary_cell, 0, progress=False)
+    assert builds[-1] == tmp_path / "c" / plan.primary_cell.key / "seed0" / "raw"
+    assert len(builds) == 3

@@ -9,11 +9,18 @@ Layout under the benchmark's data folder::
                                                 images and weights, so nothing is mixed up)
 
 A JSON marker per step records the settings; a changed plan rebuilds only what changed.
+
+``DUALLORA_COHORT_CACHE=DIR`` keeps every cohort built under ``DIR`` by its settings and copies
+it into any benchmark data folder that asks for the same settings (one build per settings,
+whatever the number of folders or processes: a file lock serializes the build). ``make test``
+sets it, so its pytest lane and notebook 04 in quick mode build the `test` plan's cohorts once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +30,7 @@ from duallora.benchmark.plans import Plan, ShiftCell
 from duallora.federated.reuse import read_marker, write_marker
 
 MARKER = "benchmark_cohort.json"
+COHORT_CACHE_ENV = "DUALLORA_COHORT_CACHE"
 
 
 @dataclass(frozen=True)
@@ -72,13 +80,40 @@ def ensure_cohort(data: Path, plan: Plan, cell: ShiftCell, seed: int,
     marker = cohort.root / MARKER
     if read_marker(marker) == wanted and (cohort.harmonized / "metadata.csv").is_file():
         return cohort
-    if cohort.root.exists():
+    if cohort.root.exists():  # its runs were trained on another cohort: they go too
         shutil.rmtree(cohort.root)
-    write_phantom_cohort(cohort.raw, scale=plan.scale, seed=seed, generator="v2",
-                         shifts=parse_shifts(cell.spec), test_per_vendor=plan.test_per_vendor,
-                         unseen_test=plan.test_per_vendor, progress=progress)
-    harmonize_datasets(out=cohort.harmonized, seed=seed,
-                       acdc=cohort.raw / "ACDC" / "database",
-                       mnms=cohort.raw / "MnM" / "OpenDataset", mnms2=cohort.raw / "MnM2")
+
+    def build(into: BenchmarkCohort) -> None:
+        write_phantom_cohort(into.raw, scale=plan.scale, seed=seed, generator="v2",
+                             shifts=parse_shifts(cell.spec),
+                             test_per_vendor=plan.test_per_vendor,
+                             unseen_test=plan.test_per_vendor, progress=progress)
+        harmonize_datasets(out=into.harmonized, seed=seed, acdc=into.raw / "ACDC" / "database",
+                           mnms=into.raw / "MnM" / "OpenDataset", mnms2=into.raw / "MnM2")
+
+    cache = os.environ.get(COHORT_CACHE_ENV)
+    if cache:
+        cached = cached_cohort(Path(cache), wanted, cell, seed, build)
+        for part in ("raw", "harmonized"):
+            shutil.copytree(cached.root / part, cohort.root / part)
+    else:
+        build(cohort)
     write_marker(marker, wanted)
     return cohort
+
+
+def cached_cohort(cache: Path, wanted: dict[str, Any], cell: ShiftCell, seed: int,
+                  build: Any) -> BenchmarkCohort:
+    """The cache's cohort of these settings, built by ``build(cohort)`` if it is not there
+    (under a file lock: two processes asking at once build it once)."""
+    from filelock import FileLock
+
+    key = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
+    cached = BenchmarkCohort(cell, seed, cache / key)
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{cached.root}.lock"):
+        if read_marker(cached.root / MARKER) != wanted:
+            shutil.rmtree(cached.root, ignore_errors=True)
+            build(cached)
+            write_marker(cached.root / MARKER, wanted)
+    return cached
