@@ -320,3 +320,15 @@ def test_privacy_tradeoff_puts_runs_without_dp_at_infinite_epsilon(monkeypatch):
     assert budgets[["round", "epsilon"]].values.tolist() == [[1, 3.0], [2, 4.5]]
     assert (budgets["run"] == "Flower + DP").all()
     assert len(plot_privacy_tradeoff(points, budgets).axes) == 2
+
+
+def test_a_run_whose_app_finished_completed_even_if_the_superlink_lags() -> None:
+    """The ServerApp's marker decides; the SuperLink's status can only veto with a failure."""
+    def result(status: str, app_finished: bool) -> launcher.FlowerRunResult:
+        return launcher.FlowerRunResult(1, status, Path("run.log"), 1.0, app_finished)
+
+    assert result("finished:completed", False).completed
+    assert result("running", True).completed
+    assert not result("running", False).completed
+    assert not result("finished:failed", True).completed
+    assert not result("finished:stopped", True).completed

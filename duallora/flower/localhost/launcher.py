@@ -209,16 +209,22 @@ class NodeSpec:
 
 @dataclass
 class FlowerRunResult:
-    """What ``flwr run`` left behind: run id, final status text and the streamed log."""
+    """What ``flwr run`` left behind: run id, final status text and the streamed log.
+
+    ``app_finished``: the app wrote its finished marker (its own last word). The SuperLink may
+    report the run as still running for a few seconds after that; such a run completed.
+    """
 
     run_id: int | None
     status: str
     log_path: Path
     wall_seconds: float
+    app_finished: bool = False
 
     @property
     def completed(self) -> bool:
-        return self.status == "finished:completed"
+        return self.status == "finished:completed" or (
+            self.app_finished and self.status not in ("finished:failed", "finished:stopped"))
 
 
 @dataclass
@@ -441,7 +447,8 @@ class LocalhostFederation:
         """Wait for a submitted run; fail early (with logs) if a Flower process dies.
 
         ``finished_marker``: a file the app writes when it is done; when it exists, the
-        SuperLink's status is asked only briefly (it may lag behind the end of the stream).
+        SuperLink's status is asked once, not waited for (it can lag behind the end of the
+        stream by seconds, and a failure after the marker would still show).
         """
         start = time.monotonic()
         deadline = start + timeout
@@ -465,9 +472,10 @@ class LocalhostFederation:
         self.processes.pop(next(k for k, v in self.processes.items() if v is proc), None)
         proc.stop()
         run_id = self._run_id(proc.log_path)
-        patience = 10.0 if finished_marker is not None and finished_marker.is_file() else 90.0
-        status = self._run_status(run_id, patience) if run_id is not None else "not started"
-        return FlowerRunResult(run_id, status, proc.log_path, wall)
+        app_finished = finished_marker is not None and finished_marker.is_file()
+        status = (self._run_status(run_id, 0.0 if app_finished else 90.0)
+                  if run_id is not None else "not started")
+        return FlowerRunResult(run_id, status, proc.log_path, wall, app_finished)
 
     def run_app(self, app_dir: Path, run_config: Mapping[str, ConfigValue],
                 timeout: float = 600.0) -> FlowerRunResult:
@@ -500,18 +508,18 @@ class LocalhostFederation:
         """``finished:completed`` / ``finished:failed`` / ... as the SuperLink reports it."""
         deadline = time.monotonic() + patience
         status = "unknown"
-        while time.monotonic() < deadline:
+        while True:  # asked at least once, then until finished or out of patience
             try:
                 done = self._flwr("ls", CONNECTION_NAME, "--run-id", str(run_id),
                                   "--format", "json")
             except subprocess.TimeoutExpired:
-                continue
-            found = re.search(r'"status":\s*"([^"]+)"', done.stdout)
-            status = found.group(1) if found else "unknown"
-            if status.startswith("finished"):
-                break
+                done = None
+            if done is not None:
+                found = re.search(r'"status":\s*"([^"]+)"', done.stdout)
+                status = found.group(1) if found else "unknown"
+            if status.startswith("finished") or time.monotonic() >= deadline:
+                return status
             time.sleep(0.5)
-        return status
 
     def _stop_run(self, run_id: int | None) -> None:
         if run_id is not None and self.processes.get("superlink") is not None:
