@@ -24,7 +24,8 @@ demo: setup
 	$(PY) -m duallora demo
 
 # Two lanes side by side on the machine's cores: pytest (JOBS xdist workers; a file's tests share
-# one worker, so module fixtures such as the Flower run are built once) and the quick
+# one worker, so module fixtures such as the Flower run are built once; files go out longest
+# first, in tests/conftest.py's order, which --no-loadscope-reorder keeps) and the quick
 # notebooks, which run in a fresh scratch folder (they neither overwrite the reports/ of
 # `make demo` nor reuse data/ left by earlier runs; the folder is kept when a notebook fails).
 # Every process runs one OpenMP thread and the notebooks train their runs one at a time
@@ -40,7 +41,7 @@ test: setup
 	setsid $(PY) -m duallora notebooks --quick --out "$$scratch/reports" --data "$$scratch/data" \
 	  > "$$scratch/notebooks.log" 2>&1 < /dev/null & lane=$$!; \
 	trap 'kill -TERM -- -'$$lane' 2>/dev/null; exit 130' INT TERM; \
-	$(PY) -m pytest -n $(JOBS) --dist loadfile; tests=$$?; \
+	$(PY) -m pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder; tests=$$?; \
 	echo "pytest done; waiting for the quick notebooks ..."; wait $$lane; notebooks=$$?; \
 	cat "$$scratch/notebooks.log"; \
 	if [ $$notebooks -eq 0 ]; then rm -rf "$$scratch"; \

@@ -84,11 +84,13 @@ def harmonized_dir(phantom_raw_dir: Path, tmp_path_factory: pytest.TempPathFacto
         mnms2=phantom_raw_dir / "MnM2", out=out, seed=TEST_COHORT_SEED))
 
 
-# The longest files (`--durations` under `make test`), longest first; then the other files
-# holding slow tests, then the rest. xdist hands whole files to its workers in this order, so
-# the long ones start early and the short ones fill in around them.
+# The longest files (CPU time of each file run alone), longest first; then the other files
+# holding slow tests, then the rest. xdist hands whole files to its workers in this order (with
+# `--no-loadscope-reorder`, as `make test` runs it: by default xdist sorts files by their number
+# of tests instead), so the long ones start early and the short ones fill in around them.
 LONGEST_FIRST = ("test_model_fm.py", "test_flower_run.py", "test_benchmark.py",
-                 "test_flower_baselines.py", "test_flower_faults.py")
+                 "test_flower_baselines.py", "test_flower_faults.py", "test_notebook_browser.py",
+                 "test_fed_loop.py", "test_data_phantoms_v2.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
