@@ -144,8 +144,9 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _init_worker() -> None:
-    """One torch thread per worker: the processes already use every core."""
+def one_torch_thread() -> None:
+    """Worker-process initializer: one torch thread each (the processes already use every
+    core). Also used by the phantoms' in-memory paths (``data_prep.phantoms.workers``)."""
     import torch
 
     torch.set_num_threads(1)
@@ -160,7 +161,7 @@ def _run_all(records: list[SubjectRecord], out: Path,
     import data_prep.preprocess  # noqa: F401  (imported once here, inherited by forked workers)
 
     context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=one_torch_thread) as pool:
         futures = [pool.submit(harmonize_subject, record, out) for record in records]
         for record, future in zip(records, futures, strict=True):
             yield record, future.result()

@@ -40,13 +40,6 @@ def map_in_order(work: Callable[[Any], Any], tasks: Sequence[Any], workers: int 
     return results
 
 
-def _one_torch_thread() -> None:
-    """Worker initializer: the processes already use every core."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def harmonize_in_order(work: Callable[[Any], Any], tasks: Sequence[Any], workers: int | None,
                        desc: str, progress: bool = True, chunksize: int = 2) -> list[Any]:
     """``map_in_order`` for jobs that render and harmonize in memory (the fast paths).
@@ -56,11 +49,13 @@ def harmonize_in_order(work: Callable[[Any], Any], tasks: Sequence[Any], workers
     """
     import multiprocessing as mp
 
+    from data_prep.harmonize import one_torch_thread
+
     if tasks:
         import data_prep.preprocess  # noqa: F401  (loaded once, inherited by forked workers)
     context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     return map_in_order(work, tasks, workers, desc, chunksize, progress=progress,
-                        mp_context=context, initializer=_one_torch_thread)
+                        mp_context=context, initializer=one_torch_thread)
 
 
 def harmonized_rows(out: Path, results: list[Any], what: str) -> pd.DataFrame:
