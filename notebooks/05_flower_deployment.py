@@ -85,7 +85,10 @@ print(in_process)
 # ```
 # client-name = "Philips"                 # which vendor this site is
 # data-dir    = ".../sites/Philips/data"  # the site's own harmonized data
-# state-dir   = ".../sites/Philips/state" # node-local: local adapters, prefix cache, event log
+# state-dir   = ".../sites/Philips/state" # node-local: local adapters, event log
+# cache-dir   = "../data/.../prefix_cache" # optional; here the workspace's prefix cache, which
+#                                          # the local sites share (entries are keyed by their
+#                                          # own images): notebook 04's runs already hold them
 # ```
 #
 # Flower starts a fresh `ClientApp` process for every message, so the kit's ClientApp is a thin

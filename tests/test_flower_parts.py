@@ -332,3 +332,28 @@ def test_a_run_whose_app_finished_completed_even_if_the_superlink_lags() -> None
     assert not result("running", False).completed
     assert not result("finished:failed", True).completed
     assert not result("finished:stopped", True).completed
+
+
+def test_node_config_cache_dir_moves_the_sites_prefix_cache(tmp_path: Path) -> None:
+    """``cache-dir`` (what ``run_on_localhost(cache_dir=...)`` gives every local site) replaces
+    the default ``state-dir/prefix-cache``; without it each site keeps its own."""
+    from duallora.flower.localhost.run import site_nodes
+    from duallora.flower.site_handlers import Site, site_config
+
+    instructions = {"train-config": TrainConfig().to_json()}
+    node = {"client-name": "GE", "data-dir": str(tmp_path), "state-dir": str(tmp_path / "s")}
+    assert site_config(Site.from_node_config(node), instructions).cache_dir == \
+        str(tmp_path / "s" / "prefix-cache")
+    shared = Site.from_node_config({**node, "cache-dir": str(tmp_path / "shared")})
+    assert site_config(shared, instructions).cache_dir == str(tmp_path / "shared")
+    data = tmp_path / "data"
+    data.mkdir()
+    from duallora.data import REQUIRED_COLUMNS
+
+    rows = pd.DataFrame({column: ["x", "y"] for column in REQUIRED_COLUMNS})
+    rows.assign(vendor=["GE", "Siemens"], label=[0, 1], split="train").to_csv(data / "metadata.csv",
+                                                               index=False)
+    own = site_nodes(data, tmp_path / "work", 2)
+    assert all("cache-dir" not in n.node_config for n in own)
+    common = site_nodes(data, tmp_path / "work", 2, cache_dir=tmp_path / "shared")
+    assert {n.node_config["cache-dir"] for n in common} == {str((tmp_path / "shared").resolve())}

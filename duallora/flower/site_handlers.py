@@ -60,6 +60,10 @@ class Site:
     data_dir: Path
     state_dir: Path
     device: str = ""  # node config ``device`` (optional): overrides the run's --device
+    # node config ``cache-dir`` (optional): the prefix cache's folder, by default
+    # ``state-dir/prefix-cache``; sites simulated on one machine may share one folder (their
+    # entries are keyed by their own images, so none reads another's)
+    cache_dir: Path | None = None
 
     @classmethod
     def from_node_config(cls, node: dict[str, Any]) -> Site:
@@ -68,12 +72,15 @@ class Site:
             raise KitError(f"SuperNode node config lacks {', '.join(missing)} (start it with "
                            "--node-config 'client-name=\"Siemens\" data-dir=\"...\" "
                            "state-dir=\"...\"')")
+        cache = str(node.get("cache-dir", "")).strip()
         return cls(str(node["client-name"]), Path(str(node["data-dir"])),
-                   Path(str(node["state-dir"])), str(node.get("device", "")).strip())
+                   Path(str(node["state-dir"])), str(node.get("device", "")).strip(),
+                   Path(cache) if cache else None)
 
 
 def site_config(site: Site, instructions: ConfigRecord) -> Any:
-    """The server's TrainConfig with this site's own data folder and prefix-cache folder.
+    """The server's TrainConfig with this site's own data folder and prefix-cache folder
+    (``cache-dir``, else ``state-dir/prefix-cache``).
 
     A site's folder holds only its own vendor, so the hold-out setting only concerns the
     hold-out site itself (which then only evaluates); every other site drops it.
@@ -82,7 +89,7 @@ def site_config(site: Site, instructions: ConfigRecord) -> Any:
 
     values = json.loads(str(instructions["train-config"]))
     values["data"] = str(site.data_dir)
-    values["cache_dir"] = str(site.state_dir / "prefix-cache")
+    values["cache_dir"] = str(site.cache_dir or site.state_dir / "prefix-cache")
     if site.device:
         values["device"] = site.device
     if values.get("holdout_vendor") != site.name:

@@ -257,9 +257,12 @@ def ensure_flower_run(run_dir: Path, config: TrainConfig, n_clients: int, *,
         return run_dir
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    # the sites share the workspace's prefix cache: one machine, and the in-process runs of
+    # notebook 04 already hold every site's frozen-prefix features
     run_on_localhost(config, run_dir, n_clients, work_dir=run_dir / "flower" / "work",
                      dp_noise_multiplier=dp_noise_multiplier,
-                     dp_clipping_norm=dp_clipping_norm, timeout=timeout)
+                     dp_clipping_norm=dp_clipping_norm, timeout=timeout,
+                     cache_dir=Path(config.cache_dir) if config.cache_dir else None)
     write_marker(marker, wanted)
     return run_dir
 

@@ -73,9 +73,11 @@ def site_data_view(data_dir: Path, vendor: str, dest: Path) -> Path:
     return dest
 
 
-def site_nodes(data_dir: Path, work_dir: Path, n_clients: int) -> list[NodeSpec]:
+def site_nodes(data_dir: Path, work_dir: Path, n_clients: int,
+               cache_dir: Path | None = None) -> list[NodeSpec]:
     """One SuperNode per vendor (the first ``n_clients`` vendors of the cohort), each reading
-    its own data view and keeping its state in ``work_dir/sites/<vendor>``."""
+    its own data view and keeping its state in ``work_dir/sites/<vendor>``; ``cache_dir``: one
+    prefix-cache folder for every site (node config ``cache-dir``) instead of one each."""
     vendors = cohort_vendors(data_dir)
     if n_clients < 1 or n_clients > len(vendors):
         raise KitError(f"--clients {n_clients}: {data_dir} holds {len(vendors)} vendors "
@@ -84,8 +86,11 @@ def site_nodes(data_dir: Path, work_dir: Path, n_clients: int) -> list[NodeSpec]
     for vendor in vendors[:n_clients]:
         site_dir = work_dir / "sites" / vendor
         view = site_data_view(data_dir, vendor, site_dir / "data")
-        nodes.append(NodeSpec(vendor, {"client-name": vendor, "data-dir": str(view),
-                                       "state-dir": str(site_dir / "state")}))
+        node_config = {"client-name": vendor, "data-dir": str(view),
+                       "state-dir": str(site_dir / "state")}
+        if cache_dir is not None:
+            node_config["cache-dir"] = str(Path(cache_dir).resolve())
+        nodes.append(NodeSpec(vendor, node_config))
     return nodes
 
 
@@ -123,7 +128,7 @@ def run_on_localhost(config: TrainConfig, out_dir: Path, n_clients: int, *,
                      dp_clipping_norm: float = 1.0, settings: FlowerSettings | None = None,
                      timeout: float = 3600.0, keep_work: bool = True,
                      during_run: Callable[[LocalhostFederation, Path], None] | None = None,
-                     tls: bool = False) -> LocalhostRun:
+                     tls: bool = False, cache_dir: Path | None = None) -> LocalhostRun:
     """Start a SuperLink and ``n_clients`` SuperNodes, run the app, tear everything down.
 
     ``config.data`` is the harmonized folder every local site reads. ``during_run(federation,
@@ -131,6 +136,9 @@ def run_on_localhost(config: TrainConfig, out_dir: Path, n_clients: int, *,
     ``settings`` (timeouts, DP) replaces the ``dp_*`` arguments when given. ``tls``: make a
     CA, a SuperLink certificate and a key pair per site under ``work_dir/flower/tls`` and run
     with TLS and SuperNode authentication (every site's key registered), as real sites do.
+    ``cache_dir``: one prefix-cache folder shared by the local sites (e.g. the in-process runs'
+    own, so a Flower run reuses their frozen-prefix features); by default each site keeps its
+    own under its state folder, as a hospital does.
     """
     data_dir = Path(config.data)
     if config.cross_site:
@@ -141,7 +149,7 @@ def run_on_localhost(config: TrainConfig, out_dir: Path, n_clients: int, *,
     out_dir = Path(out_dir).resolve()
     own_work = work_dir is None
     work = Path(work_dir or tempfile.mkdtemp(prefix="duallora-flower-")).resolve()
-    nodes = site_nodes(data_dir, work, n_clients)
+    nodes = site_nodes(data_dir, work, n_clients, cache_dir)
     settings = settings or FlowerSettings(dp_noise_multiplier=float(dp_noise_multiplier),
                                           dp_clipping_norm=float(dp_clipping_norm))
     settings = dataclasses.replace(settings, out_dir=str(out_dir), num_clients=n_clients,
