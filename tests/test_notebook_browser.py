@@ -38,7 +38,9 @@ CHROMIUM = Path(os.environ.get("DUALLORA_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-CELL_TIMEOUT_MS = 120_000
+CELL_TIMEOUT_MS = 300_000   # generous: `make test` runs this beside every other lane on 2 cores
+QUEUED_TIMEOUT_MS = 20_000  # a clicked run shows "[*]" (queued or running) within this
+RUN_ATTEMPTS = 3
 REDRAW_TIMEOUT_S = 30.0
 MIN_CHANGED = 0.002  # share of pixels that must change for "the picture changed"
 
@@ -204,11 +206,23 @@ class NotebookPage:
         started = time.monotonic()
         index = self.index(marker)
         cell = self.cells.nth(index)
-        cell.locator(".jp-InputArea-prompt").click()  # select it, then the toolbar's run
-        self.page.locator(".jp-NotebookPanel:visible .jp-NotebookPanel-toolbar "
-                          "[data-command='notebook:run-cell-and-select-next']").click()
         prompt = cell.locator(".jp-InputArea-prompt")
         try:
+            for attempt in range(RUN_ATTEMPTS):
+                prompt.click()  # select it, then the toolbar's run
+                self.page.locator(".jp-NotebookPanel:visible .jp-NotebookPanel-toolbar "
+                                  "[data-command='notebook:run-cell-and-select-next']").click()
+                # On a loaded machine a click can land while the page is still busy and be
+                # lost (the prompt stays "[ ]": nothing queued); click again then. A cell
+                # that is queued or running shows "[*]" and is only waited for.
+                try:
+                    self.page.wait_for_function(
+                        "el => /\\[(\\d+|\\*)\\]/.test(el.textContent)",
+                        arg=prompt.element_handle(), timeout=QUEUED_TIMEOUT_MS)
+                    break
+                except Exception:
+                    if attempt == RUN_ATTEMPTS - 1:
+                        raise
             self.page.wait_for_function(
                 "el => /\\[\\d+\\]/.test(el.textContent)", arg=prompt.element_handle(),
                 timeout=CELL_TIMEOUT_MS)
