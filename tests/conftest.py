@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,18 +48,19 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
                build: Callable[[Path], None]) -> Path:
     """``build(folder)`` once per pytest run: under ``make test``'s xdist workers the first
     worker builds it in the run's shared temp folder and the others wait, then reuse it."""
-    from filelock import FileLock
+    from duallora.federated.reuse import build_once
 
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # every worker's basetemp lives here
-    target, done = base / name, base / f"{name}.built"  # the marker stays out of the folder
-    with FileLock(f"{target}.lock"):
-        if not done.is_file():
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir(parents=True)
-            build(target)
-            done.touch()
+    target = base / name
+
+    def fill() -> None:
+        target.mkdir(parents=True)
+        build(target)
+
+    # the marker stays out of the folder (the v1 byte-identity hash reads the whole folder)
+    build_once(target, {"built": name}, fill, marker=base / f"{name}.built")
     return target
 
 

@@ -22,12 +22,13 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from duallora.benchmark.plans import Plan, ShiftCell
-from duallora.federated.reuse import read_marker, write_marker
+from duallora.federated.reuse import build_once, read_marker, write_marker
 
 MARKER = "benchmark_cohort.json"
 COHORT_CACHE_ENV = "DUALLORA_COHORT_CACHE"
@@ -103,17 +104,11 @@ def ensure_cohort(data: Path, plan: Plan, cell: ShiftCell, seed: int,
 
 
 def cached_cohort(cache: Path, wanted: dict[str, Any], cell: ShiftCell, seed: int,
-                  build: Any) -> BenchmarkCohort:
+                  build: Callable[[BenchmarkCohort], None]) -> BenchmarkCohort:
     """The cache's cohort of these settings, built by ``build(cohort)`` if it is not there
-    (under a file lock: two processes asking at once build it once)."""
-    from filelock import FileLock
-
+    (``build_once``: two processes asking at once build it once)."""
     key = hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
     cached = BenchmarkCohort(cell, seed, cache / key)
     cache.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{cached.root}.lock"):
-        if read_marker(cached.root / MARKER) != wanted:
-            shutil.rmtree(cached.root, ignore_errors=True)
-            build(cached)
-            write_marker(cached.root / MARKER, wanted)
+    build_once(cached.root, wanted, lambda: build(cached), marker=cached.root / MARKER)
     return cached

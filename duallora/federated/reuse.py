@@ -13,7 +13,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +39,21 @@ def write_marker(path: Path, values: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+def build_once(target: Path, wanted: dict[str, Any], build: Callable[[], None],
+               marker: Path) -> None:
+    """``build()`` fills ``target`` unless ``marker`` already records ``wanted``; under a file
+    lock (``target.lock``), so processes asking at once build it once and the others wait and
+    reuse it. Whatever ``target`` held without a matching marker (a partial or stale build)
+    is removed first."""
+    from filelock import FileLock
+
+    with FileLock(f"{target}.lock"):
+        if read_marker(marker) != wanted:
+            shutil.rmtree(target, ignore_errors=True)
+            build()
+            write_marker(marker, wanted)
 
 
 def is_finished(config: TrainConfig, out: Path) -> bool:
