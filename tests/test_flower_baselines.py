@@ -4,7 +4,8 @@ on the site inside its final evaluation; the fine-tuned model stays there).
 
 A real SuperLink and two SuperNodes (``duallora flower-local``'s machinery) on the session
 cohort's first two vendors, compared with the in-process loop of the same configuration on the
-same two vendors (two sites exercise everything site-side; each extra site only adds processes);
+same two vendors (two sites exercise everything site-side; each extra site only adds processes).
+Both Flower runs go to one set of sites, as a SuperLink serves many runs (``localhost_sites``);
 slow (about a minute per strategy on two cores).
 """
 
@@ -23,7 +24,7 @@ from duallora.cli import build_parser
 from duallora.commands import COMMAND_MODULES, flower_local, train
 from duallora.federated.client_model import build_client_model
 from duallora.federated.loop import run_training
-from duallora.flower.localhost.run import run_on_localhost
+from duallora.flower.localhost.run import localhost_sites
 from duallora.flower.run_config import SITE_FIELDS
 
 pytestmark = pytest.mark.slow
@@ -45,26 +46,56 @@ def two_sites(harmonized_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return dest
 
 
-@pytest.mark.parametrize("strategy", ["feddpa", "fedavg_lora_ft"])
-def test_flower_equals_in_process_and_keeps_private_parts_on_site(strategy, two_sites,
-                                                                  tmp_path) -> None:
-    options = [*OPTIONS, "--strategy", strategy]
-    config = flower_local.config_from_args(
-        parsed(["flower-local", "--clients", str(len(SITES)), "--data", str(two_sites),
-                "--out", "unused", *options]), skip=SITE_FIELDS)
-    cache = tmp_path / "cache"
-    train_config = train.config_from_args(parsed(
-        ["train", "--data", str(two_sites), "--out", "unused", "--cache-dir", str(cache),
-         *options]))
-    assert train_config == dataclasses.replace(config, cache_dir=str(cache))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each site worker (OMP_NUM_THREADS=1): same summation order
-    try:
-        reference = run_training(train_config, tmp_path / "inproc", progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    local = run_on_localhost(config, tmp_path / "flower" / "run", len(SITES),
-                             work_dir=tmp_path / "flower" / "work", timeout=1200)
+STRATEGIES = ("feddpa", "fedavg_lora_ft")
+
+
+@pytest.fixture(scope="module")
+def runs(two_sites: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Each strategy in process and over Flower; both Flower runs go to one set of sites
+    (``localhost_sites``: one SuperLink, the sites' workers kept up between the runs)."""
+    base = tmp_path_factory.mktemp("flower_baselines")
+    found = {}
+    for strategy in STRATEGIES:
+        options = [*OPTIONS, "--strategy", strategy]
+        config = flower_local.config_from_args(
+            parsed(["flower-local", "--clients", str(len(SITES)), "--data", str(two_sites),
+                    "--out", "unused", *options]), skip=SITE_FIELDS)
+        cache = base / strategy / "cache"
+        train_config = train.config_from_args(parsed(
+            ["train", "--data", str(two_sites), "--out", "unused", "--cache-dir", str(cache),
+             *options]))
+        assert train_config == dataclasses.replace(config, cache_dir=str(cache))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as each site worker (OMP_NUM_THREADS=1): same summation order
+        try:
+            reference = run_training(train_config, base / strategy / "inproc", progress=False)
+        finally:
+            torch.set_num_threads(threads)
+        found[strategy] = {"config": config, "reference": reference}
+    with localhost_sites(two_sites, len(SITES), work_dir=base / "sites") as sites:
+        for strategy in STRATEGIES:
+            found[strategy]["local"] = sites.run(found[strategy]["config"],
+                                                 base / strategy / "flower", timeout=1200,
+                                                 tag=strategy)
+    return found
+
+
+def run_key(local) -> str:
+    return json.loads((local.run_dir / "flower" / "flower.json").read_text())["run-key"]
+
+
+def test_both_runs_were_served_by_the_same_sites(runs) -> None:
+    keys = {run_key(runs[s]["local"]) for s in STRATEGIES}
+    assert len(keys) == len(STRATEGIES)
+    (work,) = {runs[s]["local"].work_dir for s in STRATEGIES}
+    for site in SITES:  # each run's state folder, on the site's own disk
+        held = {p.name for p in (work / "sites" / site / "state" / "runs").iterdir()}
+        assert held == keys, site
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_flower_equals_in_process_and_keeps_private_parts_on_site(strategy, runs) -> None:
+    config, reference, local = (runs[strategy][k] for k in ("config", "reference", "local"))
     run_dir = local.run_dir
     assert local.result.completed and sorted(local.sites) == sorted(SITES)
     # the same run: messages byte for byte, predictions and metrics to float tolerance
@@ -88,8 +119,8 @@ def test_flower_equals_in_process_and_keeps_private_parts_on_site(strategy, two_
     assert all(not keys & private for keys in server)
     if strategy == "fedavg_lora_ft":  # each site kept its own fine-tuned model
         for site in SITES:
-            found = list((local.work_dir / "sites" / site / "state" / "runs")
-                         .glob(f"*/final/finetuned/{site}.safetensors"))
+            found = list((local.work_dir / "sites" / site / "state" / "runs" / run_key(local))
+                         .glob(f"final/finetuned/{site}.safetensors"))
             assert len(found) == 1, site
             expected = load_file(str(reference / "checkpoints" / "final" / "finetuned"
                                      / f"{site}.safetensors"))

@@ -6,5 +6,6 @@ benchmarks and the tests.
 
 - ``launcher``  ``LocalhostFederation``: a SuperLink and N SuperNodes, always torn down.
 - ``run``       ``run_on_localhost``: one site per vendor, submit the app, wait, clean up;
+  ``localhost_sites``: the same sites for several runs one after another (``.run``);
   ``site_files`` lists what each site kept on its own disk.
 """

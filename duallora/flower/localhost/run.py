@@ -50,12 +50,12 @@ def cohort_vendors(data_dir: Path) -> list[str]:
     return [v for v in VENDOR_ORDER if v in present] + sorted(present - set(VENDOR_ORDER))
 
 
-def site_data_view(data_dir: Path, vendor: str, dest: Path) -> Path:
-    """A harmonized folder holding only ``vendor``'s subjects, as a hospital's own copy would.
+def cohort_view(data_dir: Path, vendors: list[str], dest: Path) -> Path:
+    """A harmonized folder holding only ``vendors``' subjects.
 
-    ``metadata.csv`` is filtered (row order kept, so the site sees exactly the subjects the
-    in-process loop gives that client); every other entry is a symbolic link to the original,
-    so no volume is copied.
+    ``metadata.csv`` is filtered (row order kept, so each vendor's subjects come in the order
+    the in-process loop gives that client); every other entry is a symbolic link to the
+    original, so no volume is copied.
     """
     from duallora.data import read_metadata
 
@@ -65,12 +65,28 @@ def site_data_view(data_dir: Path, vendor: str, dest: Path) -> Path:
     dest.mkdir(parents=True)
     frame = read_metadata(source)
     raw = pd.read_csv(source / "metadata.csv", dtype=str, keep_default_na=False)
-    raw[frame["vendor"].astype(str).to_numpy() == vendor].to_csv(dest / "metadata.csv",
-                                                                 index=False)
+    raw[frame["vendor"].astype(str).isin(vendors).to_numpy()].to_csv(dest / "metadata.csv",
+                                                                     index=False)
     for entry in source.iterdir():
         if entry.name != "metadata.csv":
             (dest / entry.name).symlink_to(entry)
     return dest
+
+
+def site_data_view(data_dir: Path, vendor: str, dest: Path) -> Path:
+    """A harmonized folder holding only ``vendor``'s subjects, as a hospital's own copy would
+    (``cohort_view`` of one vendor)."""
+    return cohort_view(data_dir, [vendor], dest)
+
+
+def first_vendors(data_dir: Path, n_clients: int) -> list[str]:
+    """The vendors ``flower-local --clients n_clients`` makes sites of: the cohort's first
+    ``n_clients`` in the kit's usual order."""
+    vendors = cohort_vendors(data_dir)
+    if n_clients < 1 or n_clients > len(vendors):
+        raise KitError(f"--clients {n_clients}: {data_dir} holds {len(vendors)} vendors "
+                       f"({', '.join(vendors)})")
+    return vendors[:n_clients]
 
 
 def site_nodes(data_dir: Path, work_dir: Path, n_clients: int,
@@ -78,12 +94,8 @@ def site_nodes(data_dir: Path, work_dir: Path, n_clients: int,
     """One SuperNode per vendor (the first ``n_clients`` vendors of the cohort), each reading
     its own data view and keeping its state in ``work_dir/sites/<vendor>``; ``cache_dir``: one
     prefix-cache folder for every site (node config ``cache-dir``) instead of one each."""
-    vendors = cohort_vendors(data_dir)
-    if n_clients < 1 or n_clients > len(vendors):
-        raise KitError(f"--clients {n_clients}: {data_dir} holds {len(vendors)} vendors "
-                       f"({', '.join(vendors)})")
     nodes = []
-    for vendor in vendors[:n_clients]:
+    for vendor in first_vendors(data_dir, n_clients):
         site_dir = work_dir / "sites" / vendor
         view = site_data_view(data_dir, vendor, site_dir / "data")
         node_config = {"client-name": vendor, "data-dir": str(view),
@@ -116,10 +128,85 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def refuse_cross_site(config: TrainConfig) -> None:
+    if config.cross_site:
+        raise KitError("--cross-site is in-process only: over Flower it would move each "
+                       "site's private adapter to the other sites")
+
+
 def run_config_for(config: TrainConfig, settings: FlowerSettings) -> dict[str, Any]:
     """The run-config overrides ``flwr run`` gets: concrete training values (``--quick``
     already resolved) and the deployment settings."""
     return {**to_run_config(config), **settings_run_config(settings)}
+
+
+@dataclass
+class LocalhostSites:
+    """Started local sites (a SuperLink, and per vendor a SuperNode and a site worker) that
+    take one Flower run after another, as a real federation does: the SuperLink serves many
+    runs and each site's worker stays up between them, imports and data loaded
+    (``localhost_sites``). Every run reads ``data_dir``, the cohort the sites were made from.
+    """
+
+    federation: LocalhostFederation
+    data_dir: Path
+    work_dir: Path
+    sites: list[str]
+
+    def run(self, config: TrainConfig, out_dir: Path, *, resume: bool = False,
+            overwrite: bool = False, settings: FlowerSettings | None = None,
+            timeout: float = 3600.0,
+            during_run: Callable[[LocalhostFederation, Path], None] | None = None,
+            tag: str = "run") -> LocalhostRun:
+        """Submit one run of ``config`` into ``out_dir`` and wait for it (see
+        ``run_on_localhost``); ``tag`` names its ``flwr run`` log (``logs/flwr-TAG.log``)."""
+        if Path(config.data).resolve() != self.data_dir:
+            raise KitError(f"the run reads {config.data}, but these sites were set up on "
+                           f"{self.data_dir}: start sites on that cohort")
+        refuse_cross_site(config)
+        out_dir = Path(out_dir).resolve()
+        settings = dataclasses.replace(settings or FlowerSettings(), out_dir=str(out_dir),
+                                       num_clients=len(self.sites), resume=resume,
+                                       overwrite=overwrite)
+        finished = out_dir / "flower" / FINISHED
+        finished.unlink(missing_ok=True)
+        federation = self.federation
+        submitted = federation.submit(APP_DIR, run_config_for(config, settings), tag=tag)
+        if during_run is not None:
+            during_run(federation, out_dir)
+        result = federation.wait(submitted, timeout, watch_nodes=during_run is None,
+                                 finished_marker=finished)
+        # The ServerApp's marker is the ground truth; the SuperLink's status confirms it.
+        if not finished.is_file() or result.status in ("finished:failed", "finished:stopped"):
+            raise KitError(f"the Flower run ended as {result.status!r} without finishing "
+                           f"the run directory {out_dir}\n"
+                           + federation.describe_logs(result.log_path))
+        return LocalhostRun(out_dir, self.work_dir, list(self.sites), result)
+
+
+@contextmanager
+def localhost_sites(data_dir: Path, n_clients: int, *, work_dir: Path | None = None,
+                    tls: bool = False, cache_dir: Path | None = None,
+                    keep_work: bool = True) -> Iterator[LocalhostSites]:
+    """Start a SuperLink and ``n_clients`` sites on the cohort ``data_dir``; stop every
+    process on leaving (also on errors, Ctrl-C and SIGTERM). ``work_dir``, ``tls`` and
+    ``cache_dir`` as in ``run_on_localhost``."""
+    data_dir = Path(data_dir)
+    if not (data_dir / "metadata.csv").is_file():
+        raise KitError(f"--data {data_dir}: not a harmonized cohort (no metadata.csv)")
+    own_work = work_dir is None
+    work = Path(work_dir or tempfile.mkdtemp(prefix="duallora-flower-")).resolve()
+    nodes = site_nodes(data_dir, work, n_clients, cache_dir)
+    try:
+        material = (make_tls_material(work / "flower" / "tls", [node.name for node in nodes])
+                    if tls else None)
+        with terminate_as_interrupt(), LocalhostFederation(work / "flower", nodes,
+                                                           tls=material) as federation:
+            yield LocalhostSites(federation, data_dir.resolve(), work,
+                                 [node.name for node in nodes])
+    finally:
+        if own_work and not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def run_on_localhost(config: TrainConfig, out_dir: Path, n_clients: int, *,
@@ -138,55 +225,27 @@ def run_on_localhost(config: TrainConfig, out_dir: Path, n_clients: int, *,
     with TLS and SuperNode authentication (every site's key registered), as real sites do.
     ``cache_dir``: one prefix-cache folder shared by the local sites (e.g. the in-process runs'
     own, so a Flower run reuses their frozen-prefix features); by default each site keeps its
-    own under its state folder, as a hospital does.
+    own under its state folder, as a hospital does. Several runs on the same sites:
+    ``localhost_sites``.
     """
-    data_dir = Path(config.data)
-    if config.cross_site:
-        raise KitError("--cross-site is in-process only: over Flower it would move each "
-                       "site's private adapter to the other sites")
-    if not (data_dir / "metadata.csv").is_file():
-        raise KitError(f"--data {data_dir}: not a harmonized cohort (no metadata.csv)")
-    out_dir = Path(out_dir).resolve()
-    own_work = work_dir is None
-    work = Path(work_dir or tempfile.mkdtemp(prefix="duallora-flower-")).resolve()
-    nodes = site_nodes(data_dir, work, n_clients, cache_dir)
+    refuse_cross_site(config)
     settings = settings or FlowerSettings(dp_noise_multiplier=float(dp_noise_multiplier),
                                           dp_clipping_norm=float(dp_clipping_norm))
-    settings = dataclasses.replace(settings, out_dir=str(out_dir), num_clients=n_clients,
-                                   resume=resume, overwrite=overwrite)
-    run_config = run_config_for(config, settings)
-    finished = out_dir / "flower" / FINISHED
-    finished.unlink(missing_ok=True)
-    try:
-        material = (make_tls_material(work / "flower" / "tls", [node.name for node in nodes])
-                    if tls else None)
-        with terminate_as_interrupt(), LocalhostFederation(work / "flower", nodes,
-                                                           tls=material) as federation:
-            submitted = federation.submit(APP_DIR, run_config)
-            if during_run is not None:
-                during_run(federation, out_dir)
-            result = federation.wait(submitted, timeout, watch_nodes=during_run is None,
-                                     finished_marker=finished)
-            # The ServerApp's marker is the ground truth; the SuperLink's status confirms it.
-            if not finished.is_file() or result.status in ("finished:failed",
-                                                            "finished:stopped"):
-                raise KitError(f"the Flower run ended as {result.status!r} without finishing "
-                               f"the run directory {out_dir}\n"
-                               + federation.describe_logs(result.log_path))
-    finally:
-        if own_work and not keep_work:
-            shutil.rmtree(work, ignore_errors=True)
-    return LocalhostRun(out_dir, work, [node.name for node in nodes], result)
+    with localhost_sites(Path(config.data), n_clients, work_dir=work_dir, tls=tls,
+                         cache_dir=cache_dir, keep_work=keep_work) as sites:
+        return sites.run(config, out_dir, resume=resume, overwrite=overwrite,
+                         settings=settings, timeout=timeout, during_run=during_run)
 
 
-def site_files(work_dir: Path) -> pd.DataFrame:
-    """What each site kept on its own disk (node-local state), by file kind."""
+def site_files(work_dir: Path, run_key: str | None = None) -> pd.DataFrame:
+    """What each site kept on its own disk (node-local state), by file kind; ``run_key``
+    (``RUN_DIR/flower/flower.json``): only that run's folder, for sites that served several."""
     rows = []
     for site in sorted(p for p in (Path(work_dir) / "sites").iterdir() if p.is_dir()):
-        for path in sorted((site / "state").rglob("*")):
+        state = site / "state"
+        for path in sorted((state / "runs" / run_key if run_key else state).rglob("*")):
             if path.is_file():
-                rows.append({"site": site.name,
-                             "file": str(path.relative_to(site / "state")),
+                rows.append({"site": site.name, "file": str(path.relative_to(state)),
                              "bytes": path.stat().st_size})
     return pd.DataFrame(rows, columns=["site", "file", "bytes"])
 
