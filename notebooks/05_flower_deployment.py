@@ -40,7 +40,6 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import display
 
-from duallora.flower.localhost.run import site_files
 from duallora.notebooks import experiments
 from duallora.notebooks.reports import save_table
 from duallora.plots import save_figure
@@ -51,27 +50,30 @@ from duallora.results import compare
 out = Path(out_dir)
 ws = experiments.workspace(data_dir, quick, seed)
 harmonized = experiments.ensure_cohort(ws)  # built by notebook 01, reused here
-# notebook 04's Med-DualLoRA settings, so its in-process run is reused below
+# notebook 04's Med-DualLoRA settings
 overrides = {k: v for k, v in experiments.strategy_specs(["med_duallora"])["med_duallora"].items()
              if k != "strategy"}
 # Every Flower round pays process and polling costs the in-process loop does not, so the
 # demo runs fewer rounds than notebook 04; the in-process reference uses the same number.
 if not quick:
     overrides["rounds"] = flower_rounds
+else:  # CI: two sites (each more only adds processes; tests/test_flower_run.py runs four)
+    n_clients = min(n_clients, 2)
+# the vendors that n_clients sites hold (all four by default), for the in-process reference too
+overrides["data"] = str(experiments.flower_cohort(ws, n_clients))
 config = experiments.train_config(ws, "med_duallora", **overrides)
-print(f"cohort: {harmonized}")
-print(f"strategy {config.strategy}, {config.rounds} rounds, fm={config.fm}, seed={config.seed}")
+print(f"cohort: {config.data}")
+print(f"{n_clients} sites; strategy {config.strategy}, {config.rounds} rounds, fm={config.fm}, "
+      f"seed={config.seed}")
 
 # %% [markdown]
 # ## 1 · The reference: the in-process loop
 #
-# Notebook 04's configuration, with `flower_rounds` rounds (in quick mode it is exactly notebook
-# 04's run and is reused).
+# Notebook 04's configuration with `flower_rounds` rounds, on the vendors the Flower sites hold.
 
 # %%
-reference_name = "med_duallora" if quick else f"med_duallora_r{config.rounds}"
-in_process = experiments.ensure_run(ws, reference_name, "med_duallora", progress=False,
-                                    **overrides)
+in_process = experiments.ensure_run(ws, f"med_duallora_{n_clients}sites_r{config.rounds}",
+                                    "med_duallora", progress=False, **overrides)
 print(in_process)
 
 # %% [markdown]
@@ -96,9 +98,17 @@ print(in_process)
 # long-lived worker (`duallora site-worker`, started by `flower-local` beside each SuperNode),
 # which keeps the model, the data and the local adapter in memory and on disk in `state-dir`
 # (a restarted worker or SuperNode resumes from there).
+#
+# A SuperLink serves many runs, so the sites are started once for both of this notebook's Flower
+# runs: the plain one, and the one with differential privacy that section 4 reads.
 
 # %%
-flower_run = experiments.ensure_flower_run(ws.runs / "flower_med_duallora", config, n_clients)
+flower_runs = experiments.ensure_flower_runs({
+    ws.runs / "flower_med_duallora": experiments.FlowerJob(config),
+    ws.runs / "flower_med_duallora_dp": experiments.FlowerJob(
+        config, dp_noise_multiplier=dp_noise_multiplier, dp_clipping_norm=dp_clipping_norm),
+}, n_clients)
+flower_run, dp_run = flower_runs.values()
 print((flower_run / "flower" / "server.log").read_text())
 
 # %% [markdown]
@@ -128,7 +138,7 @@ arrays = sorted({n.split("/", 1)[1] for r in wire if r["type"] == "train" for n 
 print(f"{len(wire)} replies; uploaded tensors: {len(arrays)}, e.g. {arrays[:2]}")
 print("local-adapter tensors that reached the server:",
       [n for r in wire for n in r["names"] if ".lora_A.local." in n or ".lora_B.local." in n])
-kept = site_files(flower_run / "flower" / "work")
+kept = experiments.flower_site_files(flower_run)
 display(kept.groupby("site").agg(files=("file", "count"), bytes=("bytes", "sum")))
 
 # %% [markdown]
@@ -155,12 +165,9 @@ save_figure(fig, out, "05_round_times")
 # standard deviation $z \cdot C \cdot \max_k w_k$ to the weighted mean ($w_k$: site $k$'s share of
 # the training subjects). Only the global adapter and the head are noised; the local adapter
 # never leaves its site, so Med-DualLoRA keeps part of its personalization intact. The price is
-# accuracy:
+# accuracy (the DP run, `dp_run`, was trained in section 2 on the same sites):
 
 # %%
-dp_run = experiments.ensure_flower_run(ws.runs / "flower_med_duallora_dp", config, n_clients,
-                                       dp_noise_multiplier=dp_noise_multiplier,
-                                       dp_clipping_norm=dp_clipping_norm)
 runs = {"in-process": in_process, "Flower": flower_run,
         f"Flower + DP (z={dp_noise_multiplier}, C={dp_clipping_norm})": dp_run}
 cost = compare.test_metrics(runs)

@@ -357,3 +357,25 @@ def test_node_config_cache_dir_moves_the_sites_prefix_cache(tmp_path: Path) -> N
     assert all("cache-dir" not in n.node_config for n in own)
     common = site_nodes(data, tmp_path / "work", 2, cache_dir=tmp_path / "shared")
     assert {n.node_config["cache-dir"] for n in common} == {str((tmp_path / "shared").resolve())}
+
+
+def test_a_cohort_view_keeps_the_first_vendors_rows_in_order_and_links_the_volumes(
+        harmonized_dir: Path, tmp_path: Path) -> None:
+    """``flower_cohort(ws, n)``: what ``n`` local sites hold, for the in-process reference."""
+    from duallora.data import read_metadata
+    from duallora.flower.localhost.run import cohort_vendors, first_vendors
+    from duallora.notebooks import experiments
+
+    ws = experiments.Workspace(tmp_path / "ws", quick=True, seed=0)
+    ws.root.mkdir()
+    (ws.root / "harmonized").symlink_to(harmonized_dir)
+    assert experiments.flower_cohort(ws, len(cohort_vendors(harmonized_dir))) == ws.harmonized
+    two = first_vendors(harmonized_dir, 2)
+    assert two == ["Siemens", "Philips"]  # flower-local --clients 2
+    view = experiments.flower_cohort(ws, 2)
+    assert view.parent == ws.root and (view / "volumes").is_symlink()
+    original = read_metadata(harmonized_dir)
+    expected = original[original["vendor"].isin(two)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(read_metadata(view), expected)
+    with pytest.raises(KitError, match="--clients 9"):
+        experiments.flower_cohort(ws, 9)

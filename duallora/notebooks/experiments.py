@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from duallora.errors import KitError
 from duallora.federated.reuse import (  # RUN_MARKER re-exported: notebooks, tests
     RUN_MARKER,
     read_marker,
@@ -242,29 +243,93 @@ def ensure_runs(ws: Workspace, specs: dict[str, dict[str, Any]], progress: bool 
     return dict(zip(specs, ensure_all_trained(jobs, progress=progress), strict=True))
 
 
+def flower_cohort(ws: Workspace, n_clients: int) -> Path:
+    """The cohort that ``n_clients`` local Flower sites train on, for the in-process reference
+    of the same run: ``ws.harmonized`` when every vendor is a site, else a view of the first
+    ``n_clients`` vendors (``ws.root/harmonized_<vendors>``: filtered metadata, linked
+    volumes), the ones ``flower-local --clients n_clients`` starts."""
+    from duallora.flower.localhost.run import cohort_vendors, cohort_view, first_vendors
+
+    vendors = first_vendors(ws.harmonized, n_clients)
+    if len(vendors) == len(cohort_vendors(ws.harmonized)):
+        return ws.harmonized
+    return cohort_view(ws.harmonized, vendors, ws.root / f"harmonized_{'_'.join(vendors)}")
+
+
+@dataclass(frozen=True)
+class FlowerJob:
+    """One localhost Flower run for ``ensure_flower_runs``: its training configuration and
+    its central-DP settings (noise multiplier 0: no DP)."""
+
+    config: TrainConfig
+    dp_noise_multiplier: float = 0.0
+    dp_clipping_norm: float = 1.0
+
+
+def flower_sites_dir(run_dir: Path) -> Path:
+    """The local sites' folder (their data views and node-local state) of the Flower runs
+    beside ``run_dir``: every run of one ``ensure_flower_runs`` call shares it."""
+    return Path(run_dir).parent / "flower_sites"
+
+
+def ensure_flower_runs(jobs: dict[Path, FlowerJob], n_clients: int, *,
+                       timeout: float = 3600.0) -> dict[Path, Path]:
+    """``flower-local`` into each run folder of ``jobs`` unless a finished run with the same
+    settings is there (the Flower counterpart of ``ensure_run``: it reruns only what changed).
+
+    The runs still to do go one after another to **one** set of local sites (a SuperLink, and
+    per vendor a SuperNode and a site worker), started once: a SuperLink serves many runs, and
+    the workers keep their imports between them. All jobs must read the same cohort.
+    """
+    from duallora.flower.localhost.run import localhost_sites
+    from duallora.flower.settings import FlowerSettings
+
+    def wanted(job: FlowerJob) -> dict[str, Any]:
+        return {"config": json.loads(job.config.to_json()), "clients": n_clients,
+                "dp_noise_multiplier": job.dp_noise_multiplier,
+                "dp_clipping_norm": job.dp_clipping_norm}
+
+    runs = {Path(run_dir): job for run_dir, job in jobs.items()}
+    todo = {run_dir: job for run_dir, job in runs.items()
+            if read_marker(run_dir / FLOWER_RUN_MARKER) != wanted(job)
+            or not (run_dir / "predictions.csv").is_file()}
+    if todo:
+        cohorts = {job.config.data for job in todo.values()}
+        if len(cohorts) != 1:
+            raise KitError(f"Flower runs of one call must read one cohort, got "
+                           f"{sorted(cohorts)}")
+        first = next(iter(todo.values())).config
+        # the sites share the workspace's prefix cache: one machine, and the in-process runs
+        # of notebook 04 already hold every site's frozen-prefix features
+        with localhost_sites(Path(first.data), n_clients,
+                             work_dir=flower_sites_dir(next(iter(todo))),
+                             cache_dir=Path(first.cache_dir) if first.cache_dir else None
+                             ) as sites:
+            for run_dir, job in todo.items():
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)
+                settings = FlowerSettings(dp_noise_multiplier=float(job.dp_noise_multiplier),
+                                          dp_clipping_norm=float(job.dp_clipping_norm))
+                sites.run(job.config, run_dir, settings=settings, timeout=timeout,
+                          tag=run_dir.name)
+                write_marker(run_dir / FLOWER_RUN_MARKER, wanted(job))
+    return {run_dir: run_dir for run_dir in runs}
+
+
 def ensure_flower_run(run_dir: Path, config: TrainConfig, n_clients: int, *,
                       dp_noise_multiplier: float = 0.0, dp_clipping_norm: float = 1.0,
                       timeout: float = 3600.0) -> Path:
-    """``flower-local`` into ``run_dir`` unless a finished run with these settings is there
-    (the Flower counterpart of ``ensure_run``: it reruns only when the settings changed)."""
-    from duallora.flower.localhost.run import run_on_localhost
+    """``ensure_flower_runs`` of one run."""
+    job = FlowerJob(config, dp_noise_multiplier, dp_clipping_norm)
+    return ensure_flower_runs({Path(run_dir): job}, n_clients, timeout=timeout)[Path(run_dir)]
 
-    run_dir = Path(run_dir)
-    wanted = {"config": json.loads(config.to_json()), "clients": n_clients,
-              "dp_noise_multiplier": dp_noise_multiplier, "dp_clipping_norm": dp_clipping_norm}
-    marker = run_dir / FLOWER_RUN_MARKER
-    if read_marker(marker) == wanted and (run_dir / "predictions.csv").is_file():
-        return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    # the sites share the workspace's prefix cache: one machine, and the in-process runs of
-    # notebook 04 already hold every site's frozen-prefix features
-    run_on_localhost(config, run_dir, n_clients, work_dir=run_dir / "flower" / "work",
-                     dp_noise_multiplier=dp_noise_multiplier,
-                     dp_clipping_norm=dp_clipping_norm, timeout=timeout,
-                     cache_dir=Path(config.cache_dir) if config.cache_dir else None)
-    write_marker(marker, wanted)
-    return run_dir
+
+def flower_site_files(run_dir: Path) -> pd.DataFrame:
+    """What each local site kept on its own disk for the Flower run in ``run_dir``."""
+    from duallora.flower.localhost.run import site_files
+
+    run_key = json.loads((Path(run_dir) / "flower" / "flower.json").read_text())["run-key"]
+    return site_files(flower_sites_dir(run_dir), run_key)
 
 
 def existing_runs(ws: Workspace, names: Iterable[str]) -> dict[str, Path]:
@@ -400,12 +465,13 @@ def ensure_benchmark(ws: Workspace, out_dir: str | Path, progress: bool = True
     mode the ``test`` plan (tiny cohorts, the tests' model) with the demo plan's arms (no
     all-blocks run, which skips the prefix cache and costs about three ordinary runs;
     ``tests/test_benchmark.py`` runs the whole ``test`` plan). Built under
-    ``ws.root/benchmark`` and reported into ``out_dir/benchmark``; finished runs are reused."""
+    ``ws.root/benchmark`` (or ``$DUALLORA_BENCHMARK_DATA``: ``shared_data_dir``) and reported
+    into ``out_dir/benchmark``; finished runs are reused."""
     from dataclasses import replace
 
-    from duallora.benchmark import get_plan, run_benchmark
+    from duallora.benchmark import get_plan, run_benchmark, shared_data_dir
 
     plan = replace(get_plan("test"), runs=get_plan("demo").runs) if ws.quick else get_plan("demo")
-    return run_benchmark(plan, ws.root / "benchmark", Path(out_dir) / "benchmark",
+    return run_benchmark(plan, shared_data_dir(ws.root / "benchmark"), Path(out_dir) / "benchmark",
                          progress=progress, command=f"notebook 04 (plan {plan.name})")
 
