@@ -37,13 +37,14 @@ demo: setup
 # `make demo` nor reuse data/ left by earlier runs; the folder is kept when a notebook fails).
 # Every process runs one OpenMP thread and the notebooks train their runs one at a time
 # (DUALLORA_JOBS=1), so the lanes share the cores instead of fighting over
-# them. Both lanes take benchmark cohorts from one cache in the scratch folder
-# (DUALLORA_COHORT_CACHE): the `test` plan's cohorts are built once, for tests/test_benchmark.py
-# and notebook 04 alike. Ctrl-C (or SIGTERM) stops both lanes.
+# them. Both lanes keep the benchmark's cohorts and runs in one folder of the scratch folder
+# (DUALLORA_BENCHMARK_DATA): the `test` plan's cohorts and runs are built once, for
+# tests/test_benchmark.py and notebook 04 (whose runs are a subset) alike; a file lock lets the
+# lanes take turns. Ctrl-C (or SIGTERM) stops both lanes.
 test: setup
 	@scratch=$$(mktemp -d "$${TMPDIR:-/tmp}/duallora-test.XXXXXX") || exit 1; \
 	export OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} DUALLORA_JOBS=$${DUALLORA_JOBS:-1} \
-	  DUALLORA_COHORT_CACHE="$$scratch/cohort-cache"; \
+	  DUALLORA_BENCHMARK_DATA="$$scratch/benchmark-data"; \
 	echo "quick notebooks -> $$scratch (log: $$scratch/notebooks.log), beside pytest"; \
 	setsid $(PY) -m duallora notebooks --quick --out "$$scratch/reports" --data "$$scratch/data" \
 	  > "$$scratch/notebooks.log" 2>&1 < /dev/null & lane=$$!; \

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from duallora.benchmark import get_plan, run_benchmark
+from duallora.benchmark import get_plan, run_benchmark, shared_data_dir
 from duallora.benchmark.plans import PRIMARY, ShiftCell
 from duallora.benchmark.runs import planned_runs
 from duallora.errors import KitError
@@ -27,9 +27,9 @@ pytestmark = pytest.mark.slow
 def benchmark(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("benchmark")
     plan = get_plan("test")
-    result = run_benchmark(plan, root / "data", root / "out", progress=False,
-                           command="pytest")
-    return {"plan": plan, "result": result, "data": root / "data", "out": root / "out"}
+    data = shared_data_dir(root / "data")  # make test: one folder with notebook 04 (a subset)
+    result = run_benchmark(plan, data, root / "out", progress=False, command="pytest")
+    return {"plan": plan, "result": result, "data": data, "out": root / "out"}
 
 
 def _runs(data: Path, cell: ShiftCell, name: str) -> list[Path]:
@@ -171,3 +171,30 @@ def test_cohort_cache_builds_each_settings_once_and_copies_it(tmp_path: Path, mo
     ensure_cohort(tmp_path / "c", plan, plan.primary_cell, 0, progress=False)
     assert builds[-1] == tmp_path / "c" / plan.primary_cell.key / "seed0" / "raw"
     assert len(builds) == 3
+
+
+def test_one_data_folder_serves_benchmarks_one_at_a_time(tmp_path: Path, monkeypatch):
+    """``DUALLORA_BENCHMARK_DATA`` points callers at one folder (``shared_data_dir``); while
+    one builds its cohorts and runs there, a second waits for the folder's lock (and then
+    reuses what the first made)."""
+    from filelock import FileLock, Timeout
+
+    from duallora.benchmark import SHARED_DATA_ENV, runs
+
+    monkeypatch.delenv(SHARED_DATA_ENV, raising=False)
+    assert shared_data_dir(tmp_path / "own") == tmp_path / "own"
+    monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path / "shared"))
+    data = shared_data_dir(tmp_path / "own")
+    assert data == tmp_path / "shared"
+    held = []
+
+    def build(plan, folder, progress):  # stands in for the cohorts and the training
+        with pytest.raises(Timeout):
+            FileLock(str(folder / ".benchmark.lock")).acquire(timeout=0)
+        held.append(folder)
+        return []
+
+    monkeypatch.setattr(runs, "_ensure_plan_runs", build)
+    assert runs.ensure_plan_runs(get_plan("test"), data, progress=False) == []
+    assert held == [data]
+    FileLock(str(data / ".benchmark.lock")).acquire(timeout=0)  # released afterwards

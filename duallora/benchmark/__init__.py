@@ -21,7 +21,21 @@ from typing import Any
 
 from duallora.benchmark.plans import PLANS, Plan, get_plan
 
-__all__ = ["PLANS", "Plan", "get_plan", "run_benchmark"]
+__all__ = ["PLANS", "Plan", "get_plan", "run_benchmark", "shared_data_dir"]
+
+SHARED_DATA_ENV = "DUALLORA_BENCHMARK_DATA"
+
+
+def shared_data_dir(default: Path) -> Path:
+    """Where a benchmark keeps its cohorts and runs: ``$DUALLORA_BENCHMARK_DATA`` when set,
+    else ``default``. Callers that run one plan in one such folder train each run once (a
+    file lock lets them run side by side; a finished run is reused): ``make test`` points
+    tests/test_benchmark.py and notebook 04 in quick mode, whose runs are a subset of the
+    test's, at one folder."""
+    import os
+
+    shared = os.environ.get(SHARED_DATA_ENV, "").strip()
+    return Path(shared) if shared else Path(default)
 
 
 def _commit() -> str:

@@ -57,9 +57,18 @@ def missing_runs(plan: Plan) -> list[str]:
 def ensure_plan_runs(plan: Plan, data: Path, *, progress: bool = True) -> list[TrainedRun]:
     """Build every cohort, then train every run the plan needs, side by side (one per core,
     ``DUALLORA_JOBS``); finished runs are reused."""
-    from duallora.federated.reuse import ensure_all_trained
+    from filelock import FileLock
 
     data = Path(data)
+    data.mkdir(parents=True, exist_ok=True)
+    # two benchmarks on one data folder (``shared_data_dir``) take turns; the second reuses
+    with FileLock(str(data / ".benchmark.lock")):
+        return _ensure_plan_runs(plan, data, progress)
+
+
+def _ensure_plan_runs(plan: Plan, data: Path, progress: bool) -> list[TrainedRun]:
+    from duallora.federated.reuse import ensure_all_trained
+
     cohorts: dict[tuple[Any, int], BenchmarkCohort] = {}
     done: list[TrainedRun] = []
     jobs = []
