@@ -54,9 +54,11 @@ def probe_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.
     from data_prep.phantoms.harmonized_v1 import write_harmonized_v1_cohort
 
     root = tmp_path_factory.mktemp("fm_probe") / "harmonized"
-    # the FM probe results are pinned to v1
+    # the FM probe results are pinned to v1. Two processes whatever DUALLORA_JOBS says: this
+    # cohort is the longest chain of `make test` (about 330 CPU-s), which shares the cores with
+    # the other lanes, so one process would get well under a core
     write_harmonized_v1_cohort(root, scale=PROBE_COHORT_SCALE, seed=PROBE_COHORT_SEED,
-                               progress=False)
+                               workers=2, progress=False)
     preset = build_convvit(SIZE).config
     x, frame = load_cohort_arrays(root, image_size=preset.image_size,
                                   crop_size=preset.crop_size)
