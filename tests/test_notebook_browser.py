@@ -299,6 +299,11 @@ def press_on(handle, key: str, times: int = 1) -> None:
 
 def open_notebook(context, lab: Lab, nb_path: Path, shots: Path, prefix: str) -> NotebookPage:
     page = context.new_page()
+    # On a loaded machine JupyterLab can open the notebook before it has read the kernel
+    # specs and then asks which kernel to start (a modal "Select Kernel" dialog that blocks
+    # every click; seen in CI): whenever it shows, accept its preselected Python 3 kernel.
+    page.add_locator_handler(page.locator(".jp-Dialog", has_text="Select Kernel"),
+                             lambda dialog: dialog.locator(".jp-mod-accept").click())
     page.goto(lab.notebook_url(nb_path.name), timeout=CELL_TIMEOUT_MS)
     return NotebookPage(page, nb_path, shots, prefix)
 
