@@ -26,6 +26,7 @@ from duallora.federated.client_model import build_client_model
 from duallora.federated.loop import run_training
 from duallora.flower.localhost.run import localhost_sites
 from duallora.flower.run_config import SITE_FIELDS
+from duallora.flower.server_app import recorded_run_key
 
 pytestmark = pytest.mark.slow
 OPTIONS = ["--quick", "--fm", "none", "--bootstrap", "20"]
@@ -80,12 +81,8 @@ def runs(two_sites: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return found
 
 
-def run_key(local) -> str:
-    return json.loads((local.run_dir / "flower" / "flower.json").read_text())["run-key"]
-
-
 def test_both_runs_were_served_by_the_same_sites(runs) -> None:
-    keys = {run_key(runs[s]["local"]) for s in STRATEGIES}
+    keys = {recorded_run_key(runs[s]["local"].run_dir) for s in STRATEGIES}
     assert len(keys) == len(STRATEGIES)
     (work,) = {runs[s]["local"].work_dir for s in STRATEGIES}
     for site in SITES:  # each run's state folder, on the site's own disk
@@ -118,8 +115,9 @@ def test_flower_equals_in_process_and_keeps_private_parts_on_site(strategy, runs
     server = [set(load_file(str(p))) for p in run_dir.rglob("*.safetensors")]
     assert all(not keys & private for keys in server)
     if strategy == "fedavg_lora_ft":  # each site kept its own fine-tuned model
+        key = recorded_run_key(run_dir)
         for site in SITES:
-            found = list((local.work_dir / "sites" / site / "state" / "runs" / run_key(local))
+            found = list((local.work_dir / "sites" / site / "state" / "runs" / key)
                          .glob(f"final/finetuned/{site}.safetensors"))
             assert len(found) == 1, site
             expected = load_file(str(reference / "checkpoints" / "final" / "finetuned"

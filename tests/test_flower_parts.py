@@ -379,3 +379,19 @@ def test_a_cohort_view_keeps_the_first_vendors_rows_in_order_and_links_the_volum
     pd.testing.assert_frame_equal(read_metadata(view), expected)
     with pytest.raises(KitError, match="--clients 9"):
         experiments.flower_cohort(ws, 9)
+
+
+def test_a_resumed_server_keeps_the_run_key_its_run_directory_recorded(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from duallora.flower.server_app import recorded_run_key, run_key_for
+
+    rundir = SimpleNamespace(root=tmp_path)
+    assert recorded_run_key(tmp_path) is None
+    fresh = run_key_for(rundir, resume=True)  # nothing recorded yet: a new key
+    assert fresh.startswith("run-")
+    (tmp_path / "flower").mkdir()
+    (tmp_path / "flower" / "flower.json").write_text('{"run-key": "run-kept"}')
+    assert recorded_run_key(tmp_path) == "run-kept"
+    assert run_key_for(rundir, resume=True) == "run-kept"
+    assert run_key_for(rundir, resume=False) not in ("run-kept", fresh)

@@ -12,6 +12,7 @@ The statistics live in ``duallora.results.inference``; docs/BENCHMARK.md explain
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -32,8 +33,6 @@ def shared_data_dir(default: Path) -> Path:
     file lock lets them run side by side; a finished run is reused): ``make test`` points
     tests/test_benchmark.py and notebook 04 in quick mode, whose runs are a subset of the
     test's, at one folder."""
-    import os
-
     shared = os.environ.get(SHARED_DATA_ENV, "").strip()
     return Path(shared) if shared else Path(default)
 

@@ -91,12 +91,16 @@ class GaussianNoiseOnAggregate:
                 for name, tensor in mean.items()}
 
 
+def recorded_run_key(run_dir: Path) -> str | None:
+    """The run key a Flower run directory records (``flower/flower.json``); None if none."""
+    info_path = Path(run_dir) / "flower" / "flower.json"
+    return str(json.loads(info_path.read_text())["run-key"]) if info_path.is_file() else None
+
+
 def run_key_for(rundir: Any, resume: bool) -> str:
     """A name for this run in every site's state folder; kept in the run dir for --resume."""
-    info_path = rundir.root / "flower" / "flower.json"
-    if resume and info_path.is_file():
-        return str(json.loads(info_path.read_text())["run-key"])
-    return f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    recorded = recorded_run_key(rundir.root) if resume else None
+    return recorded or f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
 def split_sites(directory: SiteDirectory, holdout: str | None
