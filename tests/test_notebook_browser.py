@@ -27,7 +27,6 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 
@@ -77,6 +76,7 @@ def prepared_notebook(name: str, folder: Path, data_dir: Path, out_dir: Path,
                       extra: dict[str, str] | None = None) -> Path:
     """A copy of ``notebooks/NAME`` with quick-mode parameters injected as papermill does;
     ``extra`` inserts a cell after the first cell whose source contains the key."""
+    import nbformat  # here, not at the top: seconds to import, and every worker collects us
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
@@ -190,6 +190,8 @@ class NotebookPage:
     """One notebook open in JupyterLab: run chosen cells, screenshot a widget's figure."""
 
     def __init__(self, page, nb_path: Path, shots: Path, prefix: str):
+        import nbformat
+
         self.page, self.shots, self.prefix = page, shots, prefix
         self.sources = [c.source for c in nbformat.read(nb_path, as_version=4).cells]
         self.cells = page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell")

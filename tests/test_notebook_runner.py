@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 
-import nbformat
 import pytest
 
 from duallora.errors import KitError
 from duallora.notebooks.html import export_html
 from duallora.notebooks.runner import list_notebooks, run_notebooks
 
+# nbformat is imported where used: it takes seconds to import and every pytest worker collects
+# this file
+
 
 def test_committed_notebooks_are_clean() -> None:
     """Notebooks are committed without outputs and each has a tagged parameters cell."""
+    import nbformat
+
     for path in list_notebooks():
         nb = nbformat.read(path, as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -26,6 +30,8 @@ def test_committed_notebooks_are_clean() -> None:
 
 
 def test_welcome_runs(tmp_path) -> None:
+    import nbformat
+
     results = run_notebooks(out_dir=tmp_path / "reports", data_dir=tmp_path / "data",
                             quick=True, only=["00"])
     executed = tmp_path / "reports" / "notebooks" / "00_welcome.ipynb"
@@ -42,6 +48,8 @@ def test_welcome_runs(tmp_path) -> None:
 
 
 def test_failure_names_notebook_and_cell(tmp_path) -> None:
+    import nbformat
+
     folder = tmp_path / "nbs"
     folder.mkdir()
     nb = nbformat.v4.new_notebook()

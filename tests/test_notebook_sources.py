@@ -10,15 +10,32 @@ from __future__ import annotations
 import ast
 import copy
 import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jupytext
-import nbformat
 import pytest
 
 from duallora import paths
 from duallora.notebooks.runner import list_notebooks
 
+if TYPE_CHECKING:
+    import nbformat
+
 NOTEBOOKS = paths.notebooks_dir()
+
+
+# jupytext and nbformat are imported where used: importing them takes several seconds (their
+# JSON-schema checks build a grammar) and every pytest worker collects this file.
+def read_ipynb(path: Path) -> nbformat.NotebookNode:
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
+def read_percent_py(path: Path) -> nbformat.NotebookNode:
+    import jupytext
+
+    return jupytext.read(path)
 
 
 def cell_view(nb: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
@@ -51,8 +68,8 @@ def test_jupytext_config_pairs_ipynb_with_percent_py() -> None:
 def test_pair_in_sync(ipynb) -> None:
     source = ipynb.with_suffix(".py")
     assert source.is_file(), f"{ipynb.name} has no jupytext source {source.name}"
-    text_nb = jupytext.read(source)
-    committed = nbformat.read(ipynb, as_version=4)
+    text_nb = read_percent_py(source)
+    committed = read_ipynb(ipynb)
     problems = pair_differences(text_nb, committed)
     assert not problems, (f"{source.name} and {ipynb.name} are out of sync "
                           f"({'; '.join(problems[:3])}): run `jupytext --sync notebooks/*.py`")
@@ -67,8 +84,8 @@ def test_every_source_has_a_notebook() -> None:
 def test_sync_check_catches_an_edit() -> None:
     """The comparison itself: an edited cell, a lost tag or a dropped cell is reported."""
     ipynb = list_notebooks(only=["01"])[0]
-    text_nb = jupytext.read(ipynb.with_suffix(".py"))
-    committed = nbformat.read(ipynb, as_version=4)
+    text_nb = read_percent_py(ipynb.with_suffix(".py"))
+    committed = read_ipynb(ipynb)
     assert pair_differences(text_nb, committed) == []
     edited = copy.deepcopy(text_nb)
     edited.cells[2].source += "\nprint('edited in the .py only')"
@@ -86,7 +103,7 @@ def test_sync_check_catches_an_edit() -> None:
 def test_notebook_default_is_the_tutorial(ipynb) -> None:
     """Opened in JupyterLab and run top to bottom, a notebook runs the tutorial, not quick mode
     (CI and ``make test`` inject ``quick=True`` through papermill)."""
-    nb = nbformat.read(ipynb, as_version=4)
+    nb = read_ipynb(ipynb)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     quick = [ast.literal_eval(node.value) for node in ast.parse(params.source).body
              if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
