@@ -99,8 +99,12 @@ print(in_process)
 # which keeps the model, the data and the local adapter in memory and on disk in `state-dir`
 # (a restarted worker or SuperNode resumes from there).
 #
-# A SuperLink serves many runs, so the sites are started once for both of this notebook's Flower
-# runs: the plain one, and the one with differential privacy that section 4 reads.
+# A SuperLink serves many runs at once, so the sites are started once and both of this
+# notebook's Flower runs train side by side: the plain one, and the one with differential
+# privacy that section 4 reads. Each site worker answers the two runs' messages one at a time,
+# so each run's numbers are those it would get alone. Each site gets one message per round:
+# round r's validation travels with round r + 1's training, and the last validation with the
+# final test (each site applies the selection rule to its own validation).
 
 # %%
 flower_runs = experiments.ensure_flower_runs({

@@ -254,12 +254,16 @@ def test_sweep_command_trains_and_tabulates(harmonized_dir, cache, tmp_path, cap
 
 class _PipelinedSites:
     """In-process sites that take the validation of round r with the training of round
-    r + 1, as the Flower transport does (validation first, then training)."""
+    r + 1, and the last validation with the final test, as the Flower transport does
+    (validation first; each site decides its own selection, ``federated.last_validation``)."""
 
     validates_with_next_round = True
 
     def __init__(self, inner, calls: list) -> None:
-        self.inner, self.calls = inner, calls
+        from duallora.federated.last_validation import PrefetchedTests
+
+        self.inner, self.calls, self.prefetched = inner, calls, PrefetchedTests()
+        self.decisions: list[bool] = []
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -268,11 +272,43 @@ class _PipelinedSites:
         self.calls.append((group, round_idx))
         return self.inner.evaluate(group, plan), self.inner.train(round_idx, requests)
 
+    def validate_then_test(self, group, plan, kept, last, kept_scores, rule):
+        from duallora.federated.last_validation import LAST, merged_requests, site_takes_last
 
-def test_validation_pipelined_with_the_next_round_gives_the_same_run(harmonized_dir, cache,
-                                                                      tmp_path) -> None:
+        self.calls.append((group, "final"))
+        answers = self.inner.evaluate(group, plan)
+        for name in sorted(set(plan) | set(kept) | set(last)):
+            takes_last = None
+            for item, when in merged_requests([i for _, i in kept.get(name, [])],
+                                              [i for _, i in last.get(name, [])]):
+                if when is not None:
+                    if takes_last is None:
+                        takes_last = site_takes_last(answers[name][0], kept_scores[name], rule)
+                        self.decisions.append(takes_last)
+                    if (when == LAST) != takes_last:
+                        continue
+                made = self.inner.evaluate("final", {name: [item]})[name][0]
+                self.prefetched.add(name, item, made)
+        return answers
+
+    def evaluate(self, group, requests):
+        if group != "final":
+            return self.inner.evaluate(group, requests)
+        found, missing = self.prefetched.take(requests)
+        if missing:
+            self.calls.append(("final", sorted(missing)))
+        return found | (self.inner.evaluate(group, missing) if missing else {})
+
+
+@pytest.mark.parametrize(("selection", "strategy"), [("site-val-ba", "med_duallora"),
+                                                     ("final", "fedavg_lora_ft"),
+                                                     ("pooled-val-loss", "med_duallora")])
+def test_validation_pipelined_with_the_next_round_gives_the_same_run(
+        selection, strategy, harmonized_dir, cache, tmp_path) -> None:
     """The driver's pipelining (one message per site per round over Flower) changes when the
-    validation is asked for, never what is computed: the run directory is byte-identical."""
+    validation and the final test are asked for, never what is computed: the run directory
+    is byte-identical. Under a rule each site can apply alone, the final test goes with the
+    last validation (nothing is asked afterwards); under pooled-val-loss it cannot."""
     from duallora.federated import loop
     from duallora.federated.client_model import build_client_model
     from duallora.federated.prepare import prepare_cohort
@@ -280,15 +316,23 @@ def test_validation_pipelined_with_the_next_round_gives_the_same_run(harmonized_
     from duallora.federated.sites import InProcessSites
     from duallora.federated.strategies import get_strategy
 
-    config = _config(harmonized_dir, cache, rounds=3, drop_prob=0.3, seed=3)
+    config = _config(harmonized_dir, cache, rounds=3, drop_prob=0.3, seed=3,
+                     selection=selection, strategy=strategy)
     plain = run_training(config, tmp_path / "plain", progress=False)
-    strategy = get_strategy(config.strategy, config.head)
-    model = build_client_model(config, strategy)
+    strategy_ = get_strategy(config.strategy, config.head)
+    model = build_client_model(config, strategy_)
     calls: list = []
     sites = _PipelinedSites(InProcessSites(config, model, prepare_cohort(config, model)), calls)
     rundir = RunDir(tmp_path / "pipelined")
     rundir.prepare(resume=False, overwrite=False)
     rundir.write_config(config)
-    loop.run_federation(config, strategy, model, sites, rundir, progress=False)
-    assert calls == [("1", 2), ("2", 3)]
+    loop.run_federation(config, strategy_, model, sites, rundir, progress=False)
+    if selection == "pooled-val-loss":
+        assert calls == [("1", 2), ("2", 3), ("final", sorted(calls[-1][1]))]
+    else:
+        assert calls == [("1", 2), ("2", 3), ("3", "final")]
+    if selection == "site-val-ba":  # some site keeps an earlier round's model (its test of
+        assert False in sites.decisions  # the last round is never made)
+    if selection == "final":  # every site takes the last round
+        assert sites.decisions and all(sites.decisions)
     assert _read(plain) == _read(tmp_path / "pipelined")

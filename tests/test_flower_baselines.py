@@ -5,8 +5,8 @@ on the site inside its final evaluation; the fine-tuned model stays there).
 A real SuperLink and two SuperNodes (``duallora flower-local``'s machinery) on the session
 cohort's first two vendors, compared with the in-process loop of the same configuration on the
 same two vendors (two sites exercise everything site-side; each extra site only adds processes).
-Both Flower runs go to one set of sites, as a SuperLink serves many runs (``localhost_sites``);
-slow (about a minute per strategy on two cores).
+Both Flower runs go to one set of sites at the same time, as a SuperLink serves many runs
+(``localhost_sites``, ``LocalhostSites.submit``); slow (about two minutes on two cores).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from duallora.federated.client_model import build_client_model
 from duallora.federated.loop import run_training
 from duallora.flower.localhost.run import localhost_sites
 from duallora.flower.run_config import SITE_FIELDS
-from duallora.flower.server_app import recorded_run_key
+from duallora.flower.server_app import FINISHED, recorded_run_key
 
 pytestmark = pytest.mark.slow
 OPTIONS = ["--quick", "--fm", "none", "--bootstrap", "20"]
@@ -52,8 +52,9 @@ STRATEGIES = ("feddpa", "fedavg_lora_ft")
 
 @pytest.fixture(scope="module")
 def runs(two_sites: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Each strategy in process and over Flower; both Flower runs go to one set of sites
-    (``localhost_sites``: one SuperLink, the sites' workers kept up between the runs)."""
+    """Each strategy over Flower and in process. Both Flower runs are submitted at once to one
+    set of sites (``localhost_sites``: one SuperLink, each site's worker serving both runs),
+    and the in-process references train while they run."""
     base = tmp_path_factory.mktemp("flower_baselines")
     found = {}
     for strategy in STRATEGIES:
@@ -66,19 +67,50 @@ def runs(two_sites: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             ["train", "--data", str(two_sites), "--out", "unused", "--cache-dir", str(cache),
              *options]))
         assert train_config == dataclasses.replace(config, cache_dir=str(cache))
+        found[strategy] = {"config": config, "train_config": train_config}
+    with localhost_sites(two_sites, len(SITES), work_dir=base / "sites") as sites:
+        submitted = {strategy: sites.submit(found[strategy]["config"],
+                                            base / strategy / "flower", tag=strategy)
+                     for strategy in STRATEGIES}
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as each site worker (OMP_NUM_THREADS=1): same summation order
         try:
-            reference = run_training(train_config, base / strategy / "inproc", progress=False)
+            for strategy in STRATEGIES:
+                found[strategy]["reference"] = run_training(
+                    found[strategy]["train_config"], base / strategy / "inproc", progress=False)
         finally:
             torch.set_num_threads(threads)
-        found[strategy] = {"config": config, "reference": reference}
-    with localhost_sites(two_sites, len(SITES), work_dir=base / "sites") as sites:
-        for strategy in STRATEGIES:
-            found[strategy]["local"] = sites.run(found[strategy]["config"],
-                                                 base / strategy / "flower", timeout=1200,
-                                                 tag=strategy)
+        for strategy, run in submitted.items():
+            found[strategy]["local"] = run.wait(timeout=1200)
     return found
+
+
+def test_both_runs_trained_side_by_side(runs) -> None:
+    """Each run had found its sites (``flower.json``) before the other one finished
+    (``finished.json``): the sites served both at once, and each still equals its in-process
+    run (below)."""
+    flower = [runs[s]["local"].run_dir / "flower" for s in STRATEGIES]
+    started = max((folder / "flower.json").stat().st_mtime for folder in flower)
+    first_done = min((folder / FINISHED).stat().st_mtime for folder in flower)
+    assert started < first_done
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_last_validation_goes_with_the_final_test(strategy, runs) -> None:
+    """One message per site per round, the last one included: under site-val-ba (the
+    default) each site validates round 2 and makes its final test in one message, decides
+    its own selection, and tests (and exports, fine-tunes) only the model it selected."""
+    run_dir, work = runs[strategy]["local"].run_dir, runs[strategy]["local"].work_dir
+    replies = [json.loads(line) for line in
+               (run_dir / "flower" / "wire.jsonl").read_text().splitlines()]
+    key = recorded_run_key(run_dir)
+    for site in SITES:
+        mine = [(r["group"], r["type"]) for r in replies if r["site"] == site]
+        assert [m for m in mine if m[0] in ("2", "final")] == [("2", "train"),
+                                                               ("final", "evaluate")], site
+        events = [json.loads(line) for line in (work / "sites" / site / "state" / "runs" / key
+                                                / "events.jsonl").read_text().splitlines()]
+        assert len([e for e in events if e["kind"] == "selection"]) == 1, site
 
 
 def test_both_runs_were_served_by_the_same_sites(runs) -> None:

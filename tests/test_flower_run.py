@@ -238,7 +238,10 @@ def test_a_killed_site_worker_is_started_again_and_resumes_from_its_folder(flowe
 def test_one_message_per_site_per_round(flower: dict):
     """Validation of round r rides with round r + 1's training: per site, round 1's training,
     one message for round 2 (validation 1 + training 2), the last validation and the final
-    test (the restarted site may be asked again: count distinct groups and types)."""
+    test (the restarted site may be asked again: count distinct groups and types). Under
+    pooled-val-loss, this run's rule, the final test waits for the pooled decision over the
+    last validation; under a rule each site applies alone, the two travel together
+    (tests/test_flower_baselines.py)."""
     replies = [json.loads(line) for line in
                (flower["local"].run_dir / "flower" / "wire.jsonl").read_text().splitlines()]
     for site in TRAINERS:

@@ -15,6 +15,7 @@ result is bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,10 @@ VAL_METRICS = ("balanced_accuracy", "sensitivity", "specificity", "auc")
 FINAL_SPLITS = ("test", "test_global", "holdout", "test_before_aggregation")
 # (round, uploads) -> the new global payload; default: the strategy's weighted mean
 Aggregator = Callable[[int, Sequence[tuple[Payload, int]]], Payload]
+# selection rules under which a site can tell alone whether its last round replaces its
+# selected model (its own validation score against the selection's): a pipelining transport
+# then sends the last validation and the final test as one message (``validate_then_test``)
+SITE_DECIDED_RULES = ("site-val-ba", "final")
 
 
 def run_training(config: TrainConfig, out_dir: Path, *, resume: bool = False,
@@ -133,6 +138,14 @@ def run_federation(config: TrainConfig, strategy: Strategy, model: ClientModel, 
         plan = validation_plan(strategy, sites, state)
         if pipelined and round_idx < config.rounds:
             pending = (round_idx, plan)
+            continue
+        if (pipelined and config.selection in SITE_DECIDED_RULES
+                and hasattr(sites, "validate_then_test")):
+            # the last validation goes with the final test: every model the final test can
+            # ask for (see final_candidates), each site deciding its own selection
+            kept, last, kept_scores = final_candidates(strategy, sites, state, plan, round_idx)
+            close_round(round_idx, plan, sites.validate_then_test(
+                str(round_idx), plan, kept, last, kept_scores, config.selection))
             continue
         close_round(round_idx, plan, sites.evaluate(str(round_idx), plan))
     bar.close()
@@ -279,6 +292,44 @@ def log_loss(predictions: list[Predictions]) -> float:
     if not len(labels):
         return math.nan
     return float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)))
+
+
+def last_round_replaces(score: float, kept_score: float | None, rule: str) -> bool:
+    """Whether a round scoring ``score`` replaces a selection scoring ``kept_score`` (None:
+    nothing selected yet) under a ``SITE_DECIDED_RULES`` rule: ``apply_validation``'s own
+    decision for a site's personalized model, for a site that takes it by itself."""
+    if rule not in SITE_DECIDED_RULES:
+        raise ValueError(f"selection {rule!r} is not decided by each site alone")
+    kept = None if kept_score is None else SelectedRound(0, kept_score, None)
+    return _better(score, kept, rule)
+
+
+def selection_score(predictions: Predictions) -> float:
+    """The score ``site-val-ba`` selects a site's personalized model by (validation BA)."""
+    return _score(predictions)
+
+
+def final_candidates(strategy: Strategy, sites: Sites, state: RunState,
+                     plan: dict[str, list[EvalRequest]], round_idx: int
+                     ) -> tuple[dict[str, list[tuple[str, EvalRequest]]],
+                                dict[str, list[tuple[str, EvalRequest]]], dict[str, float | None]]:
+    """The two final plans the last validation (``plan``) can lead to, before it is known:
+    ``kept`` (no selection moves to this round) and ``last`` (every selection does), and each
+    site's selected score so far (None: nothing selected yet).
+
+    The actual final plan mixes them: each site's personalized model comes from one of the
+    two (the site's own decision, ``last_round_replaces``), the global model from one of the
+    two (a decision over all sites, so a transport asks for both)."""
+    best = dict(state.best)
+    for name, items in plan.items():  # what apply_validation selects when this round wins
+        best[name] = SelectedRound(round_idx, math.nan, items[0].received, items[0].private,
+                                   state.uploads.get(name))
+    best_global = (SelectedRound(round_idx, math.nan, state.global_payload)
+                   if strategy.has_global_model else state.best_global)
+    if_last = dataclasses.replace(state, best=best, best_global=best_global)
+    kept_scores = {name: (state.best[name].score if name in state.best else None)
+                   for name in plan}
+    return final_plan(strategy, sites, state), final_plan(strategy, sites, if_last), kept_scores
 
 
 def _better(score: float, best: SelectedRound | None, rule: str = "site-val-ba") -> bool:

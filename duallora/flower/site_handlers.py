@@ -28,6 +28,7 @@ from typing import Any
 from flwr.app import ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from duallora.errors import KitError
+from duallora.federated.last_validation import LAST
 from duallora.flower.node_state import (
     NodeStateStore,
     PrivateState,
@@ -49,6 +50,7 @@ NODE_KEYS = ("client-name", "data-dir", "state-dir")
 HELLO = f"{MessageType.QUERY}.hello"
 HEAD_MOMENTS = f"{MessageType.QUERY}.head_moments"
 VALIDATE_KEY = "validate"          # train instruction: the previous round's validation requests
+SELECTION_KEY = "selection"        # evaluate instruction: how the site picks between candidates
 SAME_PAYLOAD = -2                  # a request's payload index meaning "this message's arrays"
 
 
@@ -268,8 +270,17 @@ def evaluate(content: RecordDict, cache: SiteCache, round_idx: int,
     payloads = _payloads(content)
     if requests is None:
         requests = json.loads(str(instructions["requests"]))
+    selection = (json.loads(str(instructions[SELECTION_KEY]))
+                 if SELECTION_KEY in instructions else None)
+    takes_last: bool | None = None  # this site's own selection (the last validation + test)
+    made: dict[int, Any] = {}
     answers: dict[str, Any] = {}
     for index, request in enumerate(requests):
+        if request.get("when") is not None:  # a candidate's request: only the chosen one's
+            if takes_last is None:
+                takes_last = _takes_last(made, selection, store, round_idx)
+            if (request["when"] == LAST) != takes_last:
+                continue
         received = payloads.get(int(request["payload"]))
         private: PrivateState | None = None
         if not request["global-only"]:
@@ -279,6 +290,7 @@ def evaluate(content: RecordDict, cache: SiteCache, round_idx: int,
             received = finetune_client(model, received, own, data, config)
         preds = evaluate_client(model, received, own, data, str(request["split"]), config,
                                 global_only=bool(request["global-only"]))
+        made[index] = preds
         answers[f"r{index}-ids"] = list(preds.subject_ids)
         answers[f"r{index}-labels"] = [int(v) for v in preds.labels]
         answers[f"r{index}-probs"] = [float(v) for v in preds.probs]
@@ -291,6 +303,22 @@ def evaluate(content: RecordDict, cache: SiteCache, round_idx: int,
                               finetuned_site=site.name if request.get("finetune") else None)
     return RecordDict({PREDICTIONS: ConfigRecord(answers),
                        CONFIG: ConfigRecord({"client-name": site.name})})
+
+
+def _takes_last(made: dict[int, Any], selection: dict[str, Any] | None,
+                store: NodeStateStore, round_idx: int) -> bool:
+    """Whether the last round replaces this site's selected model, decided on the site with
+    the server's rule (``federated.last_validation``), from the validation made first."""
+    from duallora.federated.last_validation import site_takes_last
+
+    if selection is None or int(selection["validation"]) not in made:
+        raise KitError("a conditional test request came without the validation it depends on")
+    kept = selection["kept-score"]
+    chosen = site_takes_last(made[int(selection["validation"])],
+                             None if kept is None else float(kept), str(selection["rule"]))
+    store.log_event(kind="selection", round=round_idx, rule=str(selection["rule"]),
+                    takes_last_round=chosen)
+    return chosen
 
 
 def export_site_model(folder: Path, model: Any, received: Any, private: Any,

@@ -26,6 +26,7 @@ from duallora.federated.client import ClientError, ClientUpdate, Predictions
 from duallora.federated.client_model import ClientModel
 from duallora.federated.config import TrainConfig
 from duallora.federated.export import export_final_models
+from duallora.federated.last_validation import PrefetchedTests, merged_requests
 from duallora.federated.serialization import Payload
 from duallora.federated.sites import EvalRequest, TrainAnswer, TrainRequest
 from duallora.federated.state import RunState
@@ -36,7 +37,7 @@ from duallora.flower.messaging import (
     SiteFailed,
     exchange,
 )
-from duallora.flower.site_handlers import SAME_PAYLOAD, VALIDATE_KEY
+from duallora.flower.site_handlers import SAME_PAYLOAD, SELECTION_KEY, VALIDATE_KEY
 from duallora.flower.wire import (
     ARRAYS,
     CONFIG,
@@ -112,8 +113,10 @@ class FlowerSites:
     site_wait: float = 0.0                 # > 0: go on without a site away for that long
     head_norm: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     transport: str = "flower"
-    # the driver sends the validation of round r with the training of round r + 1
+    # the driver sends the validation of round r with the training of round r + 1, and the
+    # last validation with the final test (``validate_then_test``)
     validates_with_next_round: bool = True
+    prefetched: PrefetchedTests = field(default_factory=PrefetchedTests, repr=False)
 
     # -- messages -------------------------------------------------------------------------
     def instructions(self, round_idx: int, **extra: Any) -> ConfigRecord:
@@ -217,42 +220,96 @@ class FlowerSites:
 
     def evaluate(self, group: str, requests: dict[str, list[EvalRequest]]
                  ) -> dict[str, list[Predictions]]:
+        found: dict[str, list[Predictions]] = {}
+        if group == "final":  # answered with the last validation (validate_then_test)
+            found, requests = self.prefetched.take(requests)
+            if not requests:
+                return found
         messages = {name: self._evaluation_message(group, items)
                     for name, items in requests.items()}
         replies = self.send(messages, MessageType.EVALUATE, group)
-        return {name: self._predictions(group, name, reply, len(requests[name]))
-                for name, reply in replies.items() if not isinstance(reply, SiteAbsent)}
+        return found | {name: self._predictions(group, name, reply, len(requests[name]))
+                        for name, reply in replies.items() if not isinstance(reply, SiteAbsent)}
+
+    def validate_then_test(self, group: str, plan: dict[str, list[EvalRequest]],
+                           kept: dict[str, list[tuple[str, EvalRequest]]],
+                           last: dict[str, list[tuple[str, EvalRequest]]],
+                           kept_scores: dict[str, float | None], rule: str
+                           ) -> dict[str, list[Predictions]]:
+        """The last validation (``plan``, round ``group``) and every final test the two
+        candidate plans can ask for, one message per site (``federated.last_validation``):
+        returns the validation answers and keeps the test answers for ``evaluate("final")``."""
+        finals: dict[str, list[tuple[EvalRequest, str | None]]] = {}
+        messages: dict[str, RecordDict] = {}
+        for name in sorted(set(plan) | set(kept) | set(last)):
+            validation = plan.get(name, [])
+            finals[name] = merged_requests([item for _, item in kept.get(name, [])],
+                                           [item for _, item in last.get(name, [])])
+            conditional = any(when is not None for _, when in finals[name])
+            selection = ({"rule": rule, "kept-score": kept_scores.get(name), "validation": 0}
+                         if conditional else None)
+            messages[name] = self._evaluation_message(
+                "final", [*validation, *(item for item, _ in finals[name])],
+                whens=[None] * len(validation) + [when for _, when in finals[name]],
+                selection=selection)
+        replies = self.send(messages, MessageType.EVALUATE, "final")
+        answers: dict[str, list[Predictions]] = {}
+        for name, reply in replies.items():
+            if isinstance(reply, SiteAbsent):
+                continue
+            if isinstance(reply, SiteFailed) or PREDICTIONS not in reply.content:
+                raise KitError(f"validation ({group}) and final test failed: "
+                               f"{failure_text(name, reply)}")
+            content = reply.content[PREDICTIONS]
+            count = len(plan.get(name, []))
+            if name in plan:
+                answers[name] = [self._prediction(content, i) for i in range(count)]
+            for offset, (item, _) in enumerate(finals[name]):
+                if f"r{count + offset}-ids" in content:  # the site made this prediction
+                    self.prefetched.add(name, item, self._prediction(content, count + offset))
+        return answers
 
     @staticmethod
-    def _predictions(group: str, name: str, reply: Message | SiteFailed, count: int
+    def _prediction(content: ConfigRecord, index: int) -> Predictions:
+        return Predictions([str(s) for s in content[f"r{index}-ids"]],
+                           np.asarray(content[f"r{index}-labels"], dtype=np.int64),
+                           np.asarray(content[f"r{index}-probs"], dtype=np.float32))
+
+    @classmethod
+    def _predictions(cls, group: str, name: str, reply: Message | SiteFailed, count: int
                      ) -> list[Predictions]:
         if isinstance(reply, SiteFailed) or PREDICTIONS not in reply.content:
             raise KitError(f"evaluation ({group}) failed: {failure_text(name, reply)}")
-        content = reply.content[PREDICTIONS]
-        return [Predictions([str(s) for s in content[f"r{i}-ids"]],
-                            np.asarray(content[f"r{i}-labels"], dtype=np.int64),
-                            np.asarray(content[f"r{i}-probs"], dtype=np.float32))
-                for i in range(count)]
+        return [cls._prediction(reply.content[PREDICTIONS], i) for i in range(count)]
 
     @staticmethod
-    def _eval_wire(item: EvalRequest, payload: int) -> dict[str, Any]:
-        return {"split": item.split, "global-only": item.global_only, "payload": payload,
+    def _eval_wire(item: EvalRequest, payload: int, when: str | None = None) -> dict[str, Any]:
+        wire = {"split": item.split, "global-only": item.global_only, "payload": payload,
                 "private-round": ref_round(item.private), "export": item.export,
                 "finetune": item.finetune}
+        if when is not None:  # made only if the site's own selection picks this candidate
+            wire["when"] = when
+        return wire
 
-    def _evaluation_message(self, group: str, items: list[EvalRequest]) -> RecordDict:
-        """One message for a site's requests; a payload used by several travels once."""
+    def _evaluation_message(self, group: str, items: list[EvalRequest],
+                            whens: list[str | None] | None = None,
+                            selection: dict[str, Any] | None = None) -> RecordDict:
+        """One message for a site's requests; a payload used by several travels once.
+        ``whens``/``selection``: conditional requests and the rule the site decides them by
+        (``validate_then_test``)."""
         content = RecordDict()
         payload_ids: dict[int, int] = {}
         wire = []
-        for item in items:
+        for item, when in zip(items, whens or [None] * len(items), strict=True):
             if item.received is not None and id(item.received) not in payload_ids:
                 payload_ids[id(item.received)] = len(payload_ids)
                 content[f"payload-{payload_ids[id(item.received)]}"] = \
                     payload_to_record(item.received)
-            wire.append(self._eval_wire(item, payload_ids.get(id(item.received), -1)))
-        content[CONFIG] = self.instructions(int(group) if group.isdigit() else 0,
-                                            requests=json.dumps(wire))
+            wire.append(self._eval_wire(item, payload_ids.get(id(item.received), -1), when))
+        extra = {"requests": json.dumps(wire)}
+        if selection is not None:
+            extra[SELECTION_KEY] = json.dumps(selection)
+        content[CONFIG] = self.instructions(int(group) if group.isdigit() else 0, **extra)
         return content
 
     def export(self, folder: Path, state: RunState) -> None:

@@ -277,9 +277,11 @@ def ensure_flower_runs(jobs: dict[Path, FlowerJob], n_clients: int, *,
     """``flower-local`` into each run folder of ``jobs`` unless a finished run with the same
     settings is there (the Flower counterpart of ``ensure_run``: it reruns only what changed).
 
-    The runs still to do go one after another to **one** set of local sites (a SuperLink, and
-    per vendor a SuperNode and a site worker), started once: a SuperLink serves many runs, and
-    the workers keep their imports between them. All jobs must read the same cohort.
+    The runs still to do go side by side to **one** set of local sites (a SuperLink, and per
+    vendor a SuperNode and a site worker), started once: a SuperLink serves many runs at once,
+    each site worker answers their messages one at a time, and the runs' waits for Flower's
+    message round trips overlap. Each run's numbers are those it gets alone. All jobs must
+    read the same cohort.
     """
     from duallora.flower.localhost.run import localhost_sites
     from duallora.flower.settings import FlowerSettings
@@ -305,14 +307,17 @@ def ensure_flower_runs(jobs: dict[Path, FlowerJob], n_clients: int, *,
                              work_dir=flower_sites_dir(next(iter(todo))),
                              cache_dir=Path(first.cache_dir) if first.cache_dir else None
                              ) as sites:
+            submitted = {}
             for run_dir, job in todo.items():
                 if run_dir.exists():
                     shutil.rmtree(run_dir)
                 settings = FlowerSettings(dp_noise_multiplier=float(job.dp_noise_multiplier),
                                           dp_clipping_norm=float(job.dp_clipping_norm))
-                sites.run(job.config, run_dir, settings=settings, timeout=timeout,
-                          tag=run_dir.name)
-                write_marker(run_dir / FLOWER_RUN_MARKER, wanted(job))
+                submitted[run_dir] = sites.submit(job.config, run_dir, settings=settings,
+                                                  tag=run_dir.name)
+            for run_dir, run in submitted.items():
+                run.wait(timeout)
+                write_marker(run_dir / FLOWER_RUN_MARKER, wanted(todo[run_dir]))
     return {run_dir: run_dir for run_dir in runs}
 
 

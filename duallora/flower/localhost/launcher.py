@@ -431,7 +431,11 @@ class LocalhostFederation:
 
     def submit(self, app_dir: Path, run_config: Mapping[str, ConfigValue],
                tag: str = "run") -> ManagedProcess:
-        """Start ``flwr run APP local --stream`` in the background; see ``wait``."""
+        """Start ``flwr run APP local --stream`` in the background; see ``wait``. Runs
+        submitted side by side need different tags (each has its own log)."""
+        if f"flwr:{tag}" in self.processes:
+            raise KitError(f"a run tagged {tag!r} is already running on these sites: give "
+                           f"each run its own tag")
         overrides = write_flat_toml(self.work_dir / "run-config" / f"{tag}.toml", run_config)
         proc = ManagedProcess(
             f"flwr run ({tag})",

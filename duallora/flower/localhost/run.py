@@ -23,7 +23,12 @@ import pandas as pd
 
 from duallora.errors import KitError, Terminated
 from duallora.federated.config import TrainConfig
-from duallora.flower.localhost.launcher import FlowerRunResult, LocalhostFederation, NodeSpec
+from duallora.flower.localhost.launcher import (
+    FlowerRunResult,
+    LocalhostFederation,
+    ManagedProcess,
+    NodeSpec,
+)
 from duallora.flower.localhost.tls import make_tls_material
 from duallora.flower.run_config import APP_DIR, settings_run_config, to_run_config
 from duallora.flower.server_app import FINISHED
@@ -143,9 +148,10 @@ def run_config_for(config: TrainConfig, settings: FlowerSettings) -> dict[str, A
 @dataclass
 class LocalhostSites:
     """Started local sites (a SuperLink, and per vendor a SuperNode and a site worker) that
-    take one Flower run after another, as a real federation does: the SuperLink serves many
-    runs and each site's worker stays up between them, imports and data loaded
-    (``localhost_sites``). Every run reads ``data_dir``, the cohort the sites were made from.
+    take Flower runs one after another or several at once (``submit``), as a real federation
+    does: the SuperLink serves many runs and each site's worker stays up between them, imports
+    and data loaded (``localhost_sites``). Every run reads ``data_dir``, the cohort the sites
+    were made from.
     """
 
     federation: LocalhostFederation
@@ -160,6 +166,19 @@ class LocalhostSites:
             tag: str = "run") -> LocalhostRun:
         """Submit one run of ``config`` into ``out_dir`` and wait for it (see
         ``run_on_localhost``); ``tag`` names its ``flwr run`` log (``logs/flwr-TAG.log``)."""
+        submitted = self.submit(config, out_dir, resume=resume, overwrite=overwrite,
+                                settings=settings, tag=tag)
+        if during_run is not None:
+            during_run(self.federation, submitted.out_dir)
+        return submitted.wait(timeout, watch_nodes=during_run is None)
+
+    def submit(self, config: TrainConfig, out_dir: Path, *, resume: bool = False,
+               overwrite: bool = False, settings: FlowerSettings | None = None,
+               tag: str = "run") -> SubmittedRun:
+        """Start one run and return at once: several submitted runs train side by side on
+        the same sites (the SuperLink keeps them apart by run, each site worker answers one
+        message at a time and keys its state by run, so each run's numbers are those it
+        would get alone). ``SubmittedRun.wait`` waits for it."""
         if Path(config.data).resolve() != self.data_dir:
             raise KitError(f"the run reads {config.data}, but these sites were set up on "
                            f"{self.data_dir}: start sites on that cohort")
@@ -168,20 +187,33 @@ class LocalhostSites:
         settings = dataclasses.replace(settings or FlowerSettings(), out_dir=str(out_dir),
                                        num_clients=len(self.sites), resume=resume,
                                        overwrite=overwrite)
-        finished = out_dir / "flower" / FINISHED
-        finished.unlink(missing_ok=True)
-        federation = self.federation
-        submitted = federation.submit(APP_DIR, run_config_for(config, settings), tag=tag)
-        if during_run is not None:
-            during_run(federation, out_dir)
-        result = federation.wait(submitted, timeout, watch_nodes=during_run is None,
+        (out_dir / "flower" / FINISHED).unlink(missing_ok=True)
+        process = self.federation.submit(APP_DIR, run_config_for(config, settings), tag=tag)
+        return SubmittedRun(self, out_dir, process)
+
+
+@dataclass
+class SubmittedRun:
+    """A run submitted to ``LocalhostSites`` (``submit``) and not yet waited for."""
+
+    sites: LocalhostSites
+    out_dir: Path
+    process: ManagedProcess
+
+    def wait(self, timeout: float = 3600.0, watch_nodes: bool = True) -> LocalhostRun:
+        """Wait for the run; raise with the logs unless it finished its run directory.
+        ``watch_nodes=False``: a SuperNode that stops meanwhile is not an error (tests stop
+        and restart one on purpose)."""
+        federation = self.sites.federation
+        finished = self.out_dir / "flower" / FINISHED
+        result = federation.wait(self.process, timeout, watch_nodes=watch_nodes,
                                  finished_marker=finished)
         # The ServerApp's marker is the ground truth; the SuperLink's status confirms it.
         if not finished.is_file() or result.status in ("finished:failed", "finished:stopped"):
             raise KitError(f"the Flower run ended as {result.status!r} without finishing "
-                           f"the run directory {out_dir}\n"
+                           f"the run directory {self.out_dir}\n"
                            + federation.describe_logs(result.log_path))
-        return LocalhostRun(out_dir, self.work_dir, list(self.sites), result)
+        return LocalhostRun(self.out_dir, self.sites.work_dir, list(self.sites.sites), result)
 
 
 @contextmanager
