@@ -28,7 +28,6 @@ from typing import Any
 from flwr.app import ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from duallora.errors import KitError
-from duallora.federated.last_validation import LAST
 from duallora.flower.node_state import (
     NodeStateStore,
     PrivateState,
@@ -260,6 +259,7 @@ def evaluate(content: RecordDict, cache: SiteCache, round_idx: int,
     """Answer each prediction request: ``split``, ``global-only``, which payload and which
     round's private state. Returns subject ids, labels and probabilities for the run directory."""
     from duallora.federated.client import evaluate_client, finetune_client
+    from duallora.federated.last_validation import LAST
 
     site = cache.site
     instructions = content[CONFIG]
