@@ -73,7 +73,8 @@ def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
     The kit's round 1 is reported apart (it includes each site's start-up: loading its data
     and building its prefix cache, and one message more: the validation of round r travels
     with the training of round r + 1, so round 1's interval holds two messages per site and
-    every later round one); its ratios use the median of the later rounds.
+    every later round one; the last round's message also carries the final test, under the
+    default selection rule); its ratios use the median of the later rounds.
     """
     from benchmarks.measure import N_CLIENTS, bench_config
     from benchmarks.timing import summarize
