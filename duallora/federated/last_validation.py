@@ -28,9 +28,6 @@ from duallora.federated.sites import EvalRequest
 
 KEPT, LAST = "kept", "last"   # which candidate a conditional request belongs to
 
-FinalPlan = dict[str, list[tuple[str, EvalRequest]]]
-
-
 def same_request(first: EvalRequest, second: EvalRequest) -> bool:
     """The same prediction: the same split, flags and the very same payload and private
     handle objects (the candidates and the final plan share them with the run state)."""
