@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.common.config import parse_config_args, validate_config
 
 from duallora.errors import KitError, Terminated
@@ -88,7 +88,9 @@ def test_bad_run_config_values_are_one_clear_error():
 # -- wire -------------------------------------------------------------------------------------
 def test_payload_travels_exactly_and_names_are_audited():
     payload = {"b.weight": torch.randn(3, 4), "a.bias": torch.randn(5).double()}
-    back = record_to_payload(payload_to_record(payload))
+    record = payload_to_record(payload)
+    assert len(record) == 2  # one Array per dtype, whatever the number of tensors
+    back = record_to_payload(record)
     assert sorted(back) == sorted(payload)
     for key in payload:
         assert back[key].dtype == payload[key].dtype and torch.equal(back[key], payload[key])
@@ -105,6 +107,30 @@ def test_payload_travels_exactly_and_names_are_audited():
         "arrays/head.w", "arrays/x.lora_A.local.weight"]
     assert forbidden_names(["x.lora_A.local.weight"], private_keys=private) == [
         "x.lora_A.local.weight"]
+
+
+def test_flowers_clipping_treats_a_packed_update_as_the_tensors_one_by_one():
+    """fixedclipping_mod clips by the L2 norm of the whole update: packing must not change it."""
+    from flwr.supercore.differential_privacy import compute_clip_model_update
+
+    rng = np.random.default_rng(0)
+    sent = {f"p{i}.weight": torch.from_numpy(rng.normal(size=(3, i + 1)).astype("f4"))
+            for i in range(5)}
+    trained = {name: tensor + 0.5 for name, tensor in sent.items()}
+
+    def clipped(to_arrays):
+        sent_arrays, trained_arrays = to_arrays(sent), to_arrays(trained)
+        compute_clip_model_update(trained_arrays, sent_arrays, clipping_norm=1.0)
+        return trained_arrays
+
+    plain = clipped(lambda p: [p[name].numpy().copy() for name in sorted(p)])
+    packed_arrays = clipped(lambda p: payload_to_record(p).to_numpy_ndarrays())
+    packed = record_to_payload(ArrayRecord(dict(zip(payload_to_record(trained).keys(),
+                                                    map(Array, packed_arrays), strict=True))))
+    for name, expected in zip(sorted(sent), plain, strict=True):
+        np.testing.assert_allclose(packed[name].numpy(), expected, rtol=1e-6)
+    update = np.concatenate([(packed[n] - sent[n]).numpy().ravel() for n in sorted(sent)])
+    assert np.linalg.norm(update) == pytest.approx(1.0, rel=1e-5)
 
 
 # -- node-local private state -----------------------------------------------------------------
