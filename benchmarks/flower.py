@@ -22,7 +22,8 @@ from typing import Any
 
 from duallora.errors import KitError
 
-FLOWER_ROUNDS = 3
+# rounds 2 .. FLOWER_ROUNDS - 1 are the steady rounds the ratios use (three of them)
+FLOWER_ROUNDS = 5
 FLOOR_APP = Path(__file__).resolve().parent / "flower_floor"
 
 
@@ -70,11 +71,14 @@ def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
     """Quick-mode settings with ``FLOWER_ROUNDS`` rounds: in-process, then Flower, then the
     trivial app.
 
-    The kit's round 1 is reported apart (it includes each site's start-up: loading its data
-    and building its prefix cache, and one message more: the validation of round r travels
-    with the training of round r + 1, so round 1's interval holds two messages per site and
-    every later round one; the last round's message also carries the final test, under the
-    default selection rule); its ratios use the median of the later rounds.
+    A run's round r is the interval between the close of round r - 1 and its own close (its
+    validation applied). The validation of round r travels with the training of round r + 1,
+    so round 1's interval holds two messages per site (and each site's start-up: loading its
+    data, building its prefix cache), rounds 2 .. R - 1 one message per site each (a training
+    and the validation before it: the steady rounds), and the last round's one message per
+    site also carries the final test under the default selection rule (its predictions,
+    exports and fine-tuning, which the trivial app has no counterpart for). The ratios use
+    the median of the steady rounds; the first and the last round are reported apart.
     """
     from benchmarks.measure import N_CLIENTS, bench_config
     from benchmarks.timing import summarize
@@ -98,7 +102,7 @@ def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
     log("flower: trivial app on the same topology")
     floor = measure_floor(work / "floor-work", N_CLIENTS, FLOWER_ROUNDS)
     ours, theirs = round_seconds(work / "inprocess"), round_seconds(work / "flower-run")
-    later_ours, later_theirs = summarize(ours[1:] or ours), summarize(theirs[1:] or theirs)
+    later_ours, later_theirs = summarize(ours[1:-1]), summarize(theirs[1:-1])
     floor_timing = summarize(floor)
     return {"available": True, "strategy": strategy, "rounds": FLOWER_ROUNDS,
             "n_clients": N_CLIENTS, "messages_per_site_per_round": 1,
@@ -106,6 +110,7 @@ def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
             "round_seconds_flower": later_theirs.to_dict(),
             "round_seconds_floor": floor_timing.to_dict(),
             "first_round_seconds": {"inprocess": ours[0], "flower": theirs[0]},
+            "last_round_seconds": {"inprocess": ours[-1], "flower": theirs[-1]},
             "total_seconds": {"inprocess": inprocess_total, "flower": flower_total},
             "ratio": later_theirs.median / later_ours.median,
             "ratio_to_floor": later_theirs.median / floor_timing.median}
