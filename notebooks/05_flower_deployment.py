@@ -104,8 +104,10 @@ print(in_process)
 # notebook's Flower runs train side by side: the plain one, and the one with differential
 # privacy that section 4 reads. Each site worker answers the two runs' messages one at a time,
 # so each run's numbers are those it would get alone. Each site gets one message per round:
-# round r's validation travels with round r + 1's training, and the last validation with the
-# final test (each site applies the selection rule to its own validation).
+# round r's validation travels with round r + 1's training, the last validation with the
+# final test (each site applies the selection rule to its own validation), and round 0's
+# head statistics with the site's hello (the message that tells the server which site a
+# node is).
 
 # %%
 flower_runs = experiments.ensure_flower_runs({

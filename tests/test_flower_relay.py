@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from duallora.errors import KitError
@@ -113,6 +114,31 @@ def test_the_site_cache_builds_the_model_and_cohort_once_per_run(harmonized_dir:
                           TrainConfig.from_dict({**config.__dict__, "seed": 5}).to_json()})
     cache.model_and_data("r1", other)
     assert cache.builds == 2  # a changed config is a new build
+
+
+def test_the_first_hello_of_a_run_carries_the_head_moments_of_a_training_site(
+        harmonized_dir: Path, tmp_path: Path):
+    from duallora.federated.config import resolve
+    from duallora.flower.site_handlers import HEAD_MOMENTS, Site, handle
+    from duallora.flower.wire import ARRAYS, HOLDOUT_KEY, WITH_HEAD_MOMENTS, record_to_payload
+
+    config = resolve({"strategy": "med_duallora", "fm": "none"}, quick=True)
+    round0 = {"round": 0, "run-key": "r1", "train-config": config.to_json()}
+    cache = SiteCache(Site("GE", harmonized_dir, tmp_path))
+
+    def ask(message_type: str, **values) -> RecordDict:
+        return handle(message_type, RecordDict({CONFIG: ConfigRecord({**round0, **values})}),
+                      cache)
+
+    alone = record_to_payload(ask(HEAD_MOMENTS)[ARRAYS])
+    with_hello = ask(HELLO, **{WITH_HEAD_MOMENTS: True, HOLDOUT_KEY: ""})
+    assert with_hello[CONFIG]["client-name"] == "GE" and with_hello[CONFIG]["n-train"] > 0
+    moments = record_to_payload(with_hello[ARRAYS])
+    assert sorted(moments) == sorted(alone) and alone
+    assert all(torch.equal(moments[key], alone[key]) for key in alone)
+    # the hold-out site and a plain hello send none
+    assert ARRAYS not in ask(HELLO, **{WITH_HEAD_MOMENTS: True, HOLDOUT_KEY: "GE"})
+    assert ARRAYS not in ask(HELLO)
 
 
 class FakeGrid:

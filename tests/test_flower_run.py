@@ -170,13 +170,14 @@ def test_nothing_private_reaches_the_server(flower: dict, in_process: Path):
     run_dir = flower["local"].run_dir
     replies = [json.loads(line)
                for line in (run_dir / "flower" / "wire.jsonl").read_text().splitlines()]
-    assert {r["type"] for r in replies} >= {"train", "evaluate", "query.head_moments"}
+    # round 0's moments travel with each training site's hello
+    assert {r["type"] for r in replies} >= {"train", "evaluate", "query.hello"}
     assert {r["site"] for r in replies} == set(SITES)
     for reply in replies:  # the local adapter's factors are called ...lora_A.local...
         assert not [name for name in reply["names"] if ".local." in name], reply
     # round 0's feature moments and every round's shared tensors: the in-process uploads
     uploaded = {name.split("/", 1)[1] for r in replies
-                if r["type"] in ("train", "query.head_moments")
+                if r["type"] in ("train", "query.hello")
                 for name in r["names"] if name.startswith("arrays/")}
     expected = {key for row in map(json.loads, (in_process / "comm.jsonl").read_text()
                                    .splitlines()) if row["direction"] == "up"
@@ -236,7 +237,8 @@ def test_a_killed_site_worker_is_started_again_and_resumes_from_its_folder(flowe
 
 
 def test_one_message_per_site_per_round(flower: dict):
-    """Validation of round r rides with round r + 1's training: per site, round 1's training,
+    """Round 0's moments ride with the hello, and the validation of round r with round r + 1's
+    training: per site, the hello, round 1's training,
     one message for round 2 (validation 1 + training 2), the last validation and the final
     test (the restarted site may be asked again: count distinct groups and types). Under
     pooled-val-loss, this run's rule, the final test waits for the pooled decision over the
@@ -246,7 +248,7 @@ def test_one_message_per_site_per_round(flower: dict):
                (flower["local"].run_dir / "flower" / "wire.jsonl").read_text().splitlines()]
     for site in TRAINERS:
         mine = [(r["group"], r["type"]) for r in replies if r["site"] == site]
-        assert sorted(set(mine)) == [("0", "query.head_moments"), ("1", "train"),
+        assert sorted(set(mine)) == [("0", "query.hello"), ("1", "train"),
                                      ("2", "evaluate"), ("2", "train"),
                                      ("final", "evaluate")], site
         merged = [r for r in replies if r["site"] == site and r["group"] == "2"

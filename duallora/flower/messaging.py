@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.common.constant import ErrorCode
@@ -52,6 +53,10 @@ class SiteDirectory:
     hellos: dict[str, int] = field(default_factory=dict)  # hello message id -> node id
     problems: dict[int, str] = field(default_factory=dict)  # node id -> why it did not answer
     log: Callable[[str], None] = print
+    # more config for each hello (round 0's request, see FlowerSites.moments), and each
+    # site's latest hello reply
+    hello_config: dict[str, Any] = field(default_factory=dict)
+    hello_replies: dict[str, Message] = field(default_factory=dict)
 
     def node(self, name: str) -> int | None:
         return self.by_name.get(name)
@@ -72,7 +77,7 @@ class SiteDirectory:
         if new:
             self.asked.update(new)
             messages = [Message(content=RecordDict({CONFIG: ConfigRecord(
-                                    {"run-key": self.run_key})}),
+                                    {**self.hello_config, "run-key": self.run_key})}),
                                 dst_node_id=node_id, message_type=HELLO, group_id="hello")
                         for node_id in new]
             self.hellos.update(zip(self.grid.push_messages(messages), new, strict=True))
@@ -101,6 +106,7 @@ class SiteDirectory:
                 self.log(f"site {name} moved from node {previous} to node {node_id}")
             self.by_name[name] = node_id
             self.info[name] = dict(reply.content[CONFIG])
+            self.hello_replies[name] = reply
             self.log(f"site {name} is node {node_id} ({self.info[name]})")
 
     def wait_for(self, names: Iterable[str] | None, count: int, timeout: float) -> None:

@@ -30,7 +30,7 @@ from duallora.federated.config import TrainConfig
 from duallora.flower.messaging import SiteDirectory
 from duallora.flower.run_config import flower_settings, train_config_from_run_config
 from duallora.flower.settings import FlowerSettings
-from duallora.flower.sites import FlowerSites
+from duallora.flower.sites import FlowerSites, ask_moments_with_hello
 
 FINISHED = "finished.json"           # RUN_DIR/flower/finished.json: the ServerApp's last word
 
@@ -149,6 +149,7 @@ def run_flower_training(grid: Grid, config: TrainConfig, settings: FlowerSetting
     model = build_client_model(config, strategy)
     directory = SiteDirectory(grid, run_key, log=log)
     holdout = config.holdout_vendor or None
+    ask_moments_with_hello(directory, config, holdout)
     wait = settings.node_wait_timeout
     if holdout:  # the evaluation-only site must be there for the final test
         directory.wait_for([holdout], 0, wait)

@@ -6,7 +6,8 @@ calls ``handle``. The work is exactly what the in-process loop calls (``train_cl
 built once per run (``SiteCache``), so a round costs the computation, not a fresh Python with
 torch, the model and the cohort.
 
-Message types: ``query.hello`` (who are you, how many training subjects), ``query.head_moments``
+Message types: ``query.hello`` (who are you, how many training subjects; the first hello of a
+run also carries round 0, see ``hello``), ``query.head_moments``
 (round 0: count, sum and sum of squares of the site's training features, for the pooled
 standardization in front of the heads; see ``federated.head_norm``), ``train`` (one round; it
 may carry, under ``validate``, the validation of the previous round with the same global
@@ -21,6 +22,7 @@ run) and in ``state-dir`` (``node_state``), so a restarted worker resumes from i
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +40,11 @@ from duallora.flower.node_state import (
 from duallora.flower.wire import (
     ARRAYS,
     CONFIG,
+    HOLDOUT_KEY,
     METRICS,
     NUM_EXAMPLES,
     PREDICTIONS,
+    WITH_HEAD_MOMENTS,
     payload_to_record,
     record_to_payload,
 )
@@ -48,6 +52,7 @@ from duallora.flower.wire import (
 NODE_KEYS = ("client-name", "data-dir", "state-dir")
 HELLO = f"{MessageType.QUERY}.hello"
 HEAD_MOMENTS = f"{MessageType.QUERY}.head_moments"
+logger = logging.getLogger(__name__)
 VALIDATE_KEY = "validate"          # train instruction: the previous round's validation requests
 SELECTION_KEY = "selection"        # evaluate instruction: how the site picks between candidates
 SAME_PAYLOAD = -2                  # a request's payload index meaning "this message's arrays"
@@ -168,7 +173,7 @@ def error_content(site_name: str, err: BaseException) -> RecordDict:
 def handle(message_type: str, content: RecordDict, cache: SiteCache) -> RecordDict:
     """The reply content for one message (raises on what the relay reports as an error)."""
     if message_type == HELLO:
-        return hello(cache.site)
+        return hello(cache.site, content, cache)
     instructions = content[CONFIG]
     if message_type == HEAD_MOMENTS:
         return head_moments(content, cache)
@@ -179,9 +184,17 @@ def handle(message_type: str, content: RecordDict, cache: SiteCache) -> RecordDi
     raise KitError(f"site {cache.site.name}: unknown message type {message_type!r}")
 
 
-def hello(site: Site) -> RecordDict:
+def hello(site: Site, content: RecordDict | None = None, cache: SiteCache | None = None
+          ) -> RecordDict:
     """Which site this is and how many training subjects it has (reads only metadata.csv):
-    the server needs the count before round 1 to know which sites train."""
+    the server needs the count before round 1 to know which sites train.
+
+    When the server asks (``WITH_HEAD_MOMENTS`` in the hello's config, which then carries
+    round 0's instructions), a site that will train also answers round 0 here: its head
+    moments, as ``head_moments`` gives them. That saves a message per site per run (each
+    message costs a ``flwr-clientapp`` process). If the moments fail, the hello still
+    answers, without them; the server then asks for them on their own and gets the error.
+    """
     from duallora.data import read_metadata
 
     frame = read_metadata(site.data_dir)
@@ -189,8 +202,17 @@ def hello(site: Site) -> RecordDict:
     if mine.empty:
         raise KitError(f"node config client-name={site.name!r}: {site.data_dir} holds vendors "
                        f"{sorted(frame['vendor'].astype(str).unique())}")
-    return RecordDict({CONFIG: ConfigRecord({
-        "client-name": site.name, "n-train": int((mine["split"] == "train").sum())})})
+    n_train = int((mine["split"] == "train").sum())
+    reply = RecordDict({CONFIG: ConfigRecord({"client-name": site.name, "n-train": n_train})})
+    asked = content[CONFIG] if content is not None and CONFIG in content else ConfigRecord()
+    if (cache is not None and asked.get(WITH_HEAD_MOMENTS) and n_train > 0
+            and str(asked.get(HOLDOUT_KEY, "")) != site.name):
+        try:
+            reply[ARRAYS] = head_moments(content, cache)[ARRAYS]
+        except Exception as err:  # reported by the plain head_moments request
+            logger.warning("site %s: head moments with the hello failed (%s: %s)", site.name,
+                           type(err).__name__, err)
+    return reply
 
 
 def head_moments(content: RecordDict, cache: SiteCache) -> RecordDict:

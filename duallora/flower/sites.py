@@ -41,9 +41,11 @@ from duallora.flower.site_handlers import SAME_PAYLOAD, SELECTION_KEY, VALIDATE_
 from duallora.flower.wire import (
     ARRAYS,
     CONFIG,
+    HOLDOUT_KEY,
     METRICS,
     NUM_EXAMPLES,
     PREDICTIONS,
+    WITH_HEAD_MOMENTS,
     content_names,
     forbidden_names,
     payload_to_record,
@@ -96,6 +98,21 @@ def remote_exception(type_name: str, text: str) -> Exception:
     return type(type_name, (RemoteError,), {})(text)
 
 
+def plain_instructions(run_key: str, config: TrainConfig, round_idx: int) -> dict[str, Any]:
+    """What every request's config holds: the round, the run key and the run's settings."""
+    return {"round": round_idx, "run-key": run_key, "train-config": config.to_json()}
+
+
+def ask_moments_with_hello(directory: SiteDirectory, config: TrainConfig,
+                           holdout: str | None) -> None:
+    """Let the hello that tells the server who a site is also carry round 0's request, so
+    each training site sends its head moments with its answer: one message fewer per site
+    and run (``site_handlers.hello``). Nothing changes in what is computed or sent."""
+    if config.head_norm:
+        directory.hello_config = {**plain_instructions(directory.run_key, config, 0),
+                                  WITH_HEAD_MOMENTS: True, HOLDOUT_KEY: holdout or ""}
+
+
 @dataclass
 class FlowerSites:
     """The sites of a Flower run, known by name through ``SiteDirectory``."""
@@ -120,8 +137,7 @@ class FlowerSites:
 
     # -- messages -------------------------------------------------------------------------
     def instructions(self, round_idx: int, **extra: Any) -> ConfigRecord:
-        values = {"round": round_idx, "run-key": self.directory.run_key,
-                  "train-config": self.config.to_json()}
+        values = plain_instructions(self.directory.run_key, self.config, round_idx)
         if self.head_norm is not None:
             values.update({f"head-norm-{key}": [float(v) for v in self.head_norm[key].flatten()]
                            for key in ("mean", "std")})
@@ -148,13 +164,23 @@ class FlowerSites:
 
     # -- the Sites interface ----------------------------------------------------------------
     def moments(self, names: list[str]) -> dict[str, Payload]:
-        requests = {name: RecordDict({CONFIG: self.instructions(0)}) for name in names}
+        """Round 0: the moments each site sent with its hello (``ask_moments_with_hello``),
+        and asked for now from any site whose hello came without them."""
         moments = {}
-        for name, reply in self.send(requests, HEAD_MOMENTS, "0").items():
+        for name in names:
+            hello = self.directory.hello_replies.get(name)
+            if hello is not None and ARRAYS in hello.content:
+                self.check_reply("0", name, hello)
+                moments[name] = record_to_payload(hello.content[ARRAYS])
+        self.directory.hello_config = {}  # a site's later hello (a restart) asks nothing more
+        requests = {name: RecordDict({CONFIG: self.instructions(0)})
+                    for name in names if name not in moments}
+        for name, reply in (self.send(requests, HEAD_MOMENTS, "0").items() if requests
+                            else ()):
             if isinstance(reply, SiteFailed) or ARRAYS not in reply.content:
                 raise KitError(f"round 0 (head statistics) failed: {failure_text(name, reply)}")
             moments[name] = record_to_payload(reply.content[ARRAYS])
-        return moments
+        return {name: moments[name] for name in names}  # the order the pooling sums in
 
     def set_head_norm(self, owners: dict[str, Payload]) -> None:
         if set(owners) != {"global"}:

@@ -34,6 +34,8 @@ from duallora.federated.serialization import Payload, encode
 
 ARRAYS, CONFIG, METRICS, PREDICTIONS = "arrays", "config", "metrics", "predictions"
 NUM_EXAMPLES = "num-examples"
+# a hello that also asks for round 0's head moments (of every site but the hold-out one)
+WITH_HEAD_MOMENTS, HOLDOUT_KEY = "with-head-moments", "holdout"
 PACKED = "packed:"  # an ArrayRecord key holding a layout, not a tensor name
 
 
