@@ -22,8 +22,9 @@ from typing import Any
 
 from duallora.errors import KitError
 
-# rounds 2 .. FLOWER_ROUNDS - 1 are the steady rounds the ratios use (three of them)
-FLOWER_ROUNDS = 5
+# rounds 2 .. FLOWER_ROUNDS - 1 are the steady rounds the ratios use (six of them: the
+# floor moves by a second or more from round to round, with the SuperNodes' poll timing)
+FLOWER_ROUNDS = 8
 FLOOR_APP = Path(__file__).resolve().parent / "flower_floor"
 
 
