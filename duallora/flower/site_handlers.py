@@ -173,7 +173,7 @@ def error_content(site_name: str, err: BaseException) -> RecordDict:
 def handle(message_type: str, content: RecordDict, cache: SiteCache) -> RecordDict:
     """The reply content for one message (raises on what the relay reports as an error)."""
     if message_type == HELLO:
-        return hello(cache.site, content, cache)
+        return hello(content, cache)
     instructions = content[CONFIG]
     if message_type == HEAD_MOMENTS:
         return head_moments(content, cache)
@@ -184,8 +184,7 @@ def handle(message_type: str, content: RecordDict, cache: SiteCache) -> RecordDi
     raise KitError(f"site {cache.site.name}: unknown message type {message_type!r}")
 
 
-def hello(site: Site, content: RecordDict | None = None, cache: SiteCache | None = None
-          ) -> RecordDict:
+def hello(content: RecordDict, cache: SiteCache) -> RecordDict:
     """Which site this is and how many training subjects it has (reads only metadata.csv):
     the server needs the count before round 1 to know which sites train.
 
@@ -197,6 +196,7 @@ def hello(site: Site, content: RecordDict | None = None, cache: SiteCache | None
     """
     from duallora.data import read_metadata
 
+    site = cache.site
     frame = read_metadata(site.data_dir)
     mine = frame[frame["vendor"].astype(str) == site.name]
     if mine.empty:
@@ -204,9 +204,9 @@ def hello(site: Site, content: RecordDict | None = None, cache: SiteCache | None
                        f"{sorted(frame['vendor'].astype(str).unique())}")
     n_train = int((mine["split"] == "train").sum())
     reply = RecordDict({CONFIG: ConfigRecord({"client-name": site.name, "n-train": n_train})})
-    asked = content[CONFIG] if content is not None and CONFIG in content else ConfigRecord()
-    if (cache is not None and asked.get(WITH_HEAD_MOMENTS) and n_train > 0
-            and str(asked.get(HOLDOUT_KEY, "")) != site.name):
+    asked = content[CONFIG] if CONFIG in content else ConfigRecord()
+    holdout = str(asked.get(HOLDOUT_KEY, ""))
+    if asked.get(WITH_HEAD_MOMENTS) and n_train > 0 and holdout != site.name:
         try:
             reply[ARRAYS] = head_moments(content, cache)[ARRAYS]
         except Exception as err:  # reported by the plain head_moments request

@@ -107,7 +107,7 @@ def ask_moments_with_hello(directory: SiteDirectory, config: TrainConfig,
                            holdout: str | None) -> None:
     """Let the hello that tells the server who a site is also carry round 0's request, so
     each training site sends its head moments with its answer: one message fewer per site
-    and run (``site_handlers.hello``). Nothing changes in what is computed or sent."""
+    and run (``site_handlers.hello``). The moments are the ones the plain request gives."""
     if config.head_norm:
         directory.hello_config = {**plain_instructions(directory.run_key, config, 0),
                                   WITH_HEAD_MOMENTS: True, HOLDOUT_KEY: holdout or ""}
@@ -175,8 +175,7 @@ class FlowerSites:
         self.directory.hello_config = {}  # a site's later hello (a restart) asks nothing more
         requests = {name: RecordDict({CONFIG: self.instructions(0)})
                     for name in names if name not in moments}
-        for name, reply in (self.send(requests, HEAD_MOMENTS, "0").items() if requests
-                            else ()):
+        for name, reply in self.send(requests, HEAD_MOMENTS, "0").items():  # {}: no message
             if isinstance(reply, SiteFailed) or ARRAYS not in reply.content:
                 raise KitError(f"round 0 (head statistics) failed: {failure_text(name, reply)}")
             moments[name] = record_to_payload(reply.content[ARRAYS])

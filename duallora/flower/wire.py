@@ -75,13 +75,14 @@ def record_to_payload(record: ArrayRecord) -> Payload:
         if layout is None:
             payload[key] = torch.from_numpy(np.array(values, copy=True))
             continue
+        values = values.reshape(-1)
         sizes = [math.prod(shape) for _, shape in layout]
         if sum(sizes) != values.size:
             raise ValueError(f"packed array of {values.size} values, its layout names "
                              f"{sum(sizes)}")
         start = 0
         for (name, shape), size in zip(layout, sizes, strict=True):
-            chunk = values.reshape(-1)[start:start + size].reshape(shape)
+            chunk = values[start:start + size].reshape(shape)
             payload[name] = torch.from_numpy(np.array(chunk, copy=True))
             start += size
     return payload
@@ -105,9 +106,8 @@ def content_names(content: RecordDict) -> list[str]:
         if isinstance(record, ArrayRecord):
             for key in record:
                 layout = _layout(key)
-                names.extend(f"{record_name}/{name}"
-                             for name in ([key] if layout is None else
-                                          [name for name, _ in layout]))
+                tensors = [key] if layout is None else [name for name, _ in layout]
+                names.extend(f"{record_name}/{name}" for name in tensors)
         elif isinstance(record, ConfigRecord | MetricRecord):
             names.extend(f"{record_name}/{key}" for key in record)
     return names
