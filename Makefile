@@ -11,13 +11,6 @@ STAMP := $(VENV)/.setup-stamp
 # spend much of their time waiting on other processes (a clean-clone CI used 1.44 of 2 cores
 # with 2 workers)
 JOBS ?= 3
-# glibc's allocator keeps freed memory for reuse instead of giving every array of a few MB back
-# to the kernel and faulting it in again at the next subject or batch. This changes speed and
-# memory, never results; values in your environment win. Measured in one session on 2 cores:
-# tests/test_fed_loop.py + test_data_phantoms.py 168 -> 160 CPU-s (kernel time 18 -> 9 s),
-# phantom rendering + harmonizing 0.62 -> 0.54 CPU-s per subject.
-export MALLOC_MMAP_THRESHOLD_ ?= 33554432
-export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
 .PHONY: setup demo test lint clean bench notebooks benchmark
 
