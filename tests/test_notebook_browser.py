@@ -314,8 +314,50 @@ def assert_kernel_clean(lab: Lab, page) -> None:
     """No traceback anywhere on the page (widget outputs included) or in the kernel's log."""
     text = page.locator(".jp-NotebookPanel:visible").inner_text()
     assert "Traceback" not in text, text[text.find("Traceback"):][:2000]
-    log = lab.log_text()
-    assert "Traceback" not in log, log[log.find("Traceback"):][:2000]
+    unexplained = log_tracebacks(lab.log_text())
+    assert not unexplained, "\n".join(unexplained)[:2000]
+
+
+def log_records(log: str) -> list[str]:
+    """The server log as records: a line that starts in column 0 and its indented lines."""
+    records: list[str] = []
+    for line in log.splitlines():
+        if records and line[:1].isspace():
+            records[-1] += "\n" + line
+        else:
+            records.append(line)
+    return records
+
+
+def log_tracebacks(log: str) -> list[str]:
+    """The tracebacks of the server log, less those of a kernel JupyterLab dropped at once.
+
+    On a loaded machine JupyterLab can start two kernels for one notebook and shut the first
+    down while it is still importing (seen in CI: started, started, shutdown within 0.2 s). That
+    kernel prints a KeyboardInterrupt traceback from its start-up imports and the server logs
+    an error for its websocket. Both are JupyterLab's race, not our code: a kernel shut down
+    before any client connected explains one such start-up traceback and its websocket errors.
+    Everything else (a widget callback that raises, a failing cell) still counts.
+    """
+    records = log_records(log)
+    ids = {kind: {r.rsplit(" ", 1)[-1].rstrip(".") for r in records if f"] {kind}: " in r
+                  or f"] {kind} " in r}
+           for kind in ("Kernel shutdown", "Connecting to kernel")}
+    dropped = ids["Kernel shutdown"] - ids["Connecting to kernel"]
+    startups_left = len(dropped)
+    found = []
+    for index, record in enumerate(records):
+        if "Traceback" not in record:
+            continue
+        following = records[index + 1] if index + 1 < len(records) else ""
+        if (startups_left and record.startswith("Traceback") and "ipykernel_launcher" in record
+                and following == "KeyboardInterrupt"):
+            startups_left -= 1
+            continue
+        if any(f"/api/kernels/{kernel}/" in record for kernel in dropped):
+            continue
+        found.append(record + ("\n" + following if record.startswith("Traceback") else ""))
+    return found
 
 
 # -- the tests -----------------------------------------------------------------------------
@@ -379,3 +421,26 @@ def test_adapter_norm_explorer_in_jupyterlab(lab: Lab, browser, quick_data: Path
     assert share >= MIN_CHANGED, f"moving the round slider changed {share:.4f} of the pixels"
     assert_kernel_clean(lab, nb.page)
     nb.page.close()
+
+
+def test_only_a_dropped_kernels_start_up_interrupt_is_forgiven_in_the_server_log() -> None:
+    started = ("[I 10:00:00.1 ServerApp] Kernel started: aaa\n"
+               "[I 10:00:00.2 ServerApp] Kernel started: bbb\n")
+    dropped = "[I 10:00:00.3 ServerApp] Kernel shutdown: aaa\n"
+    startup_interrupt = ("Traceback (most recent call last):\n"
+                         '  File "/venv/site-packages/ipykernel_launcher.py", line 16\n'
+                         "    from ipykernel import kernelapp as app\n"
+                         "KeyboardInterrupt\n"
+                         "[E 10:00:00.6 ServerApp] Uncaught exception GET "
+                         "/api/kernels/aaa/channels\n"
+                         "    Traceback (most recent call last):\n"
+                         "    AttributeError: 'NoneType' object has no attribute 'x'\n")
+    connected = "[I 10:00:01.0 ServerApp] Connecting to kernel bbb.\n"
+    callback_error = ("Traceback (most recent call last):\n"
+                      '  File "/repo/duallora/notebooks/widgets.py", line 9, in redraw\n'
+                      "ValueError: boom\n")
+    assert log_tracebacks(started + dropped + startup_interrupt + connected) == []
+    # the same interrupt with no kernel dropped, or any other traceback, still fails the test
+    assert len(log_tracebacks(started + startup_interrupt + connected)) == 2
+    assert log_tracebacks(started + dropped + startup_interrupt + connected
+                          + callback_error) == [callback_error.strip()]
