@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +18,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from duallora.errors import KitError
 from duallora.flower.client_app import WorkerUnavailableError, ask_worker
+from duallora.flower.localhost.launcher import (
+    FORK_SERVER,
+    LocalhostFederation,
+    NodeSpec,
+    group_alive,
+)
 from duallora.flower.relay_codec import decode_content, encode_content
 from duallora.flower.site_handlers import HELLO, SiteCache
 from duallora.flower.site_worker import socket_path
@@ -192,3 +200,48 @@ def test_a_site_that_stays_away_is_reported_absent_and_the_others_answer(monkeyp
     with pytest.raises(KitError, match="no reply from"):  # without site-wait: the old timeout
         exchange(directory.grid, directory, {"B": RecordDict()}, MessageType.TRAIN, "2",
                  timeout=1.5)
+
+
+def test_forked_site_workers_serve_die_restart_and_stop_like_their_own_processes(
+        harmonized_dir: Path, tmp_path: Path):
+    """``flower-local`` forks its site workers from one warm parent (``worker_forks``): each
+    is its own session, answers on its socket, is seen dead through /proc when killed (no
+    zombie: the parent ignores SIGCHLD), is forked again by the same parent, reports a start-up
+    error with its log, and nothing outlives ``stop``."""
+    state = tmp_path / "sites" / "GE"
+    nodes = [NodeSpec("GE", {"client-name": "GE", "data-dir": str(harmonized_dir),
+                             "state-dir": str(state)}),
+             NodeSpec("Nameless", {"client-name": "", "data-dir": str(harmonized_dir),
+                                   "state-dir": str(tmp_path / "sites" / "Nameless")})]
+    federation = LocalhostFederation(tmp_path / "fed", nodes, startup_timeout=120.0,
+                                     fork_workers=True)
+    hello = encode_content(RecordDict({CONFIG: ConfigRecord({"run-key": "r"})}),
+                           {"message-type": HELLO, "client-name": "GE"})
+    groups = []
+    try:
+        worker = federation.start_worker("GE")
+        server = federation.processes[FORK_SERVER]
+        groups += [worker.pid, server.pid]
+        assert os.getsid(worker.pid) == worker.pid != server.pid
+        reply, status = decode_content(ask_worker(state, hello, wait=60))
+        assert status == {"ok": True} and reply[CONFIG]["client-name"] == "GE"
+        assert "site worker GE" in worker.log_path.read_text()
+
+        os.kill(worker.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while federation.worker_alive("GE") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not federation.worker_alive("GE")
+        federation.keep_workers_up()
+        again = federation.processes["worker:GE"]
+        groups.append(again.pid)
+        assert federation.restarts == ["GE"] and again.pid != worker.pid
+        assert federation.processes[FORK_SERVER] is server and server.alive()  # no re-import
+        assert decode_content(ask_worker(state, hello, wait=60))[1] == {"ok": True}
+
+        with pytest.raises(KitError, match="failed to start") as failed:
+            federation.start_worker("Nameless")
+        assert "has exited" in str(failed.value) and "give --node-config" in str(failed.value)
+    finally:
+        federation.stop()
+    assert not [pgid for pgid in groups if group_alive(pgid)]

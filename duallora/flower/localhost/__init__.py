@@ -8,4 +8,6 @@ benchmarks and the tests.
 - ``run``       ``run_on_localhost``: one site per vendor, submit the app, wait, clean up;
   ``localhost_sites``: the same sites for several runs one after another (``.run``);
   ``site_files`` lists what each site kept on its own disk.
+- ``worker_forks``  the site workers forked from one parent that imported torch and the kit
+  once (a real site starts ``duallora site-worker`` itself).
 """

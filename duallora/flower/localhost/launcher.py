@@ -5,7 +5,9 @@ Every part is a separate operating-system process, exactly as on real sites: ``f
 ``flower-supernode`` per client (each starts its own SuperExec, which starts a ClientApp process
 per message), one site worker per client next to its SuperNode (``duallora site-worker``: the
 long-lived process that holds the site's model, data and private state; each ClientApp relays
-its message to it), and the ``flwr run`` command that ships the app and streams its log.
+its message to it), and the ``flwr run`` command that ships the app and streams its log. The
+site workers are forked from one parent that imported torch and the kit once (``worker_forks``;
+``fork_workers=False`` starts each as its own ``duallora site-worker`` process).
 
 Why the care about processes: each Flower process spawns children (SuperExec, app processes).
 Every process we start gets its own process group, and teardown signals the whole group, first
@@ -25,6 +27,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -37,10 +40,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from duallora.errors import KitError
+from duallora.flower.localhost import worker_forks
 from duallora.flower.localhost.tls import NodeKey, TlsMaterial
 
 LOOPBACK = "127.0.0.1"
 CONNECTION_NAME = "localhost"
+FORK_SERVER = "worker-forks"  # its key among a federation's processes
 ConfigValue = str | int | float | bool
 
 
@@ -143,14 +148,73 @@ class ManagedProcess:
         return self.popen is not None and self.popen.poll() is None
 
     def describe_failure(self, what: str) -> str:
-        code = self.popen.poll() if self.popen else None
-        state = f"exited with code {code}" if code is not None else "is still running"
-        return f"{what}: {self.name} {state}; last lines of {self.log_path}:\n" \
+        return f"{what}: {self.name} {self.state_text()}; last lines of {self.log_path}:\n" \
                f"{log_tail(self.log_path)}"
+
+    def state_text(self) -> str:
+        code = self.popen.poll() if self.popen else None
+        return f"exited with code {code}" if code is not None else "is still running"
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM the whole process group, wait, then SIGKILL whatever is left in it."""
         stop_all([self], grace)
+
+
+@dataclass
+class ForkServerProcess(ManagedProcess):
+    """The warm parent that forks the site workers (``worker_forks``): one per federation.
+
+    Its stdin and stdout are pipes to the launcher (requests and replies, one JSON line each),
+    its stderr is its log.
+    """
+
+    ready: bool = False    # it said it has imported everything
+    _pending: bytes = b""  # what it wrote after the last complete line
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log_path.open("ab")
+        self.ready, self._pending = False, b""
+        self.popen = subprocess.Popen(  # noqa: S603 - fixed executable, no shell
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+            stderr=self._log_file, env=self.env, start_new_session=True)
+
+    def reply(self, timeout: float) -> dict[str, Any]:
+        """The next JSON line it writes; raise if it dies or stays silent for ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            if not self.alive():
+                raise KitError(self.describe_failure("the site workers' fork server stopped"))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KitError(self.describe_failure(
+                    f"the site workers' fork server did not answer within {timeout:.0f} s"))
+            readable, _, _ = select.select([self.popen.stdout], [], [], min(left, 0.5))
+            if readable:
+                self._pending += os.read(self.popen.stdout.fileno(), 4096)
+        line, self._pending = self._pending.split(b"\n", 1)
+        return json.loads(line)
+
+    def fork(self, node_config: Path, log_path: Path, env: dict[str, str]
+             ) -> worker_forks.ForkedChild:
+        request = {"node-config": str(node_config), "log": str(log_path), "env": env}
+        self.popen.stdin.write((json.dumps(request) + "\n").encode())
+        return worker_forks.ForkedChild(int(self.reply(30.0)["pid"]))
+
+
+@dataclass
+class ForkedWorker(ManagedProcess):
+    """A site worker forked by a ``ForkServerProcess``: ``command`` is the equivalent
+    ``duallora site-worker`` command line (the child runs that CLI function)."""
+
+    server: ForkServerProcess | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.popen = self.server.fork(Path(self.command[-1]), self.log_path, self.env)
+
+    def state_text(self) -> str:
+        return "is still running" if self.alive() else "has exited"
 
 
 def stop_all(processes: list[ManagedProcess], grace: float = 5.0) -> None:
@@ -170,6 +234,9 @@ def stop_all(processes: list[ManagedProcess], grace: float = 5.0) -> None:
         _signal_group(pgid, signal.SIGKILL)
         proc.popen.wait()
         _wait_group_gone(pgid, grace)
+        for pipe in (proc.popen.stdin, proc.popen.stdout):  # the fork server's
+            if pipe is not None:
+                pipe.close()
         if proc._log_file is not None:
             proc._log_file.close()
             proc._log_file = None
@@ -243,6 +310,9 @@ class LocalhostFederation:
     workers: bool = True            # start a site worker next to each SuperNode (and keep it up)
     tls: TlsMaterial | None = None  # TLS + SuperNode authentication (None: --insecure)
     restarts: list[str] = field(default_factory=list)   # workers restarted after dying
+    # fork the site workers from one warm parent (``worker_forks``; DUALLORA_WORKER_FORKS=0:
+    # one ``duallora site-worker`` process each, as at a real site)
+    fork_workers: bool = field(default_factory=worker_forks.enabled)
 
     def __enter__(self) -> LocalhostFederation:
         try:
@@ -263,6 +333,8 @@ class LocalhostFederation:
             raise KitError(f"SuperNode names must be unique, got {names}")
         self.superlink_port = free_port()
         self._write_cli_config()
+        if self.workers and self.fork_workers:
+            self.start_fork_server()  # it imports while the SuperLink comes up
         security = ["--insecure"] if self.tls is None else [
             "--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile",
             str(self.tls.server_cert), "--ssl-keyfile", str(self.tls.server_key),
@@ -371,15 +443,41 @@ class LocalhostFederation:
 
         config_file = self.node_config_file(name)
         socket_path(str(self.node_spec(name).node_config["state-dir"])).unlink(missing_ok=True)
-        proc = ManagedProcess(
-            f"site worker {name}",
-            [sys.executable, "-m", "duallora", "site-worker", "--node-config", str(config_file)],
-            self.work_dir / "logs" / f"worker-{name}.log", flower_env(self.home(name)))
+        command = [sys.executable, "-m", "duallora", "site-worker", "--node-config",
+                   str(config_file)]
+        log_path = self.work_dir / "logs" / f"worker-{name}.log"
+        env = flower_env(self.home(name))
+        proc = (ForkedWorker(f"site worker {name}", command, log_path, env,
+                             server=self.fork_server()) if self.fork_workers
+                else ManagedProcess(f"site worker {name}", command, log_path, env))
         self.processes[f"worker:{name}"] = proc
         proc.start()
         if wait:
             self.wait_worker(name)
         return proc
+
+    def start_fork_server(self) -> ForkServerProcess:
+        """Start the parent that forks the site workers; ``fork_server`` waits for it."""
+        server = ForkServerProcess(
+            "site workers' fork server",
+            [sys.executable, "-m", "duallora.flower.localhost.worker_forks"],
+            self.work_dir / "logs" / "worker-forks.log", flower_env(self.home("worker-forks")))
+        self.processes[FORK_SERVER] = server
+        server.start()
+        return server
+
+    def fork_server(self) -> ForkServerProcess:
+        """The running fork server, ready to fork (started again if it is not running)."""
+        server = self.processes.get(FORK_SERVER)
+        if server is None or not server.alive():
+            if server is not None:
+                server.stop(grace=0.5)
+            server = self.start_fork_server()
+        if not server.ready:
+            if not server.reply(self.startup_timeout).get("ready"):
+                raise KitError(server.describe_failure("the fork server did not get ready"))
+            server.ready = True
+        return server
 
     def wait_worker(self, name: str) -> None:
         """Until the site worker ``name`` listens on its socket (raise if it died)."""
@@ -465,7 +563,7 @@ class LocalhostFederation:
                     + "\n" + self._all_tails())
             self.keep_workers_up()
             others = [p for key, p in self.processes.items()
-                      if not key.startswith(("flwr:", "worker:"))
+                      if not key.startswith(("flwr:", "worker:", FORK_SERVER))
                       and (watch_nodes or key == "superlink")]
             for other in others:
                 if not other.alive():
