@@ -64,6 +64,17 @@ def test_the_client_app_imports_neither_torch_nor_the_kit():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_launcher_imports_no_peft():
+    """``flower-local`` only starts and watches processes: PEFT (and transformers, about
+    3 CPU-s) is for the processes that build the model."""
+    code = ("import sys, duallora.commands.flower_local, duallora.flower.localhost.run; "
+            "bad = [m for m in ('peft', 'transformers', 'duallora.federated.client_model') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_relay_gives_up_with_a_clear_reason_when_no_worker_answers(tmp_path: Path):
     started = time.monotonic()
     with pytest.raises(WorkerUnavailableError, match="duallora site-worker"):

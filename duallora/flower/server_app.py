@@ -29,10 +29,8 @@ from duallora.errors import KitError
 from duallora.federated.config import TrainConfig
 from duallora.flower.messaging import SiteDirectory
 from duallora.flower.run_config import flower_settings, train_config_from_run_config
-from duallora.flower.settings import FlowerSettings
+from duallora.flower.settings import FINISHED, FlowerSettings
 from duallora.flower.sites import FlowerSites, ask_moments_with_hello
-
-FINISHED = "finished.json"           # RUN_DIR/flower/finished.json: the ServerApp's last word
 
 app = ServerApp()
 

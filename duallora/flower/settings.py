@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from duallora.errors import KitError
 from duallora.federated.config import setting
 
+# RUN_DIR/flower/finished.json: the ServerApp's last word. Here, not in ``server_app`` (which
+# imports torch and PEFT), so that the launcher can look for it without them.
+FINISHED = "finished.json"
+
 
 @dataclass
 class FlowerSettings:

@@ -31,8 +31,7 @@ from duallora.flower.localhost.launcher import (
 )
 from duallora.flower.localhost.tls import make_tls_material
 from duallora.flower.run_config import APP_DIR, settings_run_config, to_run_config
-from duallora.flower.server_app import FINISHED
-from duallora.flower.settings import FlowerSettings
+from duallora.flower.settings import FINISHED, FlowerSettings
 
 VENDOR_ORDER = ("Siemens", "Philips", "GE", "Canon")
 
