@@ -8,11 +8,13 @@ and forks a child per worker. Each child then runs exactly ``duallora site-worke
 its own log and environment: the launcher signals, supervises and stops it as any process it
 started. A real site runs ``duallora site-worker`` itself (README, "Real sites with Flower").
 
-The parent only imports and forks: it starts no thread and runs no torch operation, so the
-children inherit no thread pool or lock. It talks with the launcher over its stdin and stdout,
-one JSON object per line: first ``{"ready": true}`` once the imports are done, then for each
-request ``{"node-config": PATH, "log": PATH, "env": {...}}`` the reply ``{"pid": PID}``.
-Children reap themselves (SIGCHLD ignored), so the launcher watches them through ``/proc``.
+The parent only imports and forks: it starts no thread, runs no torch operation and never
+initializes CUDA, so the children inherit no thread pool, lock or device context (a child may
+still use a GPU: ``device`` in its node config). It talks with the launcher over its stdin
+and stdout, one JSON object per line: first ``{"ready": true}`` once the imports are done,
+then for each request ``{"node-config": PATH, "log": PATH, "env": {...}}`` the reply
+``{"pid": PID}``. It ignores SIGCHLD, so the kernel reaps its children, and the launcher
+watches them through ``/proc``.
 ``DUALLORA_WORKER_FORKS=0`` makes ``flower-local`` start every worker as its own
 ``duallora site-worker`` process instead.
 """
