@@ -137,8 +137,12 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
         self.popen = subprocess.Popen(  # noqa: S603 - fixed executables, no shell
-            self.command, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.command, env=self.env, start_new_session=True, **self._streams())
+
+    def _streams(self) -> dict[str, Any]:
+        """Popen's stream arguments: no input, stdout and stderr into the log."""
+        return {"stdin": subprocess.DEVNULL, "stdout": self._log_file,
+                "stderr": subprocess.STDOUT}
 
     @property
     def pid(self) -> int | None:
@@ -172,12 +176,19 @@ class ForkServerProcess(ManagedProcess):
     _pending: bytes = b""  # what it wrote after the last complete line
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = self.log_path.open("ab")
         self.ready, self._pending = False, b""
-        self.popen = subprocess.Popen(  # noqa: S603 - fixed executable, no shell
-            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
-            stderr=self._log_file, env=self.env, start_new_session=True)
+        super().start()
+
+    def _streams(self) -> dict[str, Any]:
+        return {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "bufsize": 0,
+                "stderr": self._log_file}
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until it has imported everything (at once if it said so before)."""
+        if not self.ready:
+            if not self.reply(timeout).get("ready"):
+                raise KitError(self.describe_failure("the fork server did not get ready"))
+            self.ready = True
 
     def reply(self, timeout: float) -> dict[str, Any]:
         """The next JSON line it writes; raise if it dies or stays silent for ``timeout``."""
@@ -250,12 +261,9 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 def group_alive(pgid: int) -> bool:
     """Whether any process of group ``pgid`` still exists (zombies excluded)."""
-    for status in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = status.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = worker_forks.proc_stat_fields(int(entry.name))
+        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
 
@@ -473,10 +481,7 @@ class LocalhostFederation:
             if server is not None:
                 server.stop(grace=0.5)
             server = self.start_fork_server()
-        if not server.ready:
-            if not server.reply(self.startup_timeout).get("ready"):
-                raise KitError(server.describe_failure("the fork server did not get ready"))
-            server.ready = True
+        server.wait_ready(self.startup_timeout)
         return server
 
     def wait_worker(self, name: str) -> None:

@@ -46,13 +46,19 @@ def enabled() -> bool:
                                                                                  "no", "off")
 
 
-def _proc_state(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of process ``pid``, None if there is none."""
+def proc_stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name (state, ppid, pgrp, ...; ``proc(5)`` field 3
+    is index 0), None if there is no such process."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return fields[0], int(fields[19])
+
+
+def _proc_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of process ``pid``, None if there is none."""
+    fields = proc_stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[19]))
 
 
 class ForkedChild:
@@ -83,7 +89,7 @@ class ForkedChild:
             if deadline is not None and time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(f"site worker {self.pid}", timeout or 0.0)
             time.sleep(0.05)
-        return -1
+        return self.returncode
 
 
 def _run_child(request: dict[str, Any]) -> NoReturn:
