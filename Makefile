@@ -12,7 +12,7 @@ STAMP := $(VENV)/.setup-stamp
 # with 2 workers)
 JOBS ?= 3
 
-.PHONY: setup demo test lint clean bench notebooks benchmark
+.PHONY: setup browser demo test lint clean bench notebooks benchmark
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml
 	  "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null || true
 	@touch $(STAMP)
 
+# The browser test drives Debian's Chromium; installed here when missing (as root or via sudo).
+browser:
+	@bash tools/ensure_chromium.sh
+
 demo: setup
 	$(PY) -m duallora demo
 
@@ -45,7 +49,7 @@ demo: setup
 # (DUALLORA_BENCHMARK_DATA): the `test` plan's cohorts and runs are built once, for
 # tests/test_benchmark.py and notebook 04 (whose runs are a subset) alike; a file lock lets the
 # lanes take turns. Ctrl-C (or SIGTERM) stops both lanes.
-test: setup
+test: setup browser
 	@scratch=$$(mktemp -d "$${TMPDIR:-/tmp}/duallora-test.XXXXXX") || exit 1; \
 	export OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} DUALLORA_JOBS=$${DUALLORA_JOBS:-1} \
 	  DUALLORA_BENCHMARK_DATA="$$scratch/benchmark-data"; \
