@@ -54,3 +54,19 @@ def default_reports_dir() -> Path:
 def default_data_dir() -> Path:
     """Cache for the phantom cohort, harmonized volumes and prefix features (git-ignored)."""
     return REPO_ROOT / "data"
+
+
+def notebook_folders(data_dir: str | Path | None, out_dir: str | Path | None
+                     ) -> tuple[Path, Path]:
+    """A notebook's ``data_dir`` and ``out_dir`` parameters as absolute folders.
+
+    ``None`` (every notebook's default) means the repository's own ``data/`` and ``reports/``,
+    however the kernel was started: papermill keeps the caller's working directory and JupyterLab
+    uses the notebook's folder, so a relative default such as ``'../data'`` lands beside the clone
+    when papermill runs from the repository root. A path given explicitly is the caller's choice
+    and, like any command-line path, is taken relative to the working directory.
+    """
+    def resolve(value: str | Path | None, default: Path) -> Path:
+        return default if value in (None, "") else Path(value).expanduser().resolve()
+
+    return resolve(data_dir, default_data_dir()), resolve(out_dir, default_reports_dir())

@@ -27,8 +27,8 @@
 # %% tags=["parameters"]
 # Parameters (papermill injects its own values below this cell)
 quick = False  # the tutorial default; True: quick mode (CI, `make test`)
-data_dir = '../data'
-out_dir = '../reports'
+data_dir = None       # None: the repository's data/ (cache shared by all notebooks)
+out_dir = None        # None: the repository's reports/ (figures/, tables/)
 seed = 0
 
 # %% [markdown]
@@ -46,11 +46,9 @@ seed = 0
 # Notebooks appear here as they are added to the kit; the list below is what this checkout holds.
 
 # %%
-from pathlib import Path
-
 from duallora.notebooks.runner import list_notebooks
 
-for path in list_notebooks(Path.cwd()):
+for path in list_notebooks():
     print(path.name)
 
 # %% [markdown]
@@ -61,11 +59,14 @@ for path in list_notebooks(Path.cwd()):
 # make test                                  # all tests + every notebook in quick mode
 # python -m duallora notebooks --quick --only 01   # one notebook, quick mode
 # jupyter lab notebooks/                     # step through them yourself
+# papermill notebooks/00_welcome.ipynb reports/00_welcome.ipynb -p quick True  # from the repo
 # ```
 #
 # Executed copies go to `reports/notebooks/`, figures to `reports/figures/`, tables to
 # `reports/tables/`. Each notebook's first code cell (tagged `parameters`) holds `quick`,
-# `data_dir`, `out_dir` and `seed`; papermill overrides them.
+# `data_dir`, `out_dir` and `seed`; papermill overrides them. `data_dir = None` and
+# `out_dir = None` mean the repository's own `data/` and `reports/`, from whichever folder the
+# notebook is started.
 
 # %%
 import platform
@@ -73,9 +74,10 @@ import platform
 import torch
 
 import duallora
+from duallora import paths
 
-out = Path(out_dir)
+data_dir, out = paths.notebook_folders(data_dir, out_dir)  # None: inside the repository
 for sub in ("figures", "tables"):
     (out / sub).mkdir(parents=True, exist_ok=True)
 print(f"kit {duallora.__version__} | python {platform.python_version()} | torch {torch.__version__}")
-print(f"quick={quick} seed={seed} data_dir={data_dir} out_dir={out_dir}")
+print(f"quick={quick} seed={seed} data_dir={data_dir} out_dir={out}")

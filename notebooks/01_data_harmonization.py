@@ -29,8 +29,8 @@
 # %% tags=["parameters"]
 # Parameters (papermill injects its own values below this cell)
 quick = False         # the tutorial default; True: tiny cohort, few rounds (CI, `make test`)
-data_dir = '../data'  # cache shared by all notebooks (cohort, features, runs)
-out_dir = '../reports'  # figures/ and tables/ are written here
+data_dir = None       # None: the repository's data/ (cache shared by all notebooks)
+out_dir = None        # None: the repository's reports/ (figures/, tables/)
 seed = 0
 cohort_scale = None    # phantom cohort size as a fraction of the real datasets (None: mode default)
 acdc_root = None       # real ACDC database/ folder (None: use the phantom cohort)
@@ -40,7 +40,6 @@ viewer_subjects = 3    # subjects per vendor offered in the cine viewer
 
 # %%
 from functools import partial
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 from IPython.display import display
@@ -50,12 +49,12 @@ from duallora.data import load_pair, load_real_sample, read_metadata
 from duallora.notebooks import experiments, exploration
 from duallora.notebooks.reports import save_table
 from duallora.plots import VENDORS, save_figure
-from duallora.plots.data import (plot_cohort_counts, plot_intensity_distributions,
-                                 plot_phantoms_vs_real)
+from duallora.plots.data import (REAL_SAMPLES_SOURCE, plot_cohort_counts,
+                                 plot_intensity_distributions, plot_phantoms_vs_real)
 from duallora.plots.viewer import (CineViewer, load_cine_subject, static_cine_figure,
                                    widgets_can_render)
 
-out = Path(out_dir)
+data_dir, out = paths.notebook_folders(data_dir, out_dir)  # None: inside the repository
 ws = experiments.workspace(data_dir, quick, seed)
 real_roots = dict(acdc=acdc_root, mnms=mnms_root, mnms2=mnms2_root)
 print(f"workspace: {ws.root} (quick={quick})")
@@ -186,7 +185,8 @@ if real_dir is not None:
     for folder in sorted(p for p in real_dir.iterdir() if p.is_dir()):
         real_panels.append((f"real {folder.name}", load_real_sample(folder)[0].numpy()))
 else:
-    print("../shared/data/real-samples not found: showing phantoms only")
+    print("No real samples: ../shared/data/real-samples is absent, so the bottom row says so. "
+          f"{REAL_SAMPLES_SOURCE}.")
 fig = plot_phantoms_vs_real(phantom_panels, real_panels)
 save_figure(fig, out, "01_phantoms_vs_real")
 plt.show()

@@ -30,8 +30,8 @@
 # %% tags=["parameters"]
 # Parameters (papermill injects its own values below this cell)
 quick = False         # the tutorial default; True: tiny cohort, few rounds (CI, `make test`)
-data_dir = '../data'  # cache shared by all notebooks (cohort, features, runs)
-out_dir = '../reports'  # figures/ and tables/ are written here
+data_dir = None       # None: the repository's data/ (cache shared by all notebooks)
+out_dir = None        # None: the repository's reports/ (figures/, tables/)
 seed = 0
 model_size = 'tutorial'  # tutorial (CPU) or base (CineMA's size, needs cinema_weights)
 cinema_weights = None    # path to CineMA's pretrained/cinema.safetensors (None: phantom FM)
@@ -40,13 +40,13 @@ mae_epochs = None        # short MAE demo run (None: 1 in quick mode, 8 otherwis
 mae_subjects = None      # subjects whose ED and ES frames it trains on (None: 8 quick, 16 full)
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import display
 
+from duallora import paths
 from duallora.notebooks import experiments, exploration
 from duallora.notebooks.reports import save_table
 from duallora.plots import save_figure
@@ -54,7 +54,7 @@ from duallora.plots.model import (plot_embeddings, plot_mae_loss, plot_mae_recon
                                   plot_parameter_counts)
 
 torch.manual_seed(seed)
-out = Path(out_dir)
+data_dir, out = paths.notebook_folders(data_dir, out_dir)  # None: inside the repository
 ws = experiments.workspace(data_dir, quick, seed)
 harmonized = experiments.ensure_cohort(ws)  # built by notebook 01, reused here
 

@@ -32,8 +32,8 @@
 # %% tags=["parameters"]
 # Parameters (papermill injects its own values below this cell)
 quick = False         # the tutorial default; True: tiny cohort, few rounds (CI, `make test`)
-data_dir = '../data'  # cache shared by all notebooks (cohort, features, runs)
-out_dir = '../reports'  # figures/ and tables/ are written here
+data_dir = None       # None: the repository's data/ (cache shared by all notebooks)
+out_dir = None        # None: the repository's reports/ (figures/, tables/)
 seed = 0
 rounds = None         # federated rounds (None: the kit default, 2 in quick mode)
 blocks = 'last2'      # adapted transformer blocks: last2, all, or indices like 4,5
@@ -41,11 +41,11 @@ lora_rank = 4
 strategies = ['single_site', 'centralized', 'fedavg_full', 'fedavg_lora', 'ffa_lora', 'fedsa_lora']
 
 # %%
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 from IPython.display import display
 
+from duallora import paths
 from duallora.notebooks import experiments
 from duallora.notebooks.reports import save_table
 from duallora.plots import save_figure
@@ -53,7 +53,7 @@ from duallora.plots.results import (plot_communication, plot_learning_curves,
                                     plot_vendor_metrics)
 from duallora.results import run_reader, tables
 
-out = Path(out_dir)
+data_dir, out = paths.notebook_folders(data_dir, out_dir)  # None: inside the repository
 ws = experiments.workspace(data_dir, quick, seed)
 harmonized = experiments.ensure_cohort(ws)  # notebook 01's cohort, reused
 print("foundation model:",

@@ -27,8 +27,8 @@
 # %% tags=["parameters"]
 # Parameters (papermill injects its own values below this cell)
 quick = False         # the tutorial default; True: tiny cohort, few rounds (CI, `make test`)
-data_dir = '../data'  # cache shared by all notebooks (cohort, features, runs)
-out_dir = '../reports'  # figures/ and tables/ are written here
+data_dir = None       # None: the repository's data/ (cache shared by all notebooks)
+out_dir = None        # None: the repository's reports/ (figures/, tables/)
 seed = 0
 rounds = None          # federated rounds (None: the kit default, 2 in quick mode)
 lora_rank = 4          # rank of both adapters (alpha is 2 x rank)
@@ -42,6 +42,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import display
 
+from duallora import paths
 from duallora.notebooks import experiments
 from duallora.notebooks.reports import save_table
 from duallora.plots import save_figure
@@ -52,7 +53,7 @@ from duallora.plots.results import (plot_learning_curves, plot_metric_bars,
 from duallora.results import run_reader, tables
 from duallora.results.headline import headline_table
 
-out = Path(out_dir)
+data_dir, out = paths.notebook_folders(data_dir, out_dir)  # None: inside the repository
 ws = experiments.workspace(data_dir, quick, seed)
 harmonized = experiments.ensure_cohort(ws)
 ranks = ablation_ranks if ablation_ranks is not None else ([2] if quick else [2, 8])

@@ -26,8 +26,8 @@
 # %% tags=["parameters"]
 # Parameters (papermill injects its own values below this cell)
 quick = False         # the tutorial default; True: tiny cohort, few rounds (CI, `make test`)
-data_dir = '../data'  # cache shared by all notebooks (cohort, features, runs)
-out_dir = '../reports'  # figures/ and tables/ are written here
+data_dir = None       # None: the repository's data/ (cache shared by all notebooks)
+out_dir = None        # None: the repository's reports/ (figures/, tables/)
 seed = 0
 n_clients = 4               # SuperNodes (one per vendor)
 flower_rounds = 2           # rounds of the Flower runs: the quick default (this notebook shows
@@ -36,11 +36,11 @@ dp_noise_multiplier = 0.1   # central DP: noise std is z times clipping norm tim
 dp_clipping_norm = 0.1      # L2 bound of one site's update of the shared tensors per round
 
 # %%
-from pathlib import Path
 
 import pandas as pd
 from IPython.display import display
 
+from duallora import paths
 from duallora.notebooks import experiments
 from duallora.notebooks.reports import save_table
 from duallora.plots import save_figure
@@ -48,7 +48,7 @@ from duallora.plots.results import (plot_privacy_tradeoff, plot_round_times,
                                     plot_run_metric_bars)
 from duallora.results import compare
 
-out = Path(out_dir)
+data_dir, out = paths.notebook_folders(data_dir, out_dir)  # None: inside the repository
 ws = experiments.workspace(data_dir, quick, seed)
 harmonized = experiments.ensure_cohort(ws)  # built by notebook 01, reused here
 # notebook 04's Med-DualLoRA settings
