@@ -90,6 +90,11 @@ def test_data_figures(metadata: pd.DataFrame, tmp_path: Path) -> None:
     volume = rng.random((32, 32, 16))
     fig = plot_phantoms_vs_real([("a", "GE", volume)], [("real acdc", volume)])
     assert len([ax for ax in fig.axes if ax.images]) == 2
+    # without real samples the bottom row says so, and where CineMA's examples come from
+    fig = plot_phantoms_vs_real([("a", "GE", volume)], [])
+    assert len([ax for ax in fig.axes if ax.images]) == 1
+    notes = " ".join(text.get_text() for ax in fig.axes for text in ax.texts)
+    assert "No real samples" in notes and "mathpluscode/CineMA" in notes
     plt.close("all")
 
 

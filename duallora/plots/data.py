@@ -95,18 +95,22 @@ def mid_slice(volume: np.ndarray) -> np.ndarray:
     return np.asarray(volume)[:, :, volume.shape[2] // 2].T
 
 
+REAL_SAMPLES_SOURCE = ("CineMA's example volumes: github.com/mathpluscode/CineMA, "
+                       "cinema/examples/data/ (one ACDC, M&Ms and M&Ms-2 subject)")
+
+
 def plot_phantoms_vs_real(phantoms: Sequence[tuple[str, str, np.ndarray]],
                           real: Sequence[tuple[str, np.ndarray]]) -> plt.Figure:
     """Mid-ventricular ED slices: harmonized phantoms (top, framed in the vendor colour) and
     real preprocessed samples (bottom), on the same 192x192 mm grid and [0, 1] scale.
 
-    ``phantoms``: ``(title, vendor, volume H x W x D)``; ``real``: ``(title, volume)``.
+    ``phantoms``: ``(title, vendor, volume H x W x D)``; ``real``: ``(title, volume)``. With no
+    real samples the bottom row says so and where they come from, so the figure is never
+    silently half empty.
     """
     apply_style()
     n_cols = max(len(phantoms), len(real), 1)
-    n_rows = 2 if real else 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.6 * n_rows + 0.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(2, n_cols, figsize=(2.4 * n_cols, 2.6 * 2 + 0.3), squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -121,11 +125,16 @@ def plot_phantoms_vs_real(phantoms: Sequence[tuple[str, str, np.ndarray]],
             spine.set_color(vendor_color(vendor))
             spine.set_linewidth(3)
     axes[0, 0].set_ylabel("phantom", fontsize=10)
-    if real:
-        for ax, (title, volume) in zip(axes[1], real, strict=False):
-            ax.imshow(mid_slice(volume), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(title, fontsize=9)
-        axes[1, 0].set_ylabel("real sample", fontsize=10)
+    for ax, (title, volume) in zip(axes[1], real, strict=False):
+        ax.imshow(mid_slice(volume), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+    axes[1, 0].set_ylabel("real sample", fontsize=10)
+    if not real:
+        axes[1, 0].text(0.02, 0.5, "No real samples found (../shared/data/real-samples is "
+                        "absent).\n" + REAL_SAMPLES_SOURCE.replace(", cinema", ",\ncinema")
+                        + "\nPut them in ../shared/data/real-samples/<dataset>/sax_ed.nii.gz",
+                        transform=axes[1, 0].transAxes, ha="left", va="center", fontsize=9,
+                        wrap=False)
     fig.suptitle("Harmonized phantoms (top) beside real preprocessed samples (bottom), "
                  "ED mid slice", fontsize=10)
     return fig
