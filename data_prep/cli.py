@@ -14,26 +14,38 @@ from pathlib import Path
 
 from duallora.cli import OneLineParser, run_cli
 
+# CPU-seconds per subject of `python -m data_prep phantoms --scale 0.1` (88 training + 125 test
+# subjects: 228 CPU-s, 2.6 min on 2 cores; docs/PHANTOMS.md): a training subject renders its
+# full cine into raw files, a test subject only ED and ES, harmonized in memory
+SECONDS_PER_TRAINING_SUBJECT = 2
+SECONDS_PER_TEST_SUBJECT = 0.3
+
 
 def _register_phantoms(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("phantoms", help="write a synthetic multi-vendor cohort in the raw "
                             "ACDC / M&Ms / M&Ms-2 layouts")
     parser.add_argument("--out", type=Path, required=True, help="folder to write into")
     parser.add_argument("--scale", type=float, default=1.0,
-                        help="fraction of the real datasets' subject counts (default 1.0)")
+                        help="fraction of the real datasets' subject counts (default 1.0: about "
+                        "880 training subjects; 0.1: 88). A training subject costs about "
+                        f"{SECONDS_PER_TRAINING_SUBJECT} CPU-seconds (full cine, raw files)")
     parser.add_argument("--seed", type=int, default=0)
     _add_shift_options(parser)
     parser.add_argument("--generator", choices=("v2", "v1"), default="v2",
                         help="v2 (default): centres and shifts; v1: the original generator that "
                         "past results are pinned to (no shifts, no test cohorts)")
-    parser.add_argument("--test-per-vendor", type=int, default=250,
+    parser.add_argument("--test-per-vendor", type=int, default=None,
                         help="v2: balanced (50/50) harmonized test subjects per vendor, written "
-                        "to DIR/test_harmonized (0: none; default 250)")
+                        "to DIR/test_harmonized (0: none; default: 250 x --scale, at least 10, "
+                        "so --scale 0.1 adds 4 x 25 plus 25 unseen = 125 subjects). A test "
+                        f"subject costs about {SECONDS_PER_TEST_SUBJECT} CPU-seconds (ED and ES "
+                        "only, harmonized in memory)")
     parser.add_argument("--unseen-test", type=int, default=None,
                         help="v2: test subjects from the unseen centre (default: as many as "
                         "--test-per-vendor)")
     parser.add_argument("--val-per-vendor", type=int, default=0,
-                        help="v2: balanced validation subjects per vendor in DIR/val_harmonized")
+                        help="v2: balanced validation subjects per vendor in DIR/val_harmonized "
+                        "(default 0; costs as test subjects do)")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: all cores)")
     parser.set_defaults(func=_run_phantoms)
@@ -82,7 +94,7 @@ def _shifts(args: argparse.Namespace):  # -> Shifts (imported lazily: keeps --he
 
 
 def _run_phantoms(args: argparse.Namespace) -> int:
-    from data_prep.phantoms import write_phantom_cohort
+    from data_prep.phantoms import default_test_per_vendor, write_phantom_cohort
     from duallora.errors import KitError
 
     if args.generator == "v1":
@@ -91,8 +103,10 @@ def _run_phantoms(args: argparse.Namespace) -> int:
         write_phantom_cohort(args.out, scale=args.scale, seed=args.seed, workers=args.workers,
                              generator="v1")
         return 0
+    test_per_vendor = (default_test_per_vendor(args.scale) if args.test_per_vendor is None
+                       else args.test_per_vendor)
     write_phantom_cohort(args.out, scale=args.scale, seed=args.seed, workers=args.workers,
-                         shifts=_shifts(args), test_per_vendor=args.test_per_vendor,
+                         shifts=_shifts(args), test_per_vendor=test_per_vendor,
                          unseen_test=args.unseen_test, val_per_vendor=args.val_per_vendor)
     print(f"phantom cohort (v2) in {args.out}; oracle headroom in {args.out / 'headroom.json'}")
     return 0

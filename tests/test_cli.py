@@ -63,3 +63,20 @@ def test_interrupts_end_with_the_exit_code_of_the_signal(raised, code, message, 
     parser.add_subparsers(dest="command").add_parser("job").set_defaults(func=stopped)
     assert run_cli(parser, ["job"]) == code
     assert capsys.readouterr().err == f"duallora job: {message}\n"
+
+
+@pytest.mark.parametrize(("argv", "per_vendor"), [
+    (["--scale", "0.1"], 25), (["--scale", "1"], 250), (["--scale", "0.01"], 10),
+    (["--scale", "0.1", "--test-per-vendor", "0"], 0),
+    (["--scale", "0.1", "--test-per-vendor", "300"], 300)])
+def test_phantoms_test_cohort_scales_with_scale(argv, per_vendor, tmp_path, monkeypatch) -> None:
+    """A "10%" cohort gets a 10% test cohort (4 x 25 + 25 unseen), not 1,250 extra subjects."""
+    import data_prep.phantoms
+    from data_prep.cli import main as data_prep_main
+
+    calls = []
+    monkeypatch.setattr(data_prep.phantoms, "write_phantom_cohort",
+                        lambda out, **kwargs: calls.append(kwargs) or out)
+    assert data_prep_main(["phantoms", "--out", str(tmp_path), *argv]) == 0
+    assert calls[0]["test_per_vendor"] == per_vendor
+    assert calls[0]["unseen_test"] is None  # the unseen centre follows --test-per-vendor

@@ -46,6 +46,17 @@ from data_prep.phantoms.shifts import Shifts, default_shifts, no_shift, parse_sh
 GENERATORS = ("v1", "v2")
 TEST_DIR = "test_harmonized"
 VAL_DIR = "val_harmonized"
+FULL_TEST_PER_VENDOR = 250   # balanced test subjects per vendor at --scale 1 (docs/PHANTOMS.md)
+MIN_TEST_PER_VENDOR = 10     # 5 per label: the smallest test cohort that still has both labels
+
+
+def default_test_per_vendor(scale: float) -> int:
+    """Balanced test subjects per vendor that ``--scale`` implies (and as many unseen).
+
+    The test cohort shrinks with the training cohort so that a "10%" cohort costs about 10% of
+    a full one: 250 per vendor at scale 1, 25 at scale 0.1, never fewer than 10.
+    """
+    return max(MIN_TEST_PER_VENDOR, round(FULL_TEST_PER_VENDOR * scale))
 
 
 def write_phantom_cohort(out: Path, scale: float = 1.0, seed: int = 0,
@@ -95,6 +106,6 @@ def write_phantom_cohort(out: Path, scale: float = 1.0, seed: int = 0,
     return out
 
 
-__all__ = ["GENERATORS", "Shifts", "SubjectSpec", "default_shifts", "no_shift", "parse_shifts",
-           "render_phantom", "write_phantom_cohort", "write_phantom_cohort_v1",
-           "write_population_cohort"]
+__all__ = ["GENERATORS", "Shifts", "SubjectSpec", "default_shifts", "default_test_per_vendor",
+           "no_shift", "parse_shifts", "render_phantom", "write_phantom_cohort",
+           "write_phantom_cohort_v1", "write_population_cohort"]
