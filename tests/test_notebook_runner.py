@@ -29,11 +29,16 @@ def test_committed_notebooks_are_clean() -> None:
                 assert not cell.outputs, f"{path.name} is committed with outputs"
 
 
-def test_welcome_runs(tmp_path) -> None:
+def test_welcome_runs(tmp_path, capfd) -> None:
     import nbformat
 
     results = run_notebooks(out_dir=tmp_path / "reports", data_dir=tmp_path / "data",
                             quick=True, only=["00"])
+    # the kernel talks over local sockets (no "running over TCP without encryption" warning),
+    # and the progress names the notebook and the section it is in
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.out + captured.err
+    assert "00_welcome" in captured.err and "How to run them" in captured.err
     executed = tmp_path / "reports" / "notebooks" / "00_welcome.ipynb"
     assert [r.output for r in results] == [executed]
     nb = nbformat.read(executed, as_version=4)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from duallora import paths
 from duallora.errors import KitError
+from duallora.notebooks.kernel import SectionProgress, is_code, local_kernel_config
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[\w-]+\.ipynb$")
 
@@ -63,6 +64,13 @@ def _failing_cell(executed: Path) -> str:
     return "unknown cell"
 
 
+def _count_code_cells(notebook: Path) -> int:
+    """Code cells the kernel will run, plus the one papermill injects with the parameters."""
+    import nbformat
+
+    return sum(map(is_code, nbformat.read(notebook, as_version=4).cells)) + 1
+
+
 def run_notebooks(
     out_dir: Path,
     data_dir: Path,
@@ -92,17 +100,21 @@ def run_notebooks(
         bar.set_postfix_str(notebook.name)
         output = executed_dir / notebook.name
         start = time.perf_counter()
+        progress = SectionProgress(notebook.stem, _count_code_cells(notebook))
         try:
-            pm.execute_notebook(
-                str(notebook),
-                str(output),
-                parameters={"quick": quick, "data_dir": str(data_dir),
-                            "out_dir": str(out_dir), "seed": seed},
-                cwd=str(notebook.parent),
-                progress_bar=False,
-                execution_timeout=cell_timeout,
-                kernel_name="python3",
-            )
+            with local_kernel_config() as kernel_config:
+                pm.execute_notebook(
+                    str(notebook),
+                    str(output),
+                    parameters={"quick": quick, "data_dir": str(data_dir),
+                                "out_dir": str(out_dir), "seed": seed},
+                    cwd=str(notebook.parent),
+                    progress_bar=False,
+                    execution_timeout=cell_timeout,
+                    kernel_name="python3",
+                    config=kernel_config,
+                    on_cell_start=progress.on_cell_start,
+                )
         except pm.PapermillExecutionError as err:
             raise KitError(
                 f"notebook {notebook.name} failed in {_failing_cell(output)}: "
@@ -112,6 +124,8 @@ def run_notebooks(
         except Exception as err:  # kernel death, missing parameters cell, unreadable notebook
             raise KitError(f"notebook {notebook.name} could not run: "
                            f"{type(err).__name__}: {err}") from None
+        finally:
+            progress.close()
         seconds = time.perf_counter() - start
         results.append(NotebookResult(notebook.name, output, seconds))
         tqdm.write(f"  {notebook.name}: {seconds:.1f} s -> {output}")
