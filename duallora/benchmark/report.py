@@ -64,23 +64,27 @@ def headline_table(result: dict[str, Any]) -> str:
     primary = h1.get("primary")
     if not primary:
         return "(no primary comparison in this plan)"
-    rows = ["| endpoint | Med-DualLoRA - FedAvg-LoRA | 95% CI | p (two-level bootstrap) | "
-            "paired t p | seeds won | MDE |", "|---|---|---|---|---|---|---|"]
-    for metric, label in (("balanced_accuracy", "pooled balanced accuracy"),
-                          ("auc", "pooled AUC")):
+    ba = primary["balanced_accuracy"]
+    rows = [f"Inference: {ba.get('method') or 'two-level bootstrap'}.", "",
+            "| endpoint | Med-DualLoRA - FedAvg-LoRA | 95% CI | p | MDE |",
+            "|---|---|---|---|---|"]
+    for metric, label in (("balanced_accuracy", "pooled balanced accuracy (primary)"),
+                          ("auc", "pooled AUC (descriptive, not tested)")):
         c = primary[metric]
+        p = _f(c.get("p", c.get("p_bootstrap"))) if metric == "balanced_accuracy" else "-"
         rows.append(f"| {label} | {_f(c['diff'], sign=True)} | [{_f(c['low'], sign=True)}, "
-                    f"{_f(c['high'], sign=True)}] | {_f(c['p_bootstrap'])} | {_f(c['t_p'])} | "
-                    f"{_f(c['share_a_wins'], 2)} | {_f(c['mde'])} |")
+                    f"{_f(c['high'], sign=True)}] | {p} | {_f(c['mde'])} |")
     fraction = h1.get("headroom_fraction")
     share, reason = (fraction.get("value"), fraction.get("reason")) \
         if isinstance(fraction, dict) else (fraction, None)
+    needed = (f"cohort seeds needed to resolve 0.05 at power 0.8 (from the spread of the cohort "
+              f"means): {h1['cohorts_needed_for_0.05']}" if "cohorts_needed_for_0.05" in h1
+              else "training seeds needed to resolve 0.05 at power 0.8 within this one cohort: "
+              f"{h1.get('seeds_needed_for_0.05', '-')}")
     rows.append("")
     rows.append(f"Oracle headroom at this cell: {_f(h1.get('headroom'), sign=True)} BA; share "
-                f"closed: {_f(share)}{f' ({reason})' if reason else ''}. Seeds needed to "
-                "resolve 0.05 at power 0.8 (from this run's seed spread): "
-                f"{h1.get('seeds_needed_for_0.05', '-')}; the test-sampling error "
-                f"({_f(primary['balanced_accuracy'].get('sampling_se'))}) does not shrink with "
+                f"closed: {_f(share)}{f' ({reason})' if reason else ''}. {needed.capitalize()}; "
+                f"the test-sampling error ({_f(ba.get('sampling_se'))}) does not shrink with "
                 "training seeds, only with more test subjects or cohort seeds.")
     return "\n".join(rows)
 
@@ -99,15 +103,15 @@ def arms_table(cell: dict[str, Any], costs: dict[str, float] | None = None) -> s
 
 
 def secondary_table(h1: dict[str, Any]) -> str:
-    rows = ["| Med-DualLoRA minus | BA difference [95% CI] | p | p (Holm) | MDE | AUC "
-            "difference [95% CI] | reading |", "|---|---|---|---|---|---|---|"]
+    rows = ["| Med-DualLoRA minus | BA difference [95% CI] | p (Holm) | MDE | AUC "
+            "difference [95% CI] | reading |", "|---|---|---|---|---|---|"]
     for arm, value in h1["secondary"].items():
         ba, auc = value["balanced_accuracy"], value["auc"]
         holm = ba.get("p_holm")
         reading = ("resolved" if holm is not None and holm < 0.05 else
                    "not resolvable at this size")
         rows.append(f"| {ARM_LABELS.get(arm, arm)} | {_interval(ba, 'diff', True)} | "
-                    f"{_f(ba['p_bootstrap'])} | {_f(holm)} | {_f(ba['mde'])} | "
+                    f"{_f(holm)} | {_f(ba['mde'])} | "
                     f"{_interval(auc, 'diff', True)} | {reading} |")
     return "\n".join(rows)
 
@@ -127,11 +131,15 @@ def h2_text(h2: dict[str, Any]) -> str:
     if "skipped" in h2:
         return h2["skipped"]
     tost = h2["tost"]
-    verdict = ("equivalent within the margin" if tost["equivalent"] else
-               "equivalence not shown at this size")
-    lines = [f"Two blocks - all blocks (BA): {_f(tost['diff'], sign=True)}, 90% CI "
-             f"[{_f(tost['low90'], sign=True)}, {_f(tost['high90'], sign=True)}], margin "
-             f"+-{h2['margin']:.2f}, TOST p = {_f(tost['p_tost'])}: **{verdict}**."]
+    if "uninformative" in tost:
+        lines = [f"Equivalence (TOST) not tested, it would be uninformative: "
+                 f"{tost['uninformative']}."]
+    else:
+        verdict = ("equivalent within the margin" if tost["equivalent"] else
+                   "equivalence not shown at this size")
+        lines = [f"Two blocks - all blocks (BA): {_f(tost['diff'], sign=True)}, 90% CI "
+                 f"[{_f(tost['low90'], sign=True)}, {_f(tost['high90'], sign=True)}], margin "
+                 f"+-{h2['margin']:.2f}, TOST p = {_f(tost['p_tost'])}: **{verdict}**."]
     gap = h2.get("gap")
     if gap:
         value = gap.get("value")

@@ -41,33 +41,51 @@ Draws are generated from ``seed`` and the replicates' structure only (never from
 with the same ``seed`` and ``n_boot`` see the same resamples (common random numbers): their stored
 draws line up, which is what ``gap_recovered`` and ``headroom_fraction`` use for their intervals.
 
-Tests
------
-- ``paired_difference``: the two-level bootstrap interval and two-sided p of ``a - b``; the paired
-  t over replicates; a Wilcoxon signed-rank test over replicates **only from 6 replicates**: with
-  ``N`` values its smallest two-sided p is ``2 / 2^N`` (0.0625 for 5, 0.25 for 3), so below 6 it
-  can never reach p < 0.05 and reporting it would only look like evidence of no effect
-  (``wilcoxon_over_seeds`` raises, ``paired_difference`` reports ``None`` with the reason).
+Inference over cohort means (the primary test)
+----------------------------------------------
+Replicates that share a cohort seed share its training subjects and its test subjects, so they
+are not independent: ``full`` has 18 replicates from 3 cohorts, and a test that counts 18 would
+claim a precision the design does not have. With two or more cohort seeds every primary number
+is therefore computed over the **cohort means** (the mean over a cohort's train seeds of the
+per-replicate value, or paired difference): the estimate is their mean, its interval and p a
+one-sample t with ``cohorts - 1`` degrees of freedom, and the minimum detectable difference
+``(t_{1-alpha/2, df} + t_{power, df}) * se`` comes from the same t. Cohort means are independent
+and, being means over hundreds of test subjects, close to normal, so this is exact up to that
+approximation; ``tests/test_inference.py`` checks its coverage and false-positive rate by
+simulation at 3 and 5 cohorts. The two-level bootstrap stays beside it (``p_bootstrap``,
+``boot_low``/``boot_high``): with few cohorts its outer level sees only a handful of values and
+its nominal 95% interval covers about 75% when the between-cohort variance dominates, so it is
+never the primary test when there is more than one cohort. With a single cohort seed there is no
+between-cohort spread to estimate: the primary numbers are the bootstrap's, *conditional on that
+cohort's training data*, and ``method`` says so.
+
+Other tests
+-----------
+- a Wilcoxon signed-rank test over **cohort means**, only from 6 cohorts: with ``N`` values its
+  smallest two-sided p is ``2 / 2^N`` (0.0625 for 5), so below 6 it can never reach p < 0.05.
+  It is never computed over replicates that share a cohort (pseudo-replicates).
 - For AUC also DeLong's test (``delong_paired``: the paired DeLong 1988 covariance computed with
   the O(n log n) midrank algorithm of Sun & Xu 2014). With one replicate it is the ordinary paired
   DeLong test. With several it is *combined*: the mean over replicates of the AUC difference, its
   variance from DeLong's covariance of all the cohort's AUCs (shared subjects) summed over cohort
   seeds (independent subjects). It is conditional on the trained models -- test sampling only, no
   seed spread -- so it answers "do these trained models differ on this population", not "does
-  the strategy train better"; the bootstrap and the t over seeds answer the latter.
+  the strategy train better"; the primary test answers the latter.
 - ``holm``: a family of comparisons (one primary comparator against each baseline) is corrected by
-  Holm's step-down method: it controls the family-wise error rate like Bonferroni under any
-  dependence between the tests, and is uniformly more powerful.
-- ``tost``: equivalence (two one-sided tests) through the ``1 - 2 alpha`` two-level interval.
+  Holm's step-down method on the primary ``p``: it controls the family-wise error rate like
+  Bonferroni under any dependence between the tests, and is uniformly more powerful.
+- ``tost``: equivalence (two one-sided tests) through the ``1 - 2 alpha`` interval of the primary
+  method. It is only informative when both arms learned something: ``analysis`` runs it only
+  when both beat the head-only probe, and otherwise reports why it did not.
 
 Power
 -----
-``mde`` (minimum detectable difference) is ``(z_{1-alpha/2} + z_power) * se``: the true
-difference that a two-sided level-``alpha`` test with this standard error detects with
-probability ``power`` (2.80 se at 0.05 / 0.8). It is printed next to every unresolved result:
-an interval that includes 0 says "not resolvable at this size", never "no difference".
-``seeds_needed`` gives the replicates a paired t-test needs to detect ``delta`` given the
-seed-to-seed sd of the paired difference (noncentral t), for the pilot mode.
+``mde`` (minimum detectable difference) is the true difference that a two-sided level-``alpha``
+test with this standard error detects with probability ``power``: ``(t_{1-alpha/2, df} +
+t_{power, df}) * se`` over cohort means, ``(z_{1-alpha/2} + z_power) * se`` (2.80 se) for one
+cohort. It is printed next to every unresolved result: an interval that includes 0 says "not
+resolvable at this size", never "no difference". ``seeds_needed`` gives the independent
+replicates (cohorts) a t-test needs to detect ``delta`` given their sd (noncentral t).
 
 Metrics are those of ``duallora.results.metrics.binary_metrics`` (threshold 0.5, NaN when
 undefined), computed here from resample *multiplicities* (a weight matrix) so that thousands of
@@ -150,6 +168,10 @@ class Estimate:
     level: float
     draws: np.ndarray = field(repr=False, compare=False)
     design: tuple = field(repr=False, compare=False)
+    df: int | None = None             # cohorts - 1 when the interval is a t over cohort means
+    method: str = ""                  # how low/high were obtained (see the module docstring)
+    boot_low: float = math.nan        # the two-level bootstrap interval, beside it
+    boot_high: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """Every number, JSON-ready (without the bootstrap draws)."""
@@ -160,8 +182,11 @@ class Estimate:
 class Comparison:
     """Paired difference ``arm_a - arm_b`` of one metric, with every test of its significance.
 
-    ``reasons`` maps a field left ``None`` (``t_p``, ``wilcoxon_p``, ``delong_p``) to why; it also
-    says how ``delong_p`` was obtained when several replicates were combined."""
+    ``diff``, ``low``, ``high``, ``se``, ``p``, ``mde`` and ``resolvable`` are the primary
+    method's (``method``: a t over cohort means with ``df`` degrees of freedom, or the bootstrap
+    conditional on one cohort); ``t_p`` is that t's p (``None`` for one cohort). ``reasons`` maps
+    a field left ``None`` (``t_p``, ``wilcoxon_p``, ``delong_p``) to why; it also says how
+    ``delong_p`` was obtained when several replicates were combined."""
 
     arm_a: str
     arm_b: str
@@ -190,6 +215,11 @@ class Comparison:
     reasons: dict[str, str] = field(default_factory=dict)
     draws: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
     design: tuple = field(default=(), repr=False, compare=False)
+    p: float = math.nan               # the primary two-sided p (what Holm corrects)
+    df: int | None = None
+    method: str = ""
+    boot_low: float = math.nan
+    boot_high: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """Every number, JSON-ready (without the bootstrap draws)."""
@@ -454,9 +484,62 @@ def _n_subjects(cohorts: list[_Cohort]) -> int:
     return int(sum(len(cohort.labels) for cohort in cohorts))
 
 
+# ------------------------------------------------------------- inference over cohort means
+@dataclass(frozen=True)
+class CohortT:
+    """A one-sample t over cohort means: the primary inference with two or more cohort seeds."""
+
+    mean: float
+    low: float
+    high: float
+    se: float
+    p: float
+    df: int
+    mde: float
+    n_cohorts: int
+
+
+def cohort_means(values: np.ndarray, cohort_of: Sequence[int]) -> np.ndarray:
+    """Mean of the finite ``values`` of each cohort (in first-seen order); cohorts with no finite
+    value are left out (e.g. AUC undefined in every replicate of that cohort)."""
+    values = np.asarray(values, dtype=np.float64)
+    means = []
+    for cohort in dict.fromkeys(cohort_of):
+        mine = values[[c == cohort for c in cohort_of]]
+        mine = mine[np.isfinite(mine)]
+        if len(mine):
+            means.append(float(mine.mean()))
+    return np.asarray(means)
+
+
+def cohort_t(means: np.ndarray, level: float = 0.95, alpha: float = 0.05,
+             power: float = 0.8) -> CohortT | None:
+    """t interval, two-sided p of ``mean = 0`` and MDE over independent cohort means (``None``
+    below two cohorts). When every cohort has the same value the spread is 0: the interval is
+    that value and p is 1 if it is 0, else 0 (no sampling variation to test against)."""
+    means = np.asarray(means, dtype=np.float64)
+    n = len(means)
+    if n < 2:
+        return None
+    df = n - 1
+    mean = float(means.mean())
+    se = float(np.std(means, ddof=1) / math.sqrt(n))
+    critical = float(sps.t.ppf(0.5 + level / 2, df))
+    mde = float((sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(power, df)) * se)
+    if se < 1e-15:
+        return CohortT(mean, mean, mean, 0.0, 1.0 if abs(mean) < 1e-15 else 0.0, df, 0.0, n)
+    p = float(2 * sps.t.sf(abs(mean) / se, df))
+    return CohortT(mean, mean - critical * se, mean + critical * se, se, p, df, mde, n)
+
+
+def _cohort_ids(reps: Sequence[Replicate]) -> list[int]:
+    return [rep.cohort_seed for rep in reps]
+
+
 def estimate(reps: Sequence[Replicate], arm: str, metric: str, *, n_boot: int = 2000,
              seed: int = 0, level: float = 0.95) -> Estimate:
-    """Mean over replicates of ``arm``'s ``metric`` with its two-level bootstrap interval."""
+    """Mean of ``arm``'s ``metric`` with its interval: a t over cohort means with two or more
+    cohort seeds, else the two-level bootstrap conditional on the one cohort."""
     _check_level(level)
     reps = list(reps)
     cohorts = _check(reps, [arm], metric)
@@ -465,12 +548,23 @@ def estimate(reps: Sequence[Replicate], arm: str, metric: str, *, n_boot: int = 
              for instances, multiplicity, values in _bootstrap(reps, cohorts, [arm], metric,
                                                                n_boot, seed)]
     draws, sampling_se = _combine(parts, n_boot, len(reps))
-    low, high, se = _interval(draws, level)
-    return Estimate(arm=arm, metric=metric, value=_mean(per_rep), low=low, high=high,
-                    se=se, seed_sd=_sd(per_rep), sampling_se=sampling_se,
-                    n_replicates=len(reps), n_cohorts=len(cohorts),
-                    n_subjects=_n_subjects(cohorts), level=level, draws=draws,
-                    design=_design(reps, n_boot, seed))
+    boot_low, boot_high, boot_se = _interval(draws, level)
+    common = dict(arm=arm, metric=metric, seed_sd=_sd(per_rep), sampling_se=sampling_se,
+                  n_replicates=len(reps), n_cohorts=len(cohorts),
+                  n_subjects=_n_subjects(cohorts), level=level, draws=draws,
+                  design=_design(reps, n_boot, seed), boot_low=boot_low, boot_high=boot_high)
+    clustered = cohort_t(cohort_means(per_rep, _cohort_ids(reps)), level)
+    if clustered is not None:
+        return Estimate(value=clustered.mean, low=clustered.low, high=clustered.high,
+                        se=clustered.se, df=clustered.df,
+                        method=f"t over {clustered.n_cohorts} cohort means "
+                               f"({clustered.df} df)", **common)
+    return Estimate(value=_mean(per_rep), low=boot_low, high=boot_high, se=boot_se,
+                    method=CONDITIONAL, **common)
+
+
+CONDITIONAL = ("two-level bootstrap, conditional on the one cohort seed's training data (no "
+               "between-cohort spread can be estimated from one cohort)")
 
 
 def _bootstrap_p(draws: np.ndarray) -> float:
@@ -484,22 +578,15 @@ def _bootstrap_p(draws: np.ndarray) -> float:
     return float(min(1.0, 2 * min(below, above)))
 
 
-def _t_test(diffs: np.ndarray) -> tuple[float | None, str | None]:
-    if len(diffs) < 2:
-        return None, f"a paired t over replicates needs >= 2 replicates (have {len(diffs)})"
-    if np.allclose(diffs, 0, atol=1e-12):
-        return 1.0, None
-    if np.std(diffs) < 1e-12:
-        return None, "every replicate has the same difference: no seed spread, t undefined"
-    return float(sps.ttest_1samp(diffs, 0.0).pvalue), None
-
-
 def paired_difference(reps: Sequence[Replicate], arm_a: str, arm_b: str, metric: str, *,
                       n_boot: int = 2000, seed: int = 0, level: float = 0.95,
                       alpha: float = 0.05, power: float = 0.8) -> Comparison:
-    """``arm_a - arm_b`` paired within replicates (the same subject resample for both arms), with
-    the two-level bootstrap interval and p, the paired t and (from 6 replicates) the Wilcoxon test
-    over replicates, the share of replicates won by ``a``, the MDE, and DeLong for AUC."""
+    """``arm_a - arm_b`` paired within replicates (the same subject resample for both arms).
+
+    Primary (``p``, ``low``/``high``, ``mde``, ``resolvable``): a t over cohort means with two or
+    more cohort seeds, else the two-level bootstrap conditional on the one cohort. Beside it: the
+    bootstrap interval and p, a Wilcoxon test over cohort means (from 6 cohorts), the share of
+    replicates won by ``a`` (descriptive) and, for AUC, DeLong."""
     _check_level(level)
     _check_level(alpha, "alpha")
     _check_level(power, "power")
@@ -513,40 +600,54 @@ def paired_difference(reps: Sequence[Replicate], arm_a: str, arm_b: str, metric:
              for instances, multiplicity, values in _bootstrap(reps, cohorts, [arm_a, arm_b],
                                                                metric, n_boot, seed)]
     draws, sampling_se = _combine(parts, n_boot, len(reps))
-    low, high, se = _interval(draws, level)
+    boot_low, boot_high, boot_se = _interval(draws, level)
+    p_bootstrap = _bootstrap_p(draws)
     reasons: dict[str, str] = {}
-    finite_diffs = diffs[np.isfinite(diffs)]
-    t_p, why = _t_test(finite_diffs)
-    if why:
-        reasons["t_p"] = why
-    wilcoxon_p = None
-    if len(finite_diffs) < MIN_WILCOXON:
-        reasons["wilcoxon_p"] = (f"needs >= {MIN_WILCOXON} seeds (have {len(finite_diffs)}): "
-                                 "below that it can never reach p < 0.05")
+    means = cohort_means(diffs, _cohort_ids(reps))
+    clustered = cohort_t(means, level, alpha, power)
+    if clustered is not None:
+        diff, low, high, se = clustered.mean, clustered.low, clustered.high, clustered.se
+        p, t_p, mde, df = clustered.p, clustered.p, clustered.mde, clustered.df
+        method = f"t over {clustered.n_cohorts} cohort means ({df} df)"
     else:
-        wilcoxon_p = wilcoxon_over_seeds(finite_diffs)
+        diff, low, high, se, p, t_p, df = _mean(diffs), boot_low, boot_high, boot_se, \
+            p_bootstrap, None, None
+        mde = float((sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)) * se)
+        method = CONDITIONAL
+        reasons["t_p"] = (f"needs >= 2 cohort seeds (have {len(means)}): replicates that share "
+                          "a cohort are not independent")
+    wilcoxon_p = None
+    if len(means) < MIN_WILCOXON:
+        reasons["wilcoxon_p"] = (f"needs >= {MIN_WILCOXON} cohort seeds (have {len(means)}): "
+                                 "below that it can never reach p < 0.05, and replicates that "
+                                 "share a cohort are not independent")
+    else:
+        wilcoxon_p = wilcoxon_over_seeds(means)
     delong_p = None
     if metric == "auc":
         delong_p, why = _combined_delong(reps, cohorts, arm_a, arm_b)
         reasons["delong_p"] = why
+    finite_diffs = diffs[np.isfinite(diffs)]
     wins = float(np.mean((finite_diffs > 0) + 0.5 * (finite_diffs == 0))) \
         if len(finite_diffs) else math.nan
-    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
     return Comparison(
-        arm_a=arm_a, arm_b=arm_b, metric=metric, diff=_mean(diffs), low=low,
-        high=high, se=se, seed_sd=_sd(diffs), sampling_se=sampling_se,
-        p_bootstrap=_bootstrap_p(draws), t_p=t_p, wilcoxon_p=wilcoxon_p, share_a_wins=wins,
-        mde=float(z * se), resolvable=bool(low > 0 or high < 0), n_replicates=len(reps),
+        arm_a=arm_a, arm_b=arm_b, metric=metric, diff=diff, low=low, high=high, se=se,
+        seed_sd=_sd(diffs), sampling_se=sampling_se, p_bootstrap=p_bootstrap, t_p=t_p,
+        wilcoxon_p=wilcoxon_p, share_a_wins=wins, mde=mde,
+        resolvable=bool(low > 0 or high < 0), n_replicates=len(reps),
         n_cohorts=len(cohorts), n_subjects=_n_subjects(cohorts),
-        value_a=_mean(per_a), value_b=_mean(per_b), level=level,
+        value_a=_mean(cohort_means(per_a, _cohort_ids(reps))),
+        value_b=_mean(cohort_means(per_b, _cohort_ids(reps))), level=level,
         alpha=alpha, power=power, delong_p=delong_p, reasons=reasons, draws=draws,
-        design=_design(reps, n_boot, seed))
+        design=_design(reps, n_boot, seed), p=p, df=df, method=method, boot_low=boot_low,
+        boot_high=boot_high)
 
 
 # --------------------------------------------------------------------------- seed tests
 def wilcoxon_over_seeds(diffs: Sequence[float] | np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p of per-seed paired differences; refused below 6 values,
-    where even a difference of the same sign in every seed gives p = 2 / 2^N >= 0.0625."""
+    """Two-sided Wilcoxon signed-rank p of independent paired differences (cohort means, never
+    replicates sharing a cohort); refused below 6 values, where even a difference of the same
+    sign in every one gives p = 2 / 2^N >= 0.0625."""
     diffs = np.asarray(diffs, dtype=np.float64)
     if diffs.ndim != 1 or not np.isfinite(diffs).all():
         raise KitError("wilcoxon_over_seeds needs a 1-D array of finite per-seed differences")
@@ -680,18 +781,28 @@ def _combined_delong(reps: list[Replicate], cohorts: list[_Cohort], arm_a: str, 
 # ------------------------------------------------------------------------- equivalence
 def tost(reps: Sequence[Replicate], arm_a: str, arm_b: str, metric: str, margin: float, *,
          n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> Equivalence:
-    """Two one-sided tests of ``|a - b| < margin`` through the ``1 - 2 alpha`` two-level
-    bootstrap interval: equivalent when it lies inside ``(-margin, +margin)``. ``p_tost`` is the
-    larger of the two one-sided bootstrap p-values (share of draws at or beyond each margin)."""
+    """Two one-sided tests of ``|a - b| < margin`` through the ``1 - 2 alpha`` interval of the
+    primary method: equivalent when it lies inside ``(-margin, +margin)``. ``p_tost`` is the
+    larger of the two one-sided p-values (from the t over cohort means, or with one cohort the
+    share of bootstrap draws at or beyond each margin).
+
+    Equivalence of two arms that learned nothing is trivially true; callers check first that
+    both arms beat a reference (``duallora.benchmark.analysis`` uses the head-only probe)."""
     if not margin > 0:
         raise KitError(f"the equivalence margin must be > 0, got {margin}")
     if not 0 < alpha < 0.5:
         raise KitError(f"alpha must be between 0 and 0.5, got {alpha}")
     comparison = paired_difference(reps, arm_a, arm_b, metric, n_boot=n_boot, seed=seed,
                                    level=1 - 2 * alpha)
-    finite = comparison.draws[np.isfinite(comparison.draws)]
-    lower = (np.sum(finite <= -margin) + 1) / (len(finite) + 1)
-    upper = (np.sum(finite >= margin) + 1) / (len(finite) + 1)
+    if comparison.df is not None and comparison.se > 0:
+        lower = float(sps.t.sf((comparison.diff + margin) / comparison.se, comparison.df))
+        upper = float(sps.t.cdf((comparison.diff - margin) / comparison.se, comparison.df))
+    elif comparison.df is not None:  # every cohort gave the same difference
+        lower = upper = 0.0 if abs(comparison.diff) < margin else 1.0
+    else:
+        finite = comparison.draws[np.isfinite(comparison.draws)]
+        lower = (np.sum(finite <= -margin) + 1) / (len(finite) + 1)
+        upper = (np.sum(finite >= margin) + 1) / (len(finite) + 1)
     return Equivalence(arm_a=arm_a, arm_b=arm_b, metric=metric, diff=comparison.diff,
                        low90=comparison.low, high90=comparison.high, margin=margin,
                        equivalent=bool(-margin < comparison.low and comparison.high < margin),
@@ -737,20 +848,28 @@ def headroom_fraction(diff: float | Comparison, headroom: float | Comparison,
 def gap_recovered(two_blocks: Estimate, all_blocks: Estimate, head_only: Estimate) -> Share:
     """H2: share of the (all blocks - head only) gap that adapting two blocks recovers,
     ``(two - head) / (all - head)``, with an interval from the three estimates' aligned draws
-    (compute them from the same replicates with the same ``n_boot`` and ``seed``). ``None`` when
-    the all - head-only interval includes 0: then there is no gap to recover."""
+    (compute them from the same replicates with the same ``n_boot`` and ``seed``).
+
+    Only for a gap resolved above 0 (the bootstrap interval of all - head-only): when it
+    includes 0 there is no gap to recover, and when it is below 0 the head-only probe beats
+    all blocks, so a "share" would be a ratio of two negatives that reads as a recovery."""
     _aligned(two_blocks, all_blocks, head_only)
     if len({two_blocks.metric, all_blocks.metric, head_only.metric}) != 1:
         raise KitError("gap_recovered needs three estimates of the same metric")
     gap_draws = all_blocks.draws - head_only.draws
     low, high, _ = _interval(gap_draws, all_blocks.level)
-    if not (low > 0 or high < 0):
+    gap = all_blocks.value - head_only.value
+    if high < 0:
+        return Share(None, reason="uninformative: the head-only probe beats all blocks "
+                                  f"(all - head-only {gap:+.3f} [{low:.3f}, {high:.3f}]); a "
+                                  "share of a negative gap is meaningless")
+    if not low > 0:
         return Share(None, reason="uninformative: head-only is as good as all blocks "
-                                  f"(all - head-only {all_blocks.value - head_only.value:+.3f} "
-                                  f"[{low:.3f}, {high:.3f}] includes 0)")
+                                  f"(all - head-only {gap:+.3f} [{low:.3f}, {high:.3f}] "
+                                  "includes 0)")
     share_low, share_high = _ratio_interval(two_blocks.draws - head_only.draws, gap_draws,
                                             all_blocks.level)
-    value = (two_blocks.value - head_only.value) / (all_blocks.value - head_only.value)
+    value = (two_blocks.value - head_only.value) / gap
     return Share(float(value), share_low, share_high)
 
 
@@ -768,6 +887,7 @@ def describe(comparison: Comparison, *, metric: str | None = None) -> str:
             f"{comparison.n_replicates} replicates) = {comparison.diff:+.3f} "
             f"[{comparison.low:.3f}, {comparison.high:.3f}]")
     if comparison.resolvable:
-        return f"{head}, {_format_p(comparison.p_bootstrap)}"
+        p = comparison.p if math.isfinite(comparison.p) else comparison.p_bootstrap
+        return f"{head}, {_format_p(p)}"
     return (f"{head}: not resolvable at this size (minimum detectable difference "
             f"{comparison.mde:.3f})")
