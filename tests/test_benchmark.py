@@ -68,6 +68,30 @@ def test_primary_difference_is_the_mean_of_the_runs_own_differences(benchmark: d
     assert primary["mde"] > 0
 
 
+def test_every_arm_has_per_vendor_worst_vendor_and_calibration(benchmark: dict):
+    plan, result = benchmark["plan"], benchmark["result"]
+    cell = result["cells"][plan.primary_cell.key]
+    folders = _runs(benchmark["data"], plan.primary_cell, "med_duallora")
+    for vendor in ("Canon", "GE", "Philips", "Siemens"):
+        own = []
+        for folder in folders:
+            frame = pd.read_csv(folder / "predictions.csv")
+            part = frame[(frame["split"] == "test") & (frame["client"] == vendor)]
+            own.append(binary_metrics(part["label"].to_numpy(), part["prob"].to_numpy())[
+                "balanced_accuracy"])
+        entry = cell["vendors"]["med_duallora"]["per_vendor"][vendor]["balanced_accuracy"]
+        assert entry["value"] == pytest.approx(float(np.mean(own)))
+        assert entry["low"] <= entry["value"] <= entry["high"]
+    for arm, table in cell["vendors"].items():
+        values = {v: m["balanced_accuracy"]["value"] for v, m in table["per_vendor"].items()}
+        assert table["worst_vendor"]["value"] == min(values.values()), arm
+        assert values[table["worst_vendor"]["vendor"]] == min(values.values()), arm
+    for arm, metrics in cell["arms"].items():
+        assert 0 <= metrics["brier"]["value"] <= 1 and 0 <= metrics["ece"]["value"] <= 1, arm
+    text = (benchmark["out"] / "benchmark.md").read_text()
+    assert "worst vendor" in text and "Brier" in text and "ECE" in text
+
+
 def test_negative_control_and_dose_response_cover_every_label_strength(benchmark: dict):
     dose = benchmark["result"]["h1"]["dose_response"]
     assert sorted(row["label_strength"] for row in dose) == [0.0, 1.0]

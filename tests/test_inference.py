@@ -474,3 +474,27 @@ def test_h2_runs_tost_only_when_both_arms_beat_the_head_only_probe() -> None:
     section = h2_section(plan, learned)
     assert all(check["beats"] for check in section["beats_head_only"])
     assert section["tost"]["margin"] == plan.margin and "equivalent" in section["tost"]
+
+
+# ------------------------------------------------------------------------- calibration
+def test_brier_and_ece_match_their_definitions_and_a_calibrated_model() -> None:
+    rng = np.random.default_rng(50)
+    probs = rng.random(4000)
+    labels = (rng.random(4000) < probs).astype(int)  # calibrated by construction
+    weights = np.ones((1, 4000))
+    brier = weighted_metric(weights, labels, probs, "brier")[0]
+    assert brier == pytest.approx(np.mean((probs - labels) ** 2))
+    ece = weighted_metric(weights, labels, probs, "ece")[0]
+    bins = np.minimum((probs * 10).astype(int), 9)
+    by_hand = sum(abs(labels[bins == b].mean() - probs[bins == b].mean()) * np.mean(bins == b)
+                  for b in range(10))
+    assert ece == pytest.approx(by_hand) and ece < 0.03
+    overconfident = np.clip(1.6 * (probs - 0.5) + 0.5, 0.0, 1.0)
+    assert weighted_metric(weights, labels, overconfident, "ece")[0] > 0.08
+    # resample multiplicities agree with repeating subjects
+    index = rng.integers(0, 4000, 4000)
+    counts = np.bincount(index, minlength=4000)[None, :].astype(float)
+    assert weighted_metric(counts, labels, probs, "brier")[0] == pytest.approx(
+        np.mean((probs[index] - labels[index]) ** 2))
+    reps = [Replicate(labels, np.where(labels == 1, "v|1", "v|0"), {"a": probs}, 0, 0)]
+    assert estimate(reps, "a", "ece", n_boot=50).value == pytest.approx(ece)

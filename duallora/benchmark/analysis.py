@@ -33,7 +33,8 @@ from duallora.benchmark.runs import TrainedRun, run_cost
 from duallora.federated.prepare import UNSEEN_SITE
 from duallora.results import inference
 
-METRICS = ("balanced_accuracy", "auc", "sensitivity", "specificity")
+METRICS = ("balanced_accuracy", "auc", "sensitivity", "specificity", "brier", "ece")
+VENDOR_METRICS = ("balanced_accuracy", "auc")
 REFERENCES = ("chance", "head_only_probe", "raw_pixel_probe")
 
 
@@ -132,6 +133,29 @@ def arm_table(reps: list[inference.Replicate], n_boot: int, seed: int = 0
             for arm in _arms_in(reps)}
 
 
+def vendor_table(reps: list[inference.Replicate], n_boot: int, seed: int = 0
+                 ) -> dict[str, dict[str, Any]]:
+    """Every arm's balanced accuracy and AUC on each vendor's own test subjects, and its worst
+    vendor by balanced accuracy: a personalized method can win on average and still fail a site."""
+    vendors = sorted({stratum.split("|")[0] for stratum in reps[0].strata}) if reps else []
+    restricted = {vendor: _restrict(reps, vendor) for vendor in vendors}
+    table: dict[str, dict[str, Any]] = {}
+    for arm in _arms_in(reps):
+        per_vendor = {vendor: {metric: _plain(inference.estimate(
+                          part, arm, metric, n_boot=n_boot, seed=seed))
+                          for metric in VENDOR_METRICS}
+                      for vendor, part in restricted.items()}
+        finite = {vendor: values["balanced_accuracy"]["value"]
+                  for vendor, values in per_vendor.items()
+                  if values["balanced_accuracy"]["value"] is not None}
+        worst = min(finite, key=finite.get) if finite else None
+        table[arm] = {"per_vendor": per_vendor,
+                      "worst_vendor": ({"vendor": worst,
+                                        **per_vendor[worst]["balanced_accuracy"]}
+                                       if worst else None)}
+    return table
+
+
 def compare(reps: list[inference.Replicate], a: str, b: str, n_boot: int,
             metrics: tuple[str, ...] = ("balanced_accuracy", "auc"), seed: int = 0
             ) -> dict[str, Any]:
@@ -159,6 +183,8 @@ def analyse(plan: Plan, runs: list[TrainedRun], references: dict[str, Any] | Non
                                  "arms": arm_table(reps, plan.n_boot)}
         if all(arm in _arms_in(reps) for arm in PRIMARY):
             entry["primary"] = compare(reps, *PRIMARY, plan.n_boot)
+        if cell == primary:
+            entry["vendors"] = vendor_table(reps, plan.n_boot)
         result["cells"][cell.key] = entry
         if cell == primary:
             result["primary_reps"] = reps

@@ -91,14 +91,33 @@ def headline_table(result: dict[str, Any]) -> str:
 
 def arms_table(cell: dict[str, Any], costs: dict[str, float] | None = None) -> str:
     rows = ["| arm | balanced accuracy [95% CI] | seed sd | sampling se | AUC [95% CI] | "
-            "sensitivity | specificity | MB in total |", "|---|---|---|---|---|---|---|---|"]
+            "sensitivity | specificity | Brier [95% CI] | ECE [95% CI] | MB in total |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, metrics in cell["arms"].items():
         ba = metrics["balanced_accuracy"]
         mb = (costs or {}).get(arm)
+        calibration = " | ".join(_interval(metrics[m]) if m in metrics else "-"
+                                 for m in ("brier", "ece"))
         rows.append(f"| {ARM_LABELS.get(arm, arm)} | {_interval(ba)} | {_f(ba['seed_sd'])} | "
                     f"{_f(ba['sampling_se'])} | {_interval(metrics['auc'])} | "
                     f"{_f(metrics['sensitivity']['value'])} | "
-                    f"{_f(metrics['specificity']['value'])} | {_f(mb, 2)} |")
+                    f"{_f(metrics['specificity']['value'])} | {calibration} | {_f(mb, 2)} |")
+    return "\n".join(rows)
+
+
+def vendors_table(cell: dict[str, Any]) -> str:
+    """Per-vendor balanced accuracy of every arm [95% CI], and its worst vendor."""
+    table = cell.get("vendors") or {}
+    if not table:
+        return "(no per-vendor results at this cell)"
+    vendors = sorted(next(iter(table.values()))["per_vendor"])
+    rows = ["| arm | " + " | ".join(f"{v} BA" for v in vendors) + " | worst vendor (BA) |",
+            "|---|" + "---|" * (len(vendors) + 1)]
+    for arm, entry in table.items():
+        cells = [_interval(entry["per_vendor"][v]["balanced_accuracy"]) for v in vendors]
+        worst = entry.get("worst_vendor")
+        rows.append(f"| {ARM_LABELS.get(arm, arm)} | " + " | ".join(cells) + " | "
+                    + (f"{worst['vendor']}: {_f(worst['value'])}" if worst else "-") + " |")
     return "\n".join(rows)
 
 
@@ -185,7 +204,9 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
              headline_table(result)]
     if cell:
         parts += ["### Every arm at the primary cell " + f"(`{cell['shift']}`)",
-                  arms_table(cell, costs), "### Secondary comparisons (Holm-adjusted family)",
+                  arms_table(cell, costs),
+                  "### Per vendor at the primary cell (each vendor's own test subjects)",
+                  vendors_table(cell), "### Secondary comparisons (Holm-adjusted family)",
                   secondary_table(result["h1"])]
     parts += ["### Dose-response over the annotation-shift strength", dose_table(result["h1"]),
               "## H2: two blocks vs all blocks", h2_text(result["h2"]),

@@ -106,6 +106,9 @@ from duallora.errors import KitError
 from duallora.results.metrics import average_ranks, binary_metrics
 
 METRICS = ("balanced_accuracy", "auc", "sensitivity", "specificity")
+CALIBRATION = ("brier", "ece")  # lower is better; computed from the probabilities themselves
+ALL_METRICS = (*METRICS, *CALIBRATION)
+ECE_BINS = 10  # equal-width bins on [0, 1], the usual choice (Guo et al. 2017)
 THRESHOLD = 0.5
 MIN_WILCOXON = 6
 MIN_HEADROOM = 0.005
@@ -275,7 +278,26 @@ def weighted_metric(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray, 
     labels, probs = np.asarray(labels).astype(bool), np.asarray(probs, dtype=np.float64)
     if metric == "auc":
         return _weighted_auc(np.ascontiguousarray(weights.T), labels, probs)
+    if metric in CALIBRATION:
+        return _weighted_calibration(weights, labels, probs, metric)
     return _weighted_rate(weights, labels, probs, metric)
+
+
+def _weighted_calibration(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                          metric: str) -> np.ndarray:
+    """Brier score (mean squared error of P(disease)) or expected calibration error (the
+    subject-weighted mean over ``ECE_BINS`` equal-width bins of |observed rate - mean
+    probability|) of the rows of the k x n ``weights``."""
+    total = weights.sum(axis=1)
+    residual = labels.astype(np.float64) - probs
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if metric == "brier":
+            return np.where(total > 0, (weights @ residual ** 2) / total, np.nan)
+        bins = np.minimum((probs * ECE_BINS).astype(np.int64), ECE_BINS - 1)
+        one_hot = np.zeros((len(probs), ECE_BINS))
+        one_hot[np.arange(len(probs)), bins] = 1.0
+        gaps = np.abs((weights * residual) @ one_hot).sum(axis=1)
+        return np.where(total > 0, gaps / total, np.nan)
 
 
 def _weighted_rate(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray, metric: str
@@ -336,8 +358,8 @@ class _Cohort:
 
 
 def _check(reps: Sequence[Replicate], arms: Sequence[str], metric: str) -> list[_Cohort]:
-    if metric not in METRICS:
-        raise KitError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    if metric not in ALL_METRICS:
+        raise KitError(f"unknown metric {metric!r}; choose from {', '.join(ALL_METRICS)}")
     reps = list(reps)
     if not reps:
         raise KitError("no replicates given")
@@ -424,6 +446,8 @@ def _bootstrap(reps: Sequence[Replicate], cohorts: list[_Cohort], arms: Sequence
             for (j, arm), scores in probs.items():
                 values[arm][start:stop, j] = (
                     _weighted_auc(weights, labels, scores) if metric == "auc"
+                    else _weighted_calibration(weights, labels, scores, metric)
+                    if metric in CALIBRATION
                     else _weighted_rate(weights, labels, scores, metric))
         result.append((instances, multiplicity, values))
     return result
@@ -466,6 +490,10 @@ def _check_level(level: float, name: str = "level") -> None:
 
 
 def _per_replicate(reps: Sequence[Replicate], arm: str, metric: str) -> np.ndarray:
+    if metric in CALIBRATION:
+        return np.array([_weighted_calibration(np.ones((1, len(rep.labels))),
+                                               rep.labels.astype(bool), rep.probs[arm],
+                                               metric)[0] for rep in reps])
     return np.array([binary_metrics(rep.labels, rep.probs[arm], THRESHOLD)[metric]
                      for rep in reps], dtype=np.float64)
 
