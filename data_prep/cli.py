@@ -95,8 +95,8 @@ MAX_WORKERS = 1_024
 
 
 def check_out_folder(out: Path, inputs: Sequence[Path | None] = ()) -> None:
-    """``--out`` must be a folder (or not exist yet), and not one of the input roots or a
-    folder inside one (harmonize would then read what it writes)."""
+    """``--out`` must be a folder (or not exist yet), and not one of the input roots (the
+    cohort's own files would be mixed into the dataset's)."""
     from duallora.errors import KitError
 
     if out.exists() and not out.is_dir():
@@ -106,8 +106,8 @@ def check_out_folder(out: Path, inputs: Sequence[Path | None] = ()) -> None:
         if root is None:
             continue
         source = root.expanduser().resolve()
-        if target == source or source in target.parents:
-            raise KitError(f"--out {out}: lies inside the input {root}; write elsewhere")
+        if target == source:
+            raise KitError(f"--out {out}: is the input {root} itself; write elsewhere")
 
 
 def check_options(args: argparse.Namespace) -> None:

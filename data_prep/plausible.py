@@ -83,7 +83,30 @@ def check_header(path: str, shape: Sequence[int], dtype: np.dtype, affine: np.nd
                        "short-axis stack")
     if len(shape) == 4 and not FRAMES.holds(shape[3]):
         raise KitError(f"{path}: {shape[3]} frames, outside the plausible {FRAMES} of a cine")
+    check_raw_pixdim(path)
     check_voxel_size(path, affine)
+
+
+def check_raw_pixdim(path: str) -> None:
+    """Refuse a voxel size of zero or less written in the header.
+
+    nibabel "repairs" ``pixdim`` of 0 to 1 mm when it loads a file (with only a log line), so
+    a header saying "0 mm" would pass as 1 mm. The raw header is read again unrepaired; it
+    matters only when no ``sform`` gives the affine (qform and the fallback scale by pixdim).
+    """
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(path) as handle:
+            raw = nib.Nifti1Header.from_fileobj(handle, check=False)
+        sform_code = int(raw["sform_code"])
+        pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    except Exception:  # not NIfTI-1 (e.g. NIfTI-2): nibabel's own affine is all there is
+        return
+    if sform_code == 0 and not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
+        raise KitError(f"{path}: voxel size {pixdim.tolist()} mm in the header (pixdim); "
+                       "every size must be positive")
 
 
 def check_voxel_size(path: str, affine: np.ndarray) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from duallora.cli import main as duallora_main
@@ -130,8 +132,8 @@ def test_data_prep_output_folder_is_checked(tmp_path, capsys) -> None:
     one_line_error(capsys, data_prep_main(["harmonize", "--acdc", str(tmp_path),
                                            "--out", str(a_file)]), "--out")
     one_line_error(capsys, data_prep_main(["harmonize", "--acdc", str(tmp_path),
-                                           "--out", str(tmp_path / "inside")]), "--out")
-    assert not (tmp_path / "inside").exists()
+                                           "--out", str(tmp_path)]), "--out")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 # --- nothing destroyed before validation; --resume keeps its promise ------------------------
@@ -213,3 +215,222 @@ def test_resume_accepts_the_recorded_options(tmp_path) -> None:
     args.quick = True  # --quick now sets rounds 2, local epochs 1, ...: other than recorded
     with pytest.raises(KitError, match="--local-epochs 1 \\(recorded 2\\)"):
         train.check_resume(args, train.config_from_args(args))
+
+
+# --- raw data: every subject harmonized or skipped with its reason --------------------------
+
+def _volume(rng, shape=(32, 32, 6), phase: float = 0.0) -> np.ndarray:
+    """A noisy background with a bright disc whose radius follows ``phase`` (ED 0, ES 1)."""
+    x, y = np.mgrid[:shape[0], :shape[1]]
+    disc = ((x - shape[0] / 2) ** 2 + (y - shape[1] / 2) ** 2) < (8 - 3 * phase) ** 2
+    data = rng.normal(100, 10, shape) + 300 * disc[..., None]
+    return data.astype(np.float32)
+
+
+def write_mnms2(root: Path, n: int, seed: int = 0) -> list[str]:
+    """A tiny M&Ms-2 layout of ``n`` intact subjects; returns their subject ids."""
+    rng = np.random.default_rng(seed)
+    rows = ["SUBJECT_CODE,DISEASE,VENDOR,SCANNER,FIELD"]
+    for code in range(1, n + 1):
+        folder = root / "dataset" / f"{code:03d}"
+        folder.mkdir(parents=True)
+        for phase, name in ((0.0, "ED"), (1.0, "ES")):
+            nib.save(nib.Nifti1Image(_volume(rng, phase=phase), np.diag([1.5, 1.5, 8.0, 1])),
+                     str(folder / f"{code:03d}_SA_{name}.nii.gz"))
+        rows.append(f"{code},{'NOR' if code % 2 else 'HCM'},SIEMENS,Avanto,1.5")
+    (root / "dataset_information.csv").write_text("\n".join(rows) + "\n")
+    return [f"mnms2/{code:03d}" for code in range(1, n + 1)]
+
+
+def memory_bomb(path: Path, shape=(1024, 1024, 64, 100)) -> None:
+    """A NIfTI header claiming ``shape`` int16 voxels (13 GB), and no data: 78 bytes gzipped."""
+    import gzip
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.int16)
+    header.set_zooms((1.5, 1.5, 8.0, 1.0)[:len(shape)])
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4))
+
+
+def harmonize_outcome(out: Path) -> tuple[set[str], dict[str, str]]:
+    """(harmonized subject ids, {skipped id: reason}) as the two CSVs say."""
+    import pandas as pd
+
+    meta = out / "metadata.csv"
+    done = set(pd.read_csv(meta)["subject_id"]) if meta.is_file() else set()
+    skipped = pd.read_csv(out / "skipped.csv")
+    return done, dict(zip(skipped["subject_id"], skipped["reason"], strict=True))
+
+
+def test_memory_bomb_is_skipped_and_harmonize_stays_small(tmp_path) -> None:
+    """Run in a subprocess so its peak RSS (and its workers') can be read: under 1 GB."""
+    import resource
+    import subprocess
+    import sys
+
+    ids = write_mnms2(tmp_path / "raw", 3)
+    bomb = tmp_path / "raw" / "dataset" / "002" / "002_SA_ED.nii.gz"
+    memory_bomb(bomb, shape=(2048, 2048, 800))  # 3D, as M&Ms-2 frames are: 6.7 GB of int16
+    assert bomb.stat().st_size < 200
+    out = tmp_path / "h"
+    result = subprocess.run([sys.executable, "-m", "data_prep", "harmonize", "--mnms2",
+                             str(tmp_path / "raw"), "--out", str(out), "--workers", "2"],
+                            capture_output=True, text=True, timeout=300)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: kilobytes
+    assert result.returncode == 0, result.stderr
+    done, skipped = harmonize_outcome(out)
+    assert done == {ids[0], ids[2]} and set(skipped) == {ids[1]}
+    assert "002_SA_ED.nii.gz" in skipped[ids[1]] and "voxels" in skipped[ids[1]]
+    print(f"harmonize peak RSS with the memory bomb: {peak_kb / 1024:.0f} MiB")
+    assert peak_kb < 1024 * 1024, f"peak RSS {peak_kb / 1024:.0f} MiB"
+
+
+def _corrupt_and_run(tmp_path: Path, corrupt) -> tuple[list[str], set[str], dict[str, str]]:
+    from data_prep.harmonize import harmonize_datasets
+
+    ids = write_mnms2(tmp_path / "raw", 3)
+    corrupt(tmp_path / "raw" / "dataset" / "002", tmp_path / "raw")
+    harmonize_datasets(mnms2=tmp_path / "raw", out=tmp_path / "h", workers=1, progress=False)
+    done, skipped = harmonize_outcome(tmp_path / "h")
+    return ids, done, skipped
+
+
+def _rewrite(folder: Path, name: str, data=None, zooms=(1.5, 1.5, 8.0)) -> None:
+    path = folder / f"{folder.name}_SA_{name}.nii.gz"
+    image = nib.load(str(path))
+    data = np.asarray(image.dataobj) if data is None else data
+    if min(zooms) > 0:
+        nib.save(nib.Nifti1Image(data, np.diag([*zooms, 1])), str(path))
+        return
+    # nibabel neither writes nor loads a zero voxel size (it "repairs" it to 1 mm): write the
+    # header bytes as a broken writer would, pixdim 0 and no sform
+    import gzip
+
+    nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 8.0, 1])), str(path))
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[76 + 4:76 + 16] = np.array(zooms, "<f4").tobytes()  # pixdim[1:4]
+    raw[254:256] = np.array([0], "<i2").tobytes()  # sform_code 0: qform and pixdim rule
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+def _es_is_ed(folder: Path, _root: Path) -> None:
+    import shutil
+
+    shutil.copy(folder / f"{folder.name}_SA_ED.nii.gz", folder / f"{folder.name}_SA_ES.nii.gz")
+
+
+def _unknown_code(_folder: Path, root: Path) -> None:
+    csv = root / "dataset_information.csv"
+    csv.write_text(csv.read_text().replace("2,HCM", "2,XYZ"))
+
+
+SUBJECT_CASES = {
+    "spacing 12 mm": (lambda f, r: _rewrite(f, "ED", zooms=(12.0, 12.0, 8.0)), "pixel size"),
+    "spacing 0": (lambda f, r: _rewrite(f, "ES", zooms=(0.0, 1.5, 8.0)), "voxel size"),
+    "ES equal to ED": (_es_is_ed, "identical"),
+    "empty frame": (lambda f, r: _rewrite(f, "ED", data=np.zeros(
+        (32, 32, 6), "float32")), "empty"),
+    "too few slices": (lambda f, r: (_rewrite(f, "ED", data=_volume(
+        np.random.default_rng(1), (32, 32, 2))), _rewrite(f, "ES", data=_volume(
+            np.random.default_rng(2), (32, 32, 2), 1.0))), "slices"),
+    "unknown pathology code": (_unknown_code, "'XYZ'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SUBJECT_CASES))
+def test_subject_that_cannot_be_a_cine_pair_is_skipped(case, tmp_path) -> None:
+    corrupt, fragment = SUBJECT_CASES[case]
+    ids, done, skipped = _corrupt_and_run(tmp_path, corrupt)
+    assert done == {ids[0], ids[2]} and set(skipped) == {ids[1]}, (done, skipped)
+    assert fragment in skipped[ids[1]], skipped[ids[1]]
+
+
+def test_folder_without_csv_row_and_unreadable_folder_are_listed(tmp_path,
+                                                                 monkeypatch) -> None:
+    """Nothing vanishes: a subject folder the table does not list, and one that cannot be
+    read (simulated: the tests run as root, where permissions do not stop a read)."""
+    from data_prep.harmonize import harmonize_datasets
+
+    ids = write_mnms2(tmp_path / "raw", 3)
+    csv = tmp_path / "raw" / "dataset_information.csv"
+    csv.write_text("\n".join(csv.read_text().splitlines()[:-1]) + "\n")  # 003 has no row
+    harmonize_datasets(mnms2=tmp_path / "raw", out=tmp_path / "h", workers=1, progress=False)
+    done, skipped = harmonize_outcome(tmp_path / "h")
+    assert done == set(ids[:2]) and "no row" in skipped[ids[2]]
+
+    from data_prep.readers.acdc import read_acdc
+
+    patient = tmp_path / "acdc" / "training" / "patient001"
+    patient.mkdir(parents=True)
+    (patient / "Info.cfg").write_text("ED: 1\nES: 2\nGroup: NOR\nNbFrame: 3\n")
+    original = Path.read_text
+
+    def denied(self: Path, *args, **kwargs) -> str:
+        if self.name == "Info.cfg":
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    records, skips = read_acdc(tmp_path / "acdc")
+    assert not records and skips[0].subject_id == "acdc/patient001"
+    assert "PermissionError" in skips[0].reason
+
+
+def test_a_dying_worker_is_a_skipped_subject(tmp_path, monkeypatch) -> None:
+    """A worker killed (SIGKILL, as the out-of-memory killer does) costs its subject only."""
+    import os
+    import signal
+
+    import data_prep.harmonize as harmonize
+
+    real = harmonize.harmonize_subject
+
+    def dies_on_002(record, out):
+        if record.subject_id.endswith("002"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(record, out)
+
+    monkeypatch.setattr(harmonize, "harmonize_subject", dies_on_002)
+    ids = write_mnms2(tmp_path / "raw", 4)
+    harmonize.harmonize_datasets(mnms2=tmp_path / "raw", out=tmp_path / "h", workers=2,
+                                 progress=False)
+    done, skipped = harmonize_outcome(tmp_path / "h")
+    assert done == set(ids) - {ids[1]} and "SIGKILL" in skipped[ids[1]]
+
+
+def test_rerun_redoes_a_subject_whose_source_changed(tmp_path) -> None:
+    from data_prep.harmonize import harmonize_datasets
+
+    ids = write_mnms2(tmp_path / "raw", 3)
+    out = tmp_path / "h"
+    harmonize_datasets(mnms2=tmp_path / "raw", out=out, workers=1, progress=False)
+    before = {i: (out / "volumes" / i / "es.nii.gz").read_bytes() for i in ids}
+    folder = tmp_path / "raw" / "dataset" / "002"
+    _rewrite(folder, "ES", data=_volume(np.random.default_rng(99), phase=0.6))  # new source
+    harmonize_datasets(mnms2=tmp_path / "raw", out=out, workers=1, progress=False)
+    after = {i: (out / "volumes" / i / "es.nii.gz").read_bytes() for i in ids}
+    assert after[ids[1]] != before[ids[1]]
+    assert after[ids[0]] == before[ids[0]] and after[ids[2]] == before[ids[2]]
+
+
+def test_hand_edited_metadata_fails_naming_the_row(tmp_path, capsys) -> None:
+    import pandas as pd
+
+    from data_prep.harmonize import harmonize_datasets
+    from duallora.data import read_metadata
+
+    write_mnms2(tmp_path / "raw", 3)
+    out = tmp_path / "h"
+    harmonize_datasets(mnms2=tmp_path / "raw", out=out, workers=1, progress=False)
+    meta = pd.read_csv(out / "metadata.csv")
+    pd.concat([meta, meta.iloc[[1]]]).to_csv(out / "metadata.csv", index=False)
+    with pytest.raises(KitError, match="line 5 \\(subject mnms2/002\\) repeats a subject_id"):
+        read_metadata(out)
+    meta.assign(vendor=["Siemens", "Hitachi", "Siemens"]).to_csv(out / "metadata.csv",
+                                                                 index=False)
+    with pytest.raises(KitError, match="line 3 \\(subject mnms2/002\\).*'Hitachi'"):
+        read_metadata(out)
+    code = duallora_main(["train", "--data", str(out), "--strategy", "fedavg_lora", "--out",
+                          str(tmp_path / "run")])
+    one_line_error(capsys, code, "Hitachi", "metadata.csv")
