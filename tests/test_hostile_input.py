@@ -434,3 +434,107 @@ def test_hand_edited_metadata_fails_naming_the_row(tmp_path, capsys) -> None:
     code = duallora_main(["train", "--data", str(out), "--strategy", "fedavg_lora", "--out",
                           str(tmp_path / "run")])
     one_line_error(capsys, code, "Hitachi", "metadata.csv")
+
+
+# --- a seeded generator that combines corruptions -------------------------------------------
+
+def _few_slices(folder: Path, _root: Path) -> None:
+    rng = np.random.default_rng(7)
+    _rewrite(folder, "ED", data=_volume(rng, (32, 32, 2)))
+    _rewrite(folder, "ES", data=_volume(rng, (32, 32, 2), 1.0))
+
+
+def _nan_es(folder: Path, _root: Path) -> None:
+    path = folder / f"{folder.name}_SA_ES.nii.gz"
+    image = nib.load(str(path))
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    data[3, 4, 1] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), str(path))
+
+
+def _truncate_ed(folder: Path, _root: Path) -> None:
+    path = folder / f"{folder.name}_SA_ED.nii.gz"
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _csv_edit(column: int, value: str | None):
+    def edit(folder: Path, root: Path) -> None:
+        csv = root / "dataset_information.csv"
+        lines = csv.read_text().splitlines()
+        code = str(int(folder.name))
+        for i, line in enumerate(lines):
+            fields = line.split(",")
+            if fields[0] == code:
+                if value is None:
+                    del lines[i]
+                else:
+                    fields[column] = value
+                    lines[i] = ",".join(fields)
+                break
+        csv.write_text("\n".join(lines) + "\n")
+    return edit
+
+
+# Applied in this order, so that no corruption undoes another (rewrites first, then copies,
+# then byte damage, then the table): any non-empty combination must still skip the subject.
+CORRUPTIONS = {
+    "few slices": _few_slices,
+    "empty ED": lambda f, r: _rewrite(f, "ED", data=np.zeros((32, 32, 6), np.float32)),
+    "12 mm pixels": lambda f, r: _rewrite(f, "ED", zooms=(12.0, 12.0, 8.0)),
+    "ES is ED": _es_is_ed,
+    "NaN in ES": _nan_es,
+    "truncated ED": _truncate_ed,
+    "memory bomb ES": lambda f, r: memory_bomb(f / f"{f.name}_SA_ES.nii.gz", (4096, 4096, 64)),
+    "unknown code": _csv_edit(1, "XYZ"),
+    "unknown vendor": _csv_edit(2, "Hitachi"),
+    "no row": _csv_edit(0, None),
+}
+
+
+def check_combined_corruptions(plan: list[frozenset[str]], root: Path) -> None:
+    """Write one subject per entry of ``plan`` with those corruptions, harmonize, and check the
+    promise: every subject in exactly one CSV, each corrupted one skipped with a reason naming
+    it, each intact one harmonized."""
+    from data_prep.harmonize import harmonize_datasets
+
+    ids = write_mnms2(root / "raw", len(plan))
+    for subject, kinds in zip(ids, plan, strict=True):
+        folder = root / "raw" / "dataset" / subject.split("/")[1]
+        for kind in CORRUPTIONS:
+            if kind in kinds:
+                CORRUPTIONS[kind](folder, root / "raw")
+    intact = {s for s, kinds in zip(ids, plan, strict=True) if not kinds}
+    out = root / "h"
+    if intact:
+        harmonize_datasets(mnms2=root / "raw", out=out, workers=2, progress=False)
+    else:
+        with pytest.raises(KitError, match="no subject could be harmonized"):
+            harmonize_datasets(mnms2=root / "raw", out=out, workers=2, progress=False)
+    done, skipped = harmonize_outcome(out)
+    assert done.isdisjoint(skipped) and done | set(skipped) == set(ids), (plan, done, skipped)
+    assert done == intact, (plan, skipped)
+    for subject in set(ids) - intact:
+        assert subject.split("/")[1] in skipped[subject], (subject, skipped[subject])
+
+
+def test_generator_combines_corruptions_into_new_cases() -> None:
+    """Property-based: hypothesis draws which subjects get which corruptions (seeded, so a run
+    is reproducible; ``HOSTILE_SEED``/``HOSTILE_EXAMPLES`` explore further). Combinations
+    such as a truncated ED beside an unknown vendor are cases no single test above holds."""
+    import os
+    import tempfile
+
+    from hypothesis import HealthCheck, given, seed, settings
+    from hypothesis import strategies as st
+
+    kinds = st.frozensets(st.sampled_from(sorted(CORRUPTIONS)), max_size=3)
+
+    @seed(int(os.environ.get("HOSTILE_SEED", "41")))
+    @settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "5")), deadline=None,
+              database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(kinds, min_size=2, max_size=4))
+    def check(plan: list[frozenset[str]]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            check_combined_corruptions(plan, Path(tmp))
+
+    check()
