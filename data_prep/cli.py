@@ -87,6 +87,47 @@ def _register_harmonize(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_harmonize)
 
 
+# Bounds of the numeric options: generous, finite, and low enough that a typo (a scale of
+# 100, a million workers) is refused instead of filling the disk or the process table.
+MAX_SCALE = 10.0  # 10x the real datasets: about 8,800 training subjects
+MAX_COUNT = 100_000  # subjects per vendor, or draws
+MAX_WORKERS = 1_024
+
+
+def check_out_folder(out: Path, inputs: Sequence[Path | None] = ()) -> None:
+    """``--out`` must be a folder (or not exist yet), and not one of the input roots (the
+    cohort's own files would be mixed into the dataset's)."""
+    from duallora.errors import KitError
+
+    if out.exists() and not out.is_dir():
+        raise KitError(f"--out {out}: exists and is not a folder")
+    target = out.expanduser().resolve()
+    for root in inputs:
+        if root is None:
+            continue
+        source = root.expanduser().resolve()
+        if target == source:
+            raise KitError(f"--out {out}: is the input {root} itself; write elsewhere")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every numeric option of every data_prep command against its range (one line, exit 2)."""
+    from duallora.federated.ranges import SEED, between
+
+    SEED.check("--seed", args.seed)
+    ranges = {"scale": between(0, MAX_SCALE, open_lo=True),
+              "test_per_vendor": between(0, MAX_COUNT), "unseen_test": between(0, MAX_COUNT),
+              "val_per_vendor": between(0, MAX_COUNT), "workers": between(1, MAX_WORKERS),
+              "n_train": between(1, MAX_COUNT), "n_test": between(1, MAX_COUNT)}
+    for name, valid in ranges.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            valid.check(f"--{name.replace('_', '-')}", value)
+    if getattr(args, "out", None) is not None:
+        check_out_folder(args.out, [getattr(args, key, None)
+                                    for key in ("acdc", "mnms", "mnms2")])
+
+
 def _shifts(args: argparse.Namespace):  # -> Shifts (imported lazily: keeps --help fast)
     from data_prep.phantoms.shifts import load_config, parse_shifts
 
@@ -97,6 +138,7 @@ def _run_phantoms(args: argparse.Namespace) -> int:
     from data_prep.phantoms import default_test_per_vendor, write_phantom_cohort
     from duallora.errors import KitError
 
+    check_options(args)
     if args.generator == "v1":
         if args.shift is not None or args.shift_config is not None:
             raise KitError("--shift and --shift-config need the v2 generator")
@@ -115,6 +157,7 @@ def _run_phantoms(args: argparse.Namespace) -> int:
 def _run_headroom(args: argparse.Namespace) -> int:
     from data_prep.phantoms.headroom import format_report, headroom_report, write_headroom
 
+    check_options(args)
     report = headroom_report(_shifts(args), args.seed, n_train=args.n_train, n_test=args.n_test)
     print(format_report(report))
     if args.out is not None:
@@ -125,6 +168,7 @@ def _run_headroom(args: argparse.Namespace) -> int:
 def _run_harmonize(args: argparse.Namespace) -> int:
     from data_prep.harmonize import harmonize_datasets
 
+    check_options(args)
     harmonize_datasets(acdc=args.acdc, mnms=args.mnms, mnms2=args.mnms2, out=args.out,
                        seed=args.seed, workers=args.workers)
     return 0

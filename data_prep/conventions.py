@@ -49,6 +49,26 @@ def normalize_vendor(raw: object) -> str:
                    "M&Ms letters A-D)")
 
 
+# Pathology codes each dataset uses (dataset papers: Bernard 2018, Campello 2021, Martin-Isla
+# 2023); M&Ms-2 also lists HHD and MINF, the extra codes of the phantom population cohort. A code
+# outside its dataset's list is a typo or another dataset's code: skipped, never guessed at.
+PATHOLOGY_CODES: dict[str, tuple[str, ...]] = {
+    "acdc": ("NOR", "MINF", "DCM", "HCM", "RV"),
+    "mnms": ("NOR", "DCM", "HCM", "HHD", "ARV", "AHS", "IHD", "LV", "LVNC", "OTHER"),
+    "mnms2": ("NOR", "LV", "HCM", "ARR", "FALL", "CIA", "RV", "TRI", "HHD", "MINF"),
+}
+
+
+def check_pathology(dataset: str, code: object) -> str:
+    """``code`` stripped, or ``KitError`` naming it when ``dataset`` has no such code (it would
+    otherwise become label 1, "pathological", silently)."""
+    text = str(code).strip()
+    if text.upper() not in PATHOLOGY_CODES[dataset]:
+        raise KitError(f"unknown pathology code {text!r} (the {dataset} codes are "
+                       f"{', '.join(PATHOLOGY_CODES[dataset])})")
+    return text
+
+
 def binary_label(pathology: str) -> int:
     """The classification target: 0 for a normal heart (``NOR``), 1 for any pathology."""
     return 0 if str(pathology).strip().upper() == HEALTHY_CODE else 1

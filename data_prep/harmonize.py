@@ -8,13 +8,12 @@ so a re-run only redoes subjects that did not finish (or were skipped).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from data_prep.conventions import acdc_to_unified
+from data_prep.isolation import Died, run_isolated
 from data_prep.readers import read_acdc, read_mnms, read_mnms2
 from data_prep.records import Skip, SubjectRecord
 from data_prep.split import federated_split
@@ -48,7 +48,10 @@ def collect_records(acdc: Path | None, mnms: Path | None,
     skips: list[Skip] = []
     for root, reader in ((acdc, read_acdc), (mnms, read_mnms), (mnms2, read_mnms2)):
         if root is not None:
-            found, bad = reader(Path(root))
+            try:
+                found, bad = reader(Path(root))
+            except OSError as err:  # an unreadable dataset root: one line naming it
+                raise KitError(f"{root}: cannot be read ({type(err).__name__}: {err})") from err
             records += found
             skips += bad
     if not records and not skips:
@@ -76,6 +79,23 @@ def _volume_paths(subject_id: str) -> dict[str, str]:
             "ed_seg_path": f"{base}/ed_seg.nii.gz", "es_seg_path": f"{base}/es_seg.nii.gz"}
 
 
+def source_fingerprint(record: SubjectRecord) -> str:
+    """What a subject's volumes are made from: every input file (path, size, modification
+    time) and the ED/ES choice. A re-run redoes the subject when any of it changed, so the
+    volumes always match the ``metadata.csv`` written beside them."""
+    files = []
+    for path in (record.cine, record.cine_seg, record.ed_image, record.es_image, record.ed_seg,
+                 record.es_seg):
+        if path:
+            try:
+                stat = os.stat(path)
+                files.append([path, stat.st_size, stat.st_mtime_ns])
+            except OSError:
+                files.append([path, -1, -1])
+    key = json.dumps([record.dataset, record.ed_index, record.es_index, files])
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def _completed(out: Path, record: SubjectRecord) -> dict | None:
     """The volume part of a finished subject's row, or None when it must be (re)done."""
     done = _subject_dir(out, record.subject_id) / DONE_FILE
@@ -85,9 +105,13 @@ def _completed(out: Path, record: SubjectRecord) -> dict | None:
         info = json.loads(done.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(info, dict):
+        return None
     wanted = [info.get(k, "") for k in ("ed_path", "es_path", "ed_seg_path", "es_seg_path")]
     if info.get("source") != record.source_path or not all((out / p).is_file()
                                                            for p in wanted if p):
+        return None
+    if info.get("fingerprint") != source_fingerprint(record):  # a source or ED/ES changed
         return None
     return info
 
@@ -111,10 +135,12 @@ def _harmonize_and_save(record: SubjectRecord, out: Path) -> dict:
     if record.dataset == "acdc":  # ACDC masks are 1 RV, 2 MYO, 3 LV
         frames.ed_seg = acdc_to_unified(frames.ed_seg) if frames.ed_seg is not None else None
         frames.es_seg = acdc_to_unified(frames.es_seg) if frames.es_seg is not None else None
-    return save_harmonized(harmonize_frames(frames), record.subject_id, record.source_path, out)
+    return save_harmonized(harmonize_frames(frames), record.subject_id, record.source_path, out,
+                           fingerprint=source_fingerprint(record))
 
 
-def save_harmonized(result: Harmonized, subject_id: str, source: str, out: Path) -> dict:
+def save_harmonized(result: Harmonized, subject_id: str, source: str, out: Path,
+                    fingerprint: str = "") -> dict:
     """Write one harmonized subject's volumes (and ``done.json``); returns its path columns.
 
     Shared by the raw-file path above and the phantoms' in-memory fast path, so both write
@@ -131,6 +157,8 @@ def save_harmonized(result: Harmonized, subject_id: str, source: str, out: Path)
     else:
         paths["ed_seg_path"] = paths["es_seg_path"] = ""
     info = {**paths, "crop_source": result.crop_source, "source": source}
+    if fingerprint:
+        info["fingerprint"] = fingerprint
     # written last: its presence marks the subject complete for a re-run
     _write_text_atomic(_subject_dir(out, subject_id) / DONE_FILE, json.dumps(info))
     return info
@@ -154,17 +182,18 @@ def one_torch_thread() -> None:
 
 def _run_all(records: list[SubjectRecord], out: Path,
              workers: int) -> Iterator[tuple[SubjectRecord, dict | Skip]]:
-    if workers <= 1 or len(records) <= 1:
-        for record in records:
-            yield record, harmonize_subject(record, out)
-        return
+    """Each subject in its own worker process (``isolation``): one that dies (out of memory, a
+    crash in native code) is a skipped subject with the reason, never a lost run."""
     import data_prep.preprocess  # noqa: F401  (imported once here, inherited by forked workers)
 
-    context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=one_torch_thread) as pool:
-        futures = [pool.submit(harmonize_subject, record, out) for record in records]
-        for record, future in zip(records, futures, strict=True):
-            yield record, future.result()
+    initializer = one_torch_thread if workers > 1 else None
+    tasks = [(record, out) for record in records]
+    for index, result in run_isolated(harmonize_subject, tasks, workers, initializer):
+        record = records[index]
+        if isinstance(result, Died):
+            result = Skip(record.subject_id, record.source_path,
+                          f"{record.source_path}: {result.describe()}")
+        yield record, result
 
 
 def _row(record: SubjectRecord, info: dict) -> dict:
@@ -180,6 +209,16 @@ def _row(record: SubjectRecord, info: dict) -> dict:
         "source_cine": str(Path(record.cine).resolve()) if record.cine else "",
         "height": record.height, "weight": record.weight,
     }
+
+
+def unaccounted(records: list[SubjectRecord], rows: list[dict],
+                skips: list[Skip]) -> list[Skip]:
+    """A ``Skip`` for every subject that ended neither harmonized nor skipped: the safety net
+    of the promise that every subject of the input is in one of the two CSVs."""
+    seen = {row["subject_id"] for row in rows} | {skip.subject_id for skip in skips}
+    return [Skip(r.subject_id, r.source_path, f"{r.source_path}: no result came back for this "
+                 "subject (internal error; please report)") for r in records
+            if r.subject_id not in seen]
 
 
 def summarize(metadata: pd.DataFrame) -> pd.DataFrame:
@@ -220,6 +259,7 @@ def harmonize_datasets(*, acdc: Path | None = None, mnms: Path | None = None,
             rows.append(_row(record, result))
         bar.update(1)
     bar.close()
+    skips += unaccounted(records, rows, skips)
     skipped = pd.DataFrame([s.__dict__ for s in skips], columns=SKIPPED_COLUMNS)
     _write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
     if not rows:

@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from data_prep.plausible import check_cine_pair, check_header
 from data_prep.records import SubjectRecord
 from duallora.errors import KitError
 
@@ -39,11 +40,20 @@ class Frames:
 
 
 def load_array(path: str | Path, ndim: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``(data as float32, affine)``; unreadable, truncated or wrongly shaped files raise."""
+    """``(data as float32, affine)``; unreadable, truncated or wrongly shaped files raise.
+
+    The header is checked first (``plausible.check_header``): nibabel allocates what the header
+    claims before reading, so an implausible claim must be refused before the data is touched.
+    """
     try:
-        image = nib.load(str(path))
-        data = np.asarray(image.dataobj, dtype=np.float32)
+        image = nib.load(str(path))  # reads the header only
+        header = (image.shape, image.get_data_dtype(), image.affine)
     except Exception as err:  # nibabel raises many types for damaged files
+        raise KitError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err})") from err
+    check_header(str(path), header[0], header[1], header[2], ndim)
+    try:
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as err:
         raise KitError(f"{path}: unreadable NIfTI ({type(err).__name__}: {err})") from err
     if data.ndim == 4 and 3 in ndim and data.shape[3] == 1:
         data = data[..., 0]
@@ -52,10 +62,7 @@ def load_array(path: str | Path, ndim: tuple[int, ...]) -> tuple[np.ndarray, np.
                        f"{' or '.join(map(str, ndim))}D")
     if not np.isfinite(data).all():
         raise KitError(f"{path}: contains NaN or infinite values")
-    affine = np.asarray(image.affine, dtype=np.float64)
-    if not np.isfinite(affine).all() or np.linalg.matrix_rank(affine[:3, :3]) < 3:
-        raise KitError(f"{path}: degenerate affine")
-    return data, affine
+    return data, np.asarray(image.affine, dtype=np.float64)
 
 
 def _frame(cine: np.ndarray, index: int, path: str, what: str) -> np.ndarray:
@@ -105,6 +112,7 @@ def read_frames(record: SubjectRecord) -> Frames:
         raise KitError(f"{record.source_path}: ED shape {ed.shape} differs from ES {es.shape}")
     if min(ed.shape[:2]) < 16:
         raise KitError(f"{record.source_path}: in-plane matrix {ed.shape[:2]} is too small")
+    check_cine_pair(ed, es, record.source_path)
     return Frames(ed, es, ed_seg, es_seg, affine)
 
 

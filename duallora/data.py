@@ -44,6 +44,7 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
         raise KitError(f"{path}: missing columns {', '.join(missing)}")
     for column in TEXT_COLUMNS:
         frame[column] = frame[column].fillna("").astype(str)
+    check_hand_edits(frame, path)
     bad_labels = ~frame["label"].isin([0, 1])
     if bad_labels.any():
         subject = frame.loc[bad_labels, "subject_id"].iloc[0]
@@ -54,6 +55,29 @@ def read_metadata(root: str | Path) -> pd.DataFrame:
         raise KitError(f"{path}: split must be train, val or test (subject {subject})")
     frame["label"] = frame["label"].astype(int)
     return frame
+
+
+def _line(frame: pd.DataFrame, mask: pd.Series) -> str:
+    """The first offending row as ``line N (subject S)``: line 1 is the header."""
+    index = int(np.flatnonzero(mask.to_numpy())[0])
+    return f"line {index + 2} (subject {frame['subject_id'].iloc[index]})"
+
+
+def check_hand_edits(frame: pd.DataFrame, path: Path) -> None:
+    """What harmonize never writes, so a hand-edited or merged folder fails clearly: a subject
+    twice (it would be trained on twice, or sit in two splits) and a vendor outside the kit's
+    vocabulary (it would silently become a fifth client)."""
+    from data_prep.conventions import VENDORS
+
+    duplicated = frame["subject_id"].duplicated(keep="first")
+    if duplicated.any():
+        raise KitError(f"{path}: {_line(frame, duplicated)} repeats a subject_id already "
+                       "listed; each subject may appear once")
+    unknown = ~frame["vendor"].isin(VENDORS)
+    if unknown.any():
+        vendor = frame.loc[unknown, "vendor"].iloc[0]
+        raise KitError(f"{path}: {_line(frame, unknown)} has unknown vendor {vendor!r} "
+                       f"(expected one of {', '.join(VENDORS)})")
 
 
 def _load_image(path: Path, subject: str) -> tuple[np.ndarray, tuple[float, ...]]:

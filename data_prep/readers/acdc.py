@@ -96,4 +96,7 @@ def read_acdc(root: Path) -> tuple[list[SubjectRecord], list[Skip]]:
                 records.append(_read_patient(patient, split))
             except KitError as err:
                 skips.append(Skip(f"acdc/{patient.name}", str(patient), str(err)))
+            except OSError as err:  # an unreadable folder or Info.cfg: skipped, not lost
+                skips.append(Skip(f"acdc/{patient.name}", str(patient),
+                                  f"{patient}: cannot be read ({type(err).__name__}: {err})"))
     return records, skips

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.conventions import binary_label, normalize_vendor
+from data_prep.conventions import binary_label, check_pathology, normalize_vendor
 from data_prep.records import Skip, SubjectRecord, existing, read_table
 from duallora.errors import KitError
 
@@ -57,10 +57,13 @@ def _index_subject_folders(root: Path) -> dict[str, tuple[Path, str]]:
     folders: dict[str, tuple[Path, str]] = {}
     for rel, split in SPLIT_FOLDERS.items():
         base = root / rel
-        if base.is_dir():
-            for sub in base.iterdir():
-                if sub.is_dir():
-                    folders[sub.name] = (sub, split)
+        try:
+            subs = list(base.iterdir()) if base.is_dir() else []
+        except OSError:  # unreadable split folder: its subjects' rows say "no folder"
+            subs = []
+        for sub in subs:
+            if sub.is_dir():
+                folders[sub.name] = (sub, split)
     return folders
 
 
@@ -86,8 +89,8 @@ def _read_row(row: pd.Series, folders: dict[str, tuple[Path, str]], csv: Path) -
         raise KitError(f"{csv}: subject {code} has negative ED/ES ({ed}, {es}); they are 0-based")
     if pd.isna(row["Pathology"]) or not str(row["Pathology"]).strip():
         raise KitError(f"{csv}: subject {code} has no Pathology")
-    pathology = str(row["Pathology"]).strip()
     try:
+        pathology = check_pathology("mnms", row["Pathology"])
         vendor = normalize_vendor(row["Vendor"])
     except KitError as err:
         raise KitError(f"{csv}: subject {code}: {err}") from err
@@ -111,11 +114,18 @@ def read_mnms(root: Path) -> tuple[list[SubjectRecord], list[Skip]]:
     skips: list[Skip] = [Skip(f"mnms/{code or 'unknown'}", str(csv),
                               f"{csv}: malformed line for subject {code or '?'} (more fields "
                               "than the header)") for code in table.attrs["bad_lines"]]
+    listed: set[str] = set()
     for _, row in table.iterrows():
         code = str(row["External code"]).strip()
+        listed.add(code)
         try:
             records.append(_read_row(row, folders, csv))
-        except KitError as err:
+        except (KitError, OSError) as err:
             source = folders.get(code, (csv, ""))[0]
             skips.append(Skip(f"mnms/{code}", str(source), str(err)))
+    listed.update(table.attrs["bad_lines"])
+    # a subject folder without a row has no vendor, label or ED/ES: skipped, but never lost
+    for code in sorted(set(folders) - listed):
+        skips.append(Skip(f"mnms/{code}", str(folders[code][0]),
+                          f"{folders[code][0]}: no row for subject {code} in {csv.name}"))
     return records, skips

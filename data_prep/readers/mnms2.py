@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.conventions import binary_label, normalize_vendor
+from data_prep.conventions import binary_label, check_pathology, normalize_vendor
 from data_prep.records import Skip, SubjectRecord, existing, read_table
 from duallora.errors import KitError
 
@@ -61,8 +61,8 @@ def _read_row(row: pd.Series, root: Path, csv: Path) -> SubjectRecord:
             raise KitError(f"{path}: missing file")
     if pd.isna(row["DISEASE"]) or not str(row["DISEASE"]).strip():
         raise KitError(f"{csv}: subject {name} has no DISEASE")
-    disease = str(row["DISEASE"]).strip()
     try:
+        disease = check_pathology("mnms2", row["DISEASE"])
         vendor = normalize_vendor(row["VENDOR"])
     except KitError as err:
         raise KitError(f"{csv}: subject {name}: {err}") from err
@@ -93,10 +93,19 @@ def read_mnms2(root: Path) -> tuple[list[SubjectRecord], list[Skip]]:
         name = _folder_name(code) if code else "unknown"
         skips.append(Skip(f"mnms2/{name}", str(csv), f"{csv}: malformed line for subject "
                           f"{code or '?'} (more fields than the header)"))
+    listed: set[str] = {s.subject_id for s in skips}
     for _, row in table.iterrows():
         name = _folder_name(str(row["SUBJECT_CODE"]).strip())
+        listed.add(f"mnms2/{name}")
         try:
             records.append(_read_row(row, root, csv))
-        except (KitError, ValueError) as err:
+        except (KitError, ValueError, OSError) as err:
             skips.append(Skip(f"mnms2/{name}", str(root / "dataset" / name), str(err)))
+    # a subject folder without a row has no vendor or label: skipped, but never lost
+    dataset = root / "dataset"
+    folders = sorted(p for p in dataset.iterdir() if p.is_dir()) if dataset.is_dir() else []
+    for folder in folders:
+        if f"mnms2/{folder.name}" not in listed:
+            skips.append(Skip(f"mnms2/{folder.name}", str(folder),
+                              f"{folder}: no row for subject {folder.name} in {CSV_NAME}"))
     return records, skips

@@ -47,10 +47,62 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def check_model_path(model: Path) -> None:
+    """Refuse, in one line, a ``--model`` that cannot be one of the accepted kinds, before
+    anything is loaded or written (a stray file used to end in an ``IndexError``)."""
+    from duallora.errors import KitError
+
+    if not model.exists():
+        raise KitError(f"--model {model}: no such file or folder")
+    if model.is_dir():
+        return
+    kinds = "a run directory, its checkpoints/final, its checkpoints/last.pt or a classifier " \
+        ".safetensors"
+    if model.suffix == ".pt":
+        if model.resolve().parent.name != "checkpoints":
+            raise KitError(f"--model {model}: a .pt file must be a run's checkpoints/last.pt "
+                           f"(expected {kinds})")
+        return
+    if model.suffix != ".safetensors":
+        raise KitError(f"--model {model}: not a model (expected {kinds})")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(model), framework="pt", device="cpu") as handle:
+            handle.metadata()
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise KitError(f"--model {model}: not a readable .safetensors file "
+                       f"({type(err).__name__}: {err})") from err
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The same ranges as training's options (``TrainConfig``'s declarations)."""
+    from duallora.errors import KitError
+    from duallora.federated.config import TrainConfig, check_device_spec, check_precision
+    from duallora.federated.ranges import check_type
+
+    if args.device is not None:
+        check_device_spec(args.device)
+    if args.precision is not None:
+        check_precision(args.precision)
+    fields = TrainConfig.__dataclass_fields__
+    if args.bootstrap is not None:
+        check_type("--bootstrap", args.bootstrap, 0)
+        fields["bootstrap"].metadata["valid"].check("--bootstrap", args.bootstrap)
+    if args.model_size:
+        fields["model_size"].metadata["valid"].check("--model-size", args.model_size)
+    for name, value in (("--fm", args.fm), ("--cache-dir", args.cache_dir)):
+        if value is not None and not value.strip():
+            raise KitError(f"{name} must not be empty")
+
+
 def default_out(model: Path) -> Path:
     """Where results go without ``--out``: inside the run, or beside the classifier file."""
     if model.is_file() and model.suffix == ".safetensors":
         return model.with_name(model.stem + "_evaluation")
+    model = model.resolve()  # a relative name has no parents[1] to go to
+    if len(model.parents) < 2:
+        return model / "evaluation" if model.is_dir() else model.with_name("evaluation")
     if model.is_file():  # RUN_DIR/checkpoints/last.pt
         return model.parents[1] / "evaluation"
     run = model if (model / "checkpoints").is_dir() else model.parents[1]
@@ -59,14 +111,11 @@ def default_out(model: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from duallora.errors import KitError
-    from duallora.federated.config import check_device_spec, check_precision
 
-    if not args.model.exists():
-        raise KitError(f"--model {args.model}: no such file or folder")
-    if args.device is not None:
-        check_device_spec(args.device)
-    if args.precision is not None:
-        check_precision(args.precision)
+    check_options(args)
+    check_model_path(args.model)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise KitError(f"--out {args.out}: exists and is not a folder")
     data = args.data
     if data is None:
         if args.model.is_file() and args.model.suffix == ".safetensors":

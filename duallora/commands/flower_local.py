@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from duallora.commands.options import add_settings_options, explicit_values
-from duallora.commands.train import add_run_options, config_from_args
+from duallora.commands.train import add_run_options, check_resume, config_from_args
 from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.strategies import get_strategy
 from duallora.flower.run_config import SITE_FIELDS
@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise KitError(f"--data {args.data}: no such folder")
     deployment = FlowerSettings(**explicit_values(args, FlowerSettings))
     config = config_from_args(args, skip=SITE_FIELDS)
+    check_resume(args, config, skip=SITE_FIELDS)  # the server records no site fields
     work_dir = args.work_dir or args.out / "flower" / "work"
     start = time.perf_counter()
     run = run_on_localhost(config, args.out, args.clients, work_dir=work_dir,

@@ -31,8 +31,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Every run's options are validated here, before the first run starts: a bad value
+    would otherwise fail each ``duallora train`` process in turn (and the tables be empty)."""
+    from duallora.cli import build_parser
+    from duallora.commands.train import config_from_args
+    from duallora.federated.ranges import SEED, between
+
+    for seed in args.seeds:
+        SEED.check("--seeds", seed)
+    between(1, 1024).check("--jobs", args.jobs)
+    between(1, 1024).check("--threads", args.threads)
+    extra = [e for e in args.train_options if e != "--"]
+    parser = build_parser("duallora sweep --", "", ["duallora.commands.train"])
+    for strategy in args.strategies:  # argparse errors exit 2 with one line, as everywhere
+        train_args = parser.parse_args(["train", "--data", str(args.data), "--strategy",
+                                        strategy, "--out", str(args.out), *extra])
+        config_from_args(train_args)
+
+
 def run(args: argparse.Namespace) -> int:
+    from duallora.errors import KitError
     from duallora.federated.sweep import run_sweep
+
+    if not args.data.is_dir():
+        raise KitError(f"--data {args.data}: no such folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise KitError(f"--out {args.out}: exists and is not a folder")
+    check_options(args)
 
     out = run_sweep(args.data, args.out, args.seeds, args.strategies, jobs=args.jobs,
                     threads=args.threads, extra=args.train_options)

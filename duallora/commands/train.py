@@ -48,11 +48,38 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
 
+def _explicit(args: argparse.Namespace, skip: tuple[str, ...]) -> dict:
+    return {**explicit_values(args, TrainConfig, skip), "data": str(args.data),
+            "strategy": args.strategy}  # a deprecated name is mapped by TrainConfig
+
+
 def config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> TrainConfig:
     """The TrainConfig these options describe: ``--quick`` first, explicit options win."""
-    explicit = {**explicit_values(args, TrainConfig, skip), "data": str(args.data),
-                "strategy": args.strategy}  # a deprecated name is mapped by TrainConfig
-    return resolve(explicit, quick=bool(args.quick))
+    return resolve(_explicit(args, skip), quick=bool(args.quick))
+
+
+def check_resume(args: argparse.Namespace, config: TrainConfig,
+                 skip: tuple[str, ...] = ()) -> None:
+    """``--resume`` continues the recorded configuration: refuse, naming them, the options
+    given now that say otherwise (they would be ignored). Options not given are not
+    compared: ``--resume`` alone continues whatever was recorded."""
+    from duallora.errors import KitError
+    from duallora.federated.config import quick_overrides, resume_conflicts
+    from duallora.federated.rundir import RunDir
+
+    rundir = RunDir(args.out)
+    if not (args.resume and rundir.config.is_file()):
+        return
+    given = set(_explicit(args, skip)) - set(skip)
+    if args.quick:
+        given |= set(quick_overrides())
+    if "lr_from" in given:
+        given.add("lr")
+    conflicts = resume_conflicts(rundir.read_config(), config, given)
+    if conflicts:
+        raise KitError(f"--resume: {rundir.config} records other values for "
+                       f"{'; '.join(conflicts)}. Resume without them, or start again with "
+                       "--overwrite")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.data.is_dir():
         raise KitError(f"--data {args.data}: no such folder")
     config = config_from_args(args)
+    check_resume(args, config)
     if not args.resume:
         check_cohort(args.data)
     from duallora.federated.loop import run_training  # imports PEFT: only once input is sane

@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.data.is_dir():
         raise KitError(f"--data {args.data}: no such folder")
     config = config_from_args(args, skip=("lr", "lr_from"))
+    if not args.grid:
+        raise KitError("--grid needs at least one learning rate")
+    for lr in args.grid:  # each grid value is a --lr: the same range (finite, positive)
+        TrainConfig.__dataclass_fields__["lr"].metadata["valid"].check("--grid", lr)
     record = tune_lr(config, args.grid, args.out, progress=not args.no_progress)
     losses = ", ".join(f"{lr}: {loss:.4f}" for lr, loss in record["val_loss"].items())
     print(f"tune-lr {config.strategy}: validation log loss {losses}; chosen lr "

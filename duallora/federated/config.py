@@ -9,11 +9,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from duallora.errors import KitError
+from duallora.federated.ranges import (
+    ANY,
+    NON_EMPTY,
+    SEED,
+    Valid,
+    between,
+    check_type,
+    matching,
+    one_of,
+)
 
 STRATEGY_NAMES = ("single_site", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora",
                   "fedsa_lora", "med_duallora", "fedper", "fedavg_lora_ft", "feddpa")
@@ -26,6 +37,24 @@ PRIVATE_OPTIMIZERS = ("fresh", "persistent")
 SELECTION_RULES = ("site-val-ba", "final", "pooled-val-loss")
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DEVICE_SPEC = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+# ``--blocks`` syntax (resolve_blocks checks the indices against the model's depth when the
+# model is built, which is still before --overwrite removes anything)
+BLOCKS_SPEC = r"\s*(?i:all|last[1-9]\d*|\d+(\s*,\s*\d+)*)\s*"
+# Generous but finite upper bounds: far beyond any sensible run, low enough that a typo
+# (an extra zero or three) is refused instead of running for days or exhausting memory.
+MAX_ROUNDS, MAX_EPOCHS, MAX_BATCH, MAX_RANK, MAX_BOOTSTRAP = 10_000, 1_000, 4_096, 1_024, 10**6
+
+
+def _model_sizes() -> tuple[str, ...]:
+    from duallora.model.presets import PRESETS  # imports torch: only when checked
+
+    return tuple(PRESETS)
+
+
+def _frame_modes() -> tuple[str, ...]:
+    from duallora.model.frames import FRAME_MODES
+
+    return tuple(FRAME_MODES)
 
 
 def check_device_spec(spec: str) -> None:
@@ -41,15 +70,18 @@ def check_precision(precision: str) -> None:
                        f"{precision!r}")
 
 
-def setting(default: Any, help: str, *, quick: Any = None, metavar: str | None = None,
-            cli: bool = True, site: bool = False) -> Any:
+def setting(default: Any, help: str, *, valid: Valid = ANY, quick: Any = None,
+            metavar: str | None = None, cli: bool = True, site: bool = False) -> Any:
     """A ``TrainConfig`` field with what the command lines need to offer it.
 
     ``help`` is the option's help text (the CLI name is the field name with dashes);
-    ``quick`` the value ``--quick`` gives it (None: unchanged); ``cli=False`` for fields that
-    commands declare themselves; ``site=True`` for fields each Flower site sets for itself.
+    ``valid`` the values it accepts (``federated.ranges``), checked by ``TrainConfig.validate``
+    whichever way the value arrived; ``quick`` the value ``--quick`` gives it (None:
+    unchanged); ``cli=False`` for fields that commands declare themselves; ``site=True`` for
+    fields each Flower site sets for itself.
     """
-    meta = {"help": help, "quick": quick, "metavar": metavar, "cli": cli, "site": site}
+    meta = {"help": help, "valid": valid, "quick": quick, "metavar": metavar, "cli": cli,
+            "site": site}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -65,65 +97,77 @@ class TrainConfig:
     """
 
     data: str = setting("", "harmonized cohort folder", cli=False, site=True)
-    strategy: str = setting("med_duallora", "training strategy", cli=False)
-    seed: int = setting(0, "seed of everything random in the run")
-    rounds: int = setting(8, "federated rounds", quick=2)
-    local_epochs: int = setting(2, "client epochs per round", quick=1)
-    batch_size: int = setting(8, "training batch size")
-    lr: float = setting(2e-3, "AdamW learning rate")
-    weight_decay: float = setting(0.0, "AdamW weight decay")
+    strategy: str = setting("med_duallora", "training strategy", cli=False,
+                            valid=one_of(STRATEGY_NAMES, "strategy"))
+    seed: int = setting(0, "seed of everything random in the run", valid=SEED)
+    rounds: int = setting(8, "federated rounds", quick=2, valid=between(1, MAX_ROUNDS))
+    local_epochs: int = setting(2, "client epochs per round", quick=1, valid=between(1, MAX_EPOCHS))
+    batch_size: int = setting(8, "training batch size", valid=between(1, MAX_BATCH))
+    lr: float = setting(2e-3, "AdamW learning rate", valid=between(0, 1, open_lo=True))
+    weight_decay: float = setting(0.0, "AdamW weight decay", valid=between(0, 1))
     lr_from: str = setting("", "a tune-lr.json (or its folder): train with the learning rate "
                            "it chose for this strategy (the file is recorded here)",
                            metavar="FILE")
     lr_schedule: str = setting("constant", "learning rate over rounds: constant, or cosine "
                                "(lr * (1 + cos(pi (r - 1) / rounds)) / 2 in round r)",
-                               metavar="constant|cosine")
-    local_lr_mult: float = setting(1.0, "learning-rate multiplier of the private local adapter")
-    local_weight_decay: float = setting(0.0, "AdamW weight decay of the private local adapter")
+                               metavar="constant|cosine", valid=one_of(LR_SCHEDULES))
+    local_lr_mult: float = setting(1.0, "learning-rate multiplier of the private local adapter",
+                                   valid=between(0, 1000, open_lo=True))
+    local_weight_decay: float = setting(0.0, "AdamW weight decay of the private local adapter",
+                                        valid=between(0, 1))
     private_optimizer: str = setting("fresh", "AdamW state of the private parameters: fresh "
                                      "each round (the usual FedAvg client), or persistent "
                                      "(kept on the site between rounds, in its private state)",
-                                     metavar="fresh|persistent")
+                                     metavar="fresh|persistent", valid=one_of(PRIVATE_OPTIMIZERS))
     selection: str = setting("site-val-ba", "which round's models are tested: site-val-ba "
                              "(each site's best round by its own validation balanced accuracy), "
                              "final (the last round, no selection), or pooled-val-loss (one "
                              "round for every site, by the pooled validation log loss)",
-                             metavar="RULE")
-    model_size: str = setting("tutorial", "model preset (tutorial, tiny, base, ...)")
+                             metavar="RULE", valid=one_of(SELECTION_RULES))
+    model_size: str = setting("tutorial", "model preset (tutorial, tiny, base, ...)",
+                              valid=one_of(_model_sizes))
     model_overrides: dict[str, Any] = setting(
         {}, 'model config changes as JSON, e.g. \'{"depth": 3}\' (experiments, tests)',
         metavar="JSON")
     fm: str = setting("phantom", "foundation weights: phantom (committed), none (random init) "
-                      "or a file")
+                      "or a file", valid=NON_EMPTY)
     frames: str = setting("repeat", "how ED and ES enter the model: repeat (CineMA's input), "
                           "per-frame (frozen one-frame prefix per frame, trained fusion) or "
                           "trainable-stem (first conv trained at a reduced LR)",
-                          metavar="repeat|per-frame|trainable-stem")
+                          metavar="repeat|per-frame|trainable-stem", valid=one_of(_frame_modes))
     blocks: str = setting("last2", "adapted blocks: last2, lastK, all, or indices like 4,5",
-                          metavar="SPEC")
-    rank: int = setting(4, "LoRA rank (global adapter)")
-    alpha: float = setting(8.0, "LoRA alpha (global adapter)")
-    local_rank: int = setting(4, "rank of Med-DualLoRA's local adapter")
-    local_alpha: float = setting(8.0, "alpha of Med-DualLoRA's local adapter")
-    lora_dropout: float = setting(0.0, "LoRA dropout")
+                          metavar="SPEC",
+                          valid=matching(BLOCKS_SPEC, "last2, lastK, all or indices like 4,5"))
+    rank: int = setting(4, "LoRA rank (global adapter)", valid=between(1, MAX_RANK))
+    alpha: float = setting(8.0, "LoRA alpha (global adapter)",
+                           valid=between(0, 10_000, open_lo=True))
+    local_rank: int = setting(4, "rank of Med-DualLoRA's local adapter", valid=between(1, MAX_RANK))
+    local_alpha: float = setting(8.0, "alpha of Med-DualLoRA's local adapter",
+                                 valid=between(0, 10_000, open_lo=True))
+    lora_dropout: float = setting(0.0, "LoRA dropout", valid=between(0, 1, open_hi=True))
     targets: list[str] = setting(list(LORA_TARGETS), "comma-separated LoRA targets "
-                                 f"({','.join(LORA_TARGETS)})", metavar="LIST")
+                                 f"({','.join(LORA_TARGETS)})", metavar="LIST",
+                                 valid=Valid(choices=LORA_TARGETS, non_empty=True))
     head: str = setting("shared", "shared, or private (ablation: the head never leaves the "
-                        "site; 'local' is a deprecated alias)", metavar="shared|private")
+                        "site; 'local' is a deprecated alias)", metavar="shared|private",
+                        valid=one_of(("shared", "private")))
     finetune_epochs: int = setting(0, "fedavg_lora_ft: local epochs each site fine-tunes the "
                                    "selected global adapter and head before its personalized "
                                    "test; 0 = --local-epochs (the budget of one round, fixed "
-                                   "in advance, not tuned on test)")
+                                   "in advance, not tuned on test)", valid=between(0, MAX_EPOCHS))
     prox_lambda: float = setting(0.0, "fedavg_lora_ft: Ditto-style proximal weight lambda "
-                                 "(loss + lambda/2 ||w - w_global||^2 while fine-tuning; 0: off)")
+                                 "(loss + lambda/2 ||w - w_global||^2 while fine-tuning; 0: off)",
+                                 valid=between(0, 1e6))
     dpa_local_weight: float = setting(0.5, "feddpa: weight of the local adapter while it "
-                                      "trains (the frozen global adapter gets 1 - this)")
+                                      "trains (the frozen global adapter gets 1 - this)",
+                                      valid=between(0, 1))
     dpa_max_weight: float = setting(0.5, "feddpa: the global adapter's weight at inference is "
                                     "this times the mean cosine similarity of the instance to "
                                     "--dpa-instances training instances (the local adapter "
-                                    "gets 1 - that)")
+                                    "gets 1 - that)", valid=between(0, 1))
     dpa_instances: int = setting(5, "feddpa: training instances each test instance is compared "
-                                 "with (0: all of the site's training set)")
+                                 "with (0: all of the site's training set)",
+                                 valid=between(0, 10**6))
     class_weighting: bool = setting(True, "inverse-frequency class weights (NOR is the "
                                     "minority)")
     head_norm: bool = setting(True, "standardize the heads' inputs with pooled round-0 "
@@ -134,13 +178,16 @@ class TrainConfig:
                              site=True)
     device: str = setting("auto", "where to compute: auto (CUDA when a GPU is visible, else "
                           "cpu), cpu, cuda or cuda:N (over Flower a site's node config "
-                          "'device' overrides it)", metavar="auto|cpu|cuda[:N]")
+                          "'device' overrides it)", metavar="auto|cpu|cuda[:N]",
+                          valid=matching(_DEVICE_SPEC.pattern, "auto, cpu, cuda or cuda:N"))
     precision: str = setting("fp32", "autocast precision of forward/backward: fp32, bf16 or "
                              "fp16 (weights, optimizer state and payloads stay fp32; the "
                              "prefix cache is stored in this precision)",
-                             metavar="fp32|bf16|fp16")
-    drop_prob: float = setting(0.0, "chance that a client drops out of a round")
-    min_clients: int = setting(2, "fewer successful clients -> the round is skipped")
+                             metavar="fp32|bf16|fp16", valid=one_of(PRECISIONS))
+    drop_prob: float = setting(0.0, "chance that a client drops out of a round",
+                               valid=between(0, 1, open_hi=True))
+    min_clients: int = setting(2, "fewer successful clients -> the round is skipped",
+                               valid=between(1, 1000))
     fail_clients: list[str] = setting([], "fault injection: these clients raise (NAME or "
                                       "NAME@ROUND, comma-separated)", metavar="LIST")
     holdout_vendor: str = setting("", "vendor never trained on; the global model is evaluated "
@@ -154,9 +201,10 @@ class TrainConfig:
                                "other vendor's test split and on the unseen centre (in-process "
                                "only: it moves private adapters between sites)")
     max_train_per_client: int = setting(0, "cap on training subjects per client (0: all)",
-                                        quick=12)
-    eval_batch_size: int = setting(16, "evaluation batch size")
-    bootstrap: int = setting(1000, "bootstrap replicates for confidence intervals", quick=200)
+                                        quick=12, valid=between(0, 10**7))
+    eval_batch_size: int = setting(16, "evaluation batch size", valid=between(1, MAX_BATCH))
+    bootstrap: int = setting(1000, "bootstrap replicates for confidence intervals", quick=200,
+                             valid=between(0, MAX_BOOTSTRAP))
     quick: bool = setting(False, "tiny rounds and epochs so each strategy runs in seconds "
                           "(a record of --quick; the values it sets are in the other fields)",
                           cli=False)
@@ -194,43 +242,26 @@ class TrainConfig:
         return cls.from_dict(values)
 
     def validate(self) -> None:
-        """Reject impossible settings with one clear line (before any work starts)."""
-        if self.strategy not in STRATEGY_NAMES:
-            raise KitError(f"unknown strategy {self.strategy!r}; choose one of "
-                           f"{', '.join(STRATEGY_NAMES)}")
-        if self.head not in ("shared", "private"):
-            raise KitError(f"--head must be 'shared' or 'private', not {self.head!r}")
-        if self.rounds < 1 or self.local_epochs < 1 or self.batch_size < 1:
-            raise KitError("--rounds, --local-epochs and --batch-size must be at least 1")
-        if not 0.0 <= self.drop_prob < 1.0:
-            raise KitError(f"--drop-prob must be in [0, 1), not {self.drop_prob}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise KitError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, not "
-                           f"{self.lr_schedule!r}")
-        if self.private_optimizer not in PRIVATE_OPTIMIZERS:
-            raise KitError(f"--private-optimizer must be one of {', '.join(PRIVATE_OPTIMIZERS)}"
-                           f", not {self.private_optimizer!r}")
-        if self.selection not in SELECTION_RULES:
-            raise KitError(f"--selection must be one of {', '.join(SELECTION_RULES)}, not "
-                           f"{self.selection!r}")
-        if self.lr <= 0 or self.local_lr_mult <= 0:
-            raise KitError("--lr and --local-lr-mult must be positive")
-        if self.rank < 1 or self.local_rank < 1:
-            raise KitError("LoRA ranks must be at least 1")
+        """Reject impossible settings with one clear line (before any work starts).
+
+        Every field is checked against its declaration (its kind, and ``valid``: range,
+        choices, syntax), so a value from ``config.json`` or a Flower run config is held to the
+        same rules as one typed on the command line; then the rules that tie fields together.
+        """
+        for spec in dataclasses.fields(self):
+            option = f"--{spec.name.replace('_', '-')}"
+            value = getattr(self, spec.name)
+            check_type(option, value, _default_of(spec))
+            spec.metadata["valid"].check(option, value)
         if self.test_data and self.holdout_vendor:
             raise KitError("--test-data and --holdout-vendor cannot be combined (the test "
                            "cohort's unseen centre is the kit's hold-out there)")
-        if self.finetune_epochs < 0 or self.prox_lambda < 0 or self.dpa_instances < 0:
-            raise KitError("--finetune-epochs, --prox-lambda and --dpa-instances must not be "
-                           "negative")
-        if not 0.0 <= self.dpa_local_weight <= 1.0 or not 0.0 <= self.dpa_max_weight <= 1.0:
-            raise KitError("--dpa-local-weight and --dpa-max-weight must lie in [0, 1]")
-        check_device_spec(self.device)
-        check_precision(self.precision)
-        bad = sorted(set(self.targets) - set(LORA_TARGETS))
-        if bad:
-            raise KitError(f"unknown LoRA target(s) {', '.join(bad)}; choose from "
-                           f"{', '.join(LORA_TARGETS)}")
+
+
+def _default_of(spec: dataclasses.Field) -> Any:
+    if spec.default is not dataclasses.MISSING:
+        return spec.default
+    return spec.default_factory()  # type: ignore[misc]
 
 
 def quick_overrides() -> dict[str, Any]:
@@ -252,3 +283,35 @@ def resolve(explicit: dict[str, Any], *, quick: bool = False) -> TrainConfig:
         values["lr"] = read_choice(Path(values["lr_from"]),
                                    values.get("strategy", TrainConfig().strategy))
     return TrainConfig.from_dict(values)
+
+
+# Fields holding paths: a resumed run may name the same file by another relative path
+_PATH_FIELDS = ("data", "test_data", "cache_dir", "lr_from")
+_NOT_PATHS = ("phantom", "none")  # --fm values that are not files
+
+
+def _same(name: str, a: Any, b: Any) -> bool:
+    if a == b:
+        return True
+    paths = name in _PATH_FIELDS or (name == "fm" and a not in _NOT_PATHS
+                                     and b not in _NOT_PATHS)
+    if paths and isinstance(a, str) and isinstance(b, str) and a and b:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return False
+
+
+def resume_conflicts(recorded: TrainConfig, given: TrainConfig,
+                     names: Iterable[str]) -> list[str]:
+    """``--option value (recorded value)`` for each of ``names`` (the options given now) whose
+    value differs from the recorded run's: ``--resume`` continues the recorded configuration,
+    so an option that says otherwise would be silently ignored."""
+    def shown(value: Any) -> str:
+        return ",".join(value) if isinstance(value, list) else json.dumps(value) \
+            if isinstance(value, dict) else str(value)
+
+    conflicts = []
+    for name in sorted(set(names)):
+        now, then = getattr(given, name), getattr(recorded, name)
+        if not _same(name, now, then):
+            conflicts.append(f"--{name.replace('_', '-')} {shown(now)} (recorded {shown(then)})")
+    return conflicts

@@ -69,6 +69,7 @@ def run_training(config: TrainConfig, out_dir: Path, *, resume: bool = False,
     strategy = get_strategy(config.strategy, config.head)
     model = build_client_model(config, strategy)
     sites = InProcessSites(config, model, prepare_cohort(config, model))
+    rundir.begin(clear=overwrite and not resume)  # the new run is built: now the old may go
     rundir.write_config(config)
     return run_federation(config, strategy, model, sites, rundir, resume=resume,
                           progress=progress, after_round=after_round)

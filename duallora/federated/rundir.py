@@ -61,13 +61,22 @@ class RunDir:
         return self.config.is_file() or self.last_checkpoint.is_file()
 
     def prepare(self, resume: bool, overwrite: bool) -> None:
-        """Refuse to mix two runs in one folder unless asked to resume or overwrite."""
+        """Refuse to mix two runs in one folder unless asked to resume or overwrite.
+
+        Only checks: nothing is created or removed here. ``begin`` does that once the new
+        run's configuration, data and model have been built, so an ``--overwrite`` whose new
+        run cannot even start (a bad option, a broken cohort) leaves the old run whole.
+        """
         if self.root.exists() and not self.root.is_dir():
             raise KitError(f"--out {self.root}: exists and is not a folder")
         if self.holds_a_run() and not (resume or overwrite):
             raise KitError(f"--out {self.root} already holds a run; pass --resume to continue "
                            "it or --overwrite to start again")
-        if overwrite and not resume:
+
+    def begin(self, *, clear: bool) -> None:
+        """Make the folder; ``clear``: first remove the previous run's files (``--overwrite``,
+        called only after the new run was built successfully)."""
+        if clear:
             for path in (self.config, self.metrics, self.predictions, self.comm,
                          self.last_checkpoint, self.timing):
                 path.unlink(missing_ok=True)

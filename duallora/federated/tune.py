@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig
+from duallora.federated.config import TrainConfig, resume_conflicts
 
 DEFAULT_GRID = (5e-4, 1e-3, 2e-3, 4e-3)
 CHOICE_FILE = "tune-lr.json"
@@ -55,8 +55,9 @@ def tune_lr(config: TrainConfig, grid: tuple[float, ...], out_dir: Path, *,
     out_dir = Path(out_dir)
     losses = {}
     for lr in sorted(set(grid)):
-        run = run_training(dataclasses.replace(config, lr=lr), out_dir / f"lr-{lr:g}",
-                           resume=True, progress=progress)
+        wanted = dataclasses.replace(config, lr=lr)
+        refuse_other_run(wanted, out_dir / f"lr-{lr:g}")
+        run = run_training(wanted, out_dir / f"lr-{lr:g}", resume=True, progress=progress)
         losses[lr] = final_val_loss(run, config.rounds)
     chosen = choose(losses)
     record = {"strategy": config.strategy, "rule": RULE, "grid": sorted(losses),
@@ -65,6 +66,21 @@ def tune_lr(config: TrainConfig, grid: tuple[float, ...], out_dir: Path, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CHOICE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def refuse_other_run(config: TrainConfig, folder: Path) -> None:
+    """A grid run is resumed from its folder: refuse one recorded with other settings (it
+    would silently stand in for this configuration's run), naming the settings."""
+    from duallora.federated.rundir import RunDir
+
+    rundir = RunDir(folder)
+    if not rundir.config.is_file():
+        return
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "quick"]
+    conflicts = resume_conflicts(rundir.read_config(), config, names)
+    if conflicts:
+        raise KitError(f"{rundir.root} holds a run with other settings: {'; '.join(conflicts)}"
+                       ". Remove it, or tune into another --out")
 
 
 def read_choice(path: Path, strategy: str) -> float:

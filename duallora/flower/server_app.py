@@ -129,6 +129,12 @@ def run_flower_training(grid: Grid, config: TrainConfig, settings: FlowerSetting
     if not strategy.federated:
         raise KitError(f"strategy {strategy.name} has no server; run it with duallora train")
     rundir.prepare(resume=resume, overwrite=settings.overwrite)
+    if config.cross_site:
+        raise KitError("cross-site is in-process only: over Flower it would move each "
+                       "site's private adapter to the other sites")
+    model = build_client_model(config, strategy)
+    # the new run is built: only now may --overwrite remove the old one
+    rundir.begin(clear=settings.overwrite and not resume)
     flower_dir = rundir.root / "flower"
     flower_dir.mkdir(parents=True, exist_ok=True)
     run_key = run_key_for(rundir, resume)
@@ -141,10 +147,6 @@ def run_flower_training(grid: Grid, config: TrainConfig, settings: FlowerSetting
         with log_path.open("a") as handle:
             handle.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
-    if config.cross_site:
-        raise KitError("cross-site is in-process only: over Flower it would move each "
-                       "site's private adapter to the other sites")
-    model = build_client_model(config, strategy)
     directory = SiteDirectory(grid, run_key, log=log)
     holdout = config.holdout_vendor or None
     ask_moments_with_hello(directory, config, holdout)
