@@ -260,6 +260,8 @@ def harmonize_datasets(*, acdc: Path | None = None, mnms: Path | None = None,
         bar.update(1)
     bar.close()
     skips += unaccounted(records, rows, skips)
+    # workers finish in any order: sort, so the same input gives the same skipped.csv
+    skips.sort(key=lambda skip: (skip.subject_id, skip.source_path, skip.reason))
     skipped = pd.DataFrame([s.__dict__ for s in skips], columns=SKIPPED_COLUMNS)
     _write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
     if not rows:

@@ -168,6 +168,22 @@ def test_failed_overwrite_leaves_the_old_run_intact(harmonized_dir, tmp_path, ca
     assert _contents(run) == before
 
 
+def test_a_run_in_which_every_client_fails_is_an_error(harmonized_dir, tmp_path, capsys,
+                                                       monkeypatch) -> None:
+    """Nothing trained: exit 2 naming the first failure, never exit 0 with a headline."""
+    import duallora.federated.sites as sites
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the site's GPU fell off")
+
+    monkeypatch.setattr(sites, "train_client", broken)
+    code = duallora_main(["train", "--data", str(harmonized_dir), "--strategy", "fedavg_lora",
+                          "--out", str(tmp_path / "run"), "--quick", "--fm", "none",
+                          "--model-size", "tiny", "--blocks", "all", "--no-progress"])
+    err = one_line_error(capsys, code, "every client failed", "the site's GPU fell off")
+    assert "events.json" in err
+
+
 def test_rundir_prepare_only_checks_and_begin_clears() -> None:
     """The two steps apart: ``prepare`` never removes anything, ``begin(clear=True)`` does."""
     import tempfile

@@ -92,10 +92,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume:
         check_cohort(args.data)
     from duallora.federated.loop import run_training  # imports PEFT: only once input is sane
-    from duallora.results.headline import headline
+    from duallora.results.headline import failure_summary, headline
 
     out = run_training(config, args.out, resume=args.resume, overwrite=args.overwrite,
                        progress=not args.no_progress)
+    failed = failure_summary(out)
+    if failed:
+        raise KitError(failed)
     print(headline(out))
     return 0
 

@@ -38,6 +38,20 @@ def headline(run_dir: Path) -> str:
     return "; ".join(parts)
 
 
+def failure_summary(run_dir: Path) -> str | None:
+    """Why a finished run trained nothing, when every training attempt of every client failed
+    (``None`` when at least one client trained once): such a run must not end with exit 0 and
+    a headline that reads like a result."""
+    run = load_run(run_dir)
+    train = run.metrics[run.metrics["split"] == "train"]
+    if (train["metric"] == "loss").any() or not (train["metric"] == "failed").any():
+        return None
+    failures = [event for event in run.events if event.get("event") == "failed"]
+    first = failures[0].get("error", "unknown error") if failures else "unknown error"
+    return (f"every client failed in every round ({len(failures)} failures); the first: "
+            f"{first} (run directory {run.path}, events.json lists them all)")
+
+
 def headline_table(runs: dict[str, RunResults], split: str = "test") -> pd.DataFrame:
     """One row per strategy: macro (mean over vendors) test balanced accuracy, sensitivity,
     specificity with 95% CIs, and the bytes it sent. The table ``reports/README.md`` shows."""
