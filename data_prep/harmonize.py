@@ -186,7 +186,10 @@ def _run_all(records: list[SubjectRecord], out: Path,
     crash in native code) is a skipped subject with the reason, never a lost run."""
     import data_prep.preprocess  # noqa: F401  (imported once here, inherited by forked workers)
 
-    initializer = one_torch_thread if workers > 1 else None
+    # Always one torch thread in the child, even with one worker: a child forked from a
+    # process whose OpenMP pool already ran (an earlier torch op, e.g. in a notebook or a test
+    # worker) deadlocks in its first parallel region; with one thread torch never enters one.
+    initializer = one_torch_thread
     tasks = [(record, out) for record in records]
     for index, result in run_isolated(harmonize_subject, tasks, workers, initializer):
         record = records[index]

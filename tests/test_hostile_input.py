@@ -554,3 +554,27 @@ def test_generator_combines_corruptions_into_new_cases() -> None:
             check_combined_corruptions(plan, Path(tmp))
 
     check()
+
+
+def test_harmonize_after_torch_used_its_thread_pool_does_not_hang(tmp_path) -> None:
+    """Each subject runs in a forked child; a child forked after the parent's OpenMP pool ran
+    deadlocked in its first parallel torch op (seen under pytest-xdist). The child runs one
+    torch thread, so it never enters one. A subprocess with a timeout turns a hang into a
+    failure."""
+    import subprocess
+    import sys
+
+    write_mnms2(tmp_path / "raw", 2)
+    script = (
+        "import torch\n"
+        "torch.set_num_threads(2)\n"
+        "torch.nn.functional.affine_grid(torch.eye(3, 4)[None].repeat(2, 1, 1),"
+        " (2, 1, 64, 64, 32), align_corners=False).sum()\n"  # the pool has run
+        "from data_prep.harmonize import harmonize_datasets\n"
+        f"harmonize_datasets(mnms2={str(tmp_path / 'raw')!r}, out={str(tmp_path / 'h')!r},"
+        " workers=1, progress=False)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stderr
+    done, skipped = harmonize_outcome(tmp_path / "h")
+    assert done == {"mnms2/001", "mnms2/002"} and not skipped
