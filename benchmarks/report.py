@@ -1,7 +1,8 @@
-"""Benchmark results -> targets, a markdown report, and the README's Performance block.
+"""Benchmark results -> targets, a markdown report, and the block between the bench markers.
 
-The README holds the measured table between two marker lines, so ``benchmarks/run.py
---update-readme`` can replace it without touching the prose around it.
+The measured table sits between two marker lines (docs/PERFORMANCE.md keeps the last copy;
+``benchmarks/run.py --update-readme`` still writes into README.md), so it can be replaced
+without touching the prose around it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Harmonization: the DESIGN.md outputs, LV centring, systole, broken subjects, re-runs."""
+"""Harmonization: the docs/CONTRACTS.md outputs, LV centring, systole, broken subjects, re-runs."""
 
 from __future__ import annotations
 

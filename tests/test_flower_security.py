@@ -1,10 +1,10 @@
-"""TLS and SuperNode authentication on loopback, as real sites run them (README commands).
+"""TLS and SuperNode authentication on loopback, as real sites run them (docs/DEPLOYMENT.md).
 
 ``duallora flower-local --tls`` makes a CA, a SuperLink certificate and a key pair per site,
 starts the SuperLink with TLS and ``--enable-supernode-auth``, registers every site's key and
 trains (``tests/test_flower_faults.py`` trains that way; ``tests/test_flower_run.py``'s Ctrl-C
-and SIGTERM tests start the README's ``flower-local --tls`` command); a SuperNode whose key was
-never registered is refused by the SuperLink.
+and SIGTERM tests start docs/DEPLOYMENT.md's ``flower-local --tls`` command); a SuperNode whose
+key was never registered is refused by the SuperLink.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def banner(result: dict[str, Any]) -> str:
 
 
 def headline_table(result: dict[str, Any]) -> str:
-    """H1's primary result as a short markdown table (the README shows it)."""
+    """H1's primary result as a short markdown table (notebook 04 and docs/BENCHMARK.md show it)."""
     h1 = result["h1"]
     primary = h1.get("primary")
     if not primary:

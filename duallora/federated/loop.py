@@ -57,7 +57,7 @@ SITE_DECIDED_RULES = ("site-val-ba", "final")
 def run_training(config: TrainConfig, out_dir: Path, *, resume: bool = False,
                  overwrite: bool = False, progress: bool = True,
                  after_round: Callable[[int], None] | None = None) -> Path:
-    """Train ``config`` in this process into ``out_dir`` (DESIGN.md's run directory).
+    """Train ``config`` in this process into ``out_dir`` (docs/CONTRACTS.md's run directory).
 
     ``after_round(r)`` is called once round ``r`` is checkpointed (tests use it to crash on
     purpose; notebooks can use it to plot live).

@@ -1,4 +1,4 @@
-"""The run directory of DESIGN.md, written atomically so a crash never leaves half a file.
+"""The run directory of docs/CONTRACTS.md, written atomically so a crash never leaves half a file.
 
     RUN_DIR/config.json        the TrainConfig
     RUN_DIR/metrics.csv        round, client, split, metric, value

@@ -18,7 +18,8 @@ By default everything listens on the loopback interface with ``--insecure``. Wit
 ``tls.TlsMaterial``: CA, SuperLink certificate, one key pair per SuperNode) the SuperLink serves
 TLS and authenticates SuperNodes (``--enable-supernode-auth``), every node's public key is
 registered (``flwr supernode register``) before it starts, and every node and the ``flwr`` CLI
-verify the SuperLink against the CA: the setup of real sites (README, "Real sites with Flower").
+verify the SuperLink against the CA: the setup of real sites (docs/DEPLOYMENT.md, "Real sites
+with Flower").
 """
 
 from __future__ import annotations

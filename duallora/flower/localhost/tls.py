@@ -1,11 +1,12 @@
 """TLS certificates and SuperNode key pairs for a secured federation on this machine.
 
-What a coordinating centre and its sites set up for a real deployment (README, "Running it
-across three hospitals"), made here with ``cryptography`` for ``flower-local --tls`` and the
-tests: a certificate authority, a SuperLink certificate signed by it (subjectAltName 127.0.0.1
-and localhost, the names the SuperNodes and the ``flwr`` CLI connect to), and one EC P-384 key
-pair per SuperNode in OpenSSH format (what ``ssh-keygen -t ecdsa -b 384`` writes and what
-``flwr supernode register`` and ``flower-supernode --auth-supernode-private-key`` read).
+What a coordinating centre and its sites set up for a real deployment (docs/DEPLOYMENT.md,
+"Running it across three hospitals"), made here with ``cryptography`` for ``flower-local
+--tls`` and the tests: a certificate authority, a SuperLink certificate signed by it
+(subjectAltName 127.0.0.1 and localhost, the names the SuperNodes and the ``flwr`` CLI connect
+to), and one EC P-384 key pair per SuperNode in OpenSSH format (what ``ssh-keygen -t ecdsa -b
+384`` writes and what ``flwr supernode register`` and ``flower-supernode
+--auth-supernode-private-key`` read).
 """
 
 from __future__ import annotations

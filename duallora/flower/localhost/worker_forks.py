@@ -6,7 +6,8 @@ starts one per site, and again after a fault, so on one machine this parent impo
 and forks a child per worker. Each child then runs exactly ``duallora site-worker
 --node-config FILE`` (the same CLI function, exit codes and messages) in its own session, with
 its own log and environment: the launcher signals, supervises and stops it as any process it
-started. A real site runs ``duallora site-worker`` itself (README, "Real sites with Flower").
+started. A real site runs ``duallora site-worker`` itself (docs/DEPLOYMENT.md, "Real sites
+with Flower").
 
 The parent only imports and forks: it starts no thread, runs no torch operation and never
 initializes CUDA, so the children inherit no thread pool, lock or device context (a child may
