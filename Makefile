@@ -67,8 +67,9 @@ test: setup browser
 notebooks: setup
 	$(PY) -m duallora notebooks
 
+# Measures, then replaces the measured block of docs/PERFORMANCE.md (BENCH_ARGS="--quick" etc.).
 bench: setup
-	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	$(PY) benchmarks/run.py --update-docs $(BENCH_ARGS)
 
 # The pre-declared benchmark (H1-H3): PLAN=demo (default), full (CPU overnight) or paper (GPU).
 PLAN ?= demo

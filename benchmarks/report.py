@@ -1,8 +1,8 @@
 """Benchmark results -> targets, a markdown report, and the block between the bench markers.
 
-The measured table sits between two marker lines (docs/PERFORMANCE.md keeps the last copy;
-``benchmarks/run.py --update-readme`` still writes into README.md), so it can be replaced
-without touching the prose around it.
+The measured table sits between two marker lines of docs/PERFORMANCE.md (``make bench``, i.e.
+``benchmarks/run.py --update-docs``, replaces it), so it can be replaced without touching the
+prose around it.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """``make bench``: the cost of every strategy, the prefix cache, merged inference, data, notebooks.
 
-    python benchmarks/run.py [--quick] [--update-readme] [--skip SECTION ...] [--out DIR]
+    python benchmarks/run.py [--quick] [--update-docs] [--skip SECTION ...] [--out DIR]
 
 Sections: data (phantom cohort, harmonization throughput), strategies (tutorial preset and
 CineMA base: parameters, exact message bytes, training time, peak memory), prefix (med_duallora
 round with/without the prefix cache), inference (plain vs unmerged vs merged adapters),
 notebooks (the series in quick mode), flower (localhost Flower vs in-process, when available).
-Writes ``OUT/benchmarks.json`` and ``OUT/benchmarks.md``; ``--update-readme`` copies the table
-into README.md between the bench markers. A full run takes about 10 minutes on 2 idle cores;
-``--quick`` is a smoke run of about 2 minutes (fewer repeats, one process for all strategies).
+Writes ``OUT/benchmarks.json`` and ``OUT/benchmarks.md``; ``--update-docs`` copies the table
+into docs/PERFORMANCE.md between the bench markers (``make bench`` does). A full run takes
+about 10 minutes on 2 idle cores; ``--quick`` is a smoke run of about 2 minutes (fewer
+repeats, one process for all strategies).
 
 Each strategy is measured in its own process so that its peak resident memory is its own.
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+PERFORMANCE_DOC = REPO / "docs" / "PERFORMANCE.md"  # its bench-marker block is this report's
 if str(REPO) not in sys.path:  # run as a script from anywhere: the package sits beside us
     sys.path.insert(0, str(REPO))
 
@@ -221,8 +223,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="cache folder for the benchmark's phantom cohort (default data/bench)")
     parser.add_argument("--skip", action="append", default=[], choices=SECTIONS,
                         help="leave a section out (repeatable)")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="copy the table into README.md between the bench markers")
+    parser.add_argument("--update-docs", "--update-readme", dest="update_docs",
+                        action="store_true",
+                        help="copy the table into docs/PERFORMANCE.md between the bench markers "
+                        "(--update-readme: its old name; the README no longer holds timings)")
     parser.add_argument("--base-timed", metavar="NAMES",
                         help="comma-separated strategies whose CineMA base step is timed "
                         "(default: all in a full run, med_duallora in --quick)")
@@ -230,7 +234,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch CPU threads per worker (default: torch's own choice)")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="measure nothing: rebuild the markdown (and, with "
-                        "--update-readme, the README block) from a benchmarks.json")
+                        "--update-docs, the docs/PERFORMANCE.md block) from a benchmarks.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -304,8 +308,8 @@ def run(args: argparse.Namespace) -> int:
     partial.unlink(missing_ok=True)
     table = report.markdown(results)
     (args.out / "benchmarks.md").write_text("# Benchmarks\n\n" + table)
-    if args.update_readme:
-        report.update_readme(REPO / "README.md", table)
+    if args.update_docs:
+        report.update_readme(PERFORMANCE_DOC, table)
     print(f"[bench {results['wall_seconds']:6.0f} s] wrote {args.out / 'benchmarks.json'} "
           "and benchmarks.md", flush=True)
     for target in results["targets"]:
@@ -314,7 +318,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(args: argparse.Namespace) -> int:
-    """``--render JSON``: targets, markdown and README block from stored results."""
+    """``--render JSON``: targets, markdown and the docs/PERFORMANCE.md block from stored
+    results."""
     from benchmarks import report
 
     try:
@@ -325,9 +330,9 @@ def render(args: argparse.Namespace) -> int:
     table = report.markdown(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.md").write_text("# Benchmarks\n\n" + table)
-    if args.update_readme:
-        report.update_readme(REPO / "README.md", table)
-    print(f"wrote {args.out / 'benchmarks.md'}" + (" and README.md" if args.update_readme
+    if args.update_docs:
+        report.update_readme(PERFORMANCE_DOC, table)
+    print(f"wrote {args.out / 'benchmarks.md'}" + (f" and {PERFORMANCE_DOC}" if args.update_docs
                                                      else ""))
     return 0
 
