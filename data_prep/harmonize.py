@@ -214,6 +214,19 @@ def _row(record: SubjectRecord, info: dict) -> dict:
     }
 
 
+def _remove_stale_volumes(out: Path, skips: list[Skip]) -> None:
+    """A subject harmonized by an earlier run and skipped now (its source changed into
+    something unusable) loses its old volumes: nothing in ``out`` may describe a subject that
+    ``metadata.csv`` does not list."""
+    import shutil
+
+    volumes = (out / "volumes").resolve()
+    for skip in skips:
+        folder = _subject_dir(out, skip.subject_id).resolve()
+        if folder.is_dir() and volumes in folder.parents:
+            shutil.rmtree(folder)
+
+
 def unaccounted(records: list[SubjectRecord], rows: list[dict],
                 skips: list[Skip]) -> list[Skip]:
     """A ``Skip`` for every subject that ended neither harmonized nor skipped: the safety net
@@ -263,6 +276,7 @@ def harmonize_datasets(*, acdc: Path | None = None, mnms: Path | None = None,
         bar.update(1)
     bar.close()
     skips += unaccounted(records, rows, skips)
+    _remove_stale_volumes(out, skips)
     # workers finish in any order: sort, so the same input gives the same skipped.csv
     skips.sort(key=lambda skip: (skip.subject_id, skip.source_path, skip.reason))
     skipped = pd.DataFrame([s.__dict__ for s in skips], columns=SKIPPED_COLUMNS)

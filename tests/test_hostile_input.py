@@ -435,6 +435,13 @@ def test_rerun_redoes_a_subject_whose_source_changed(tmp_path) -> None:
     after = {i: (out / "volumes" / i / "es.nii.gz").read_bytes() for i in ids}
     assert after[ids[1]] != before[ids[1]]
     assert after[ids[0]] == before[ids[0]] and after[ids[2]] == before[ids[2]]
+    # a source that becomes unusable (ES now equals ED): skipped, and its old volumes go
+    ed = np.asarray(nib.load(str(folder / "002_SA_ED.nii.gz")).dataobj)
+    _rewrite(folder, "ES", data=ed)
+    harmonize_datasets(mnms2=tmp_path / "raw", out=out, workers=1, progress=False)
+    done, skipped = harmonize_outcome(out)
+    assert ids[1] in skipped and ids[1] not in done
+    assert not (out / "volumes" / ids[1]).exists() and (out / "volumes" / ids[0]).is_dir()
 
 
 def test_hand_edited_metadata_fails_naming_the_row(tmp_path, capsys) -> None:
