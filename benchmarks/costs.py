@@ -2,8 +2,10 @@
 
 Upload: ``len(encode(client.shared_payload()))``, the blob a client sends (what ``comm.jsonl``
 records). Download: the server's broadcast, i.e. ``strategy.aggregate`` applied to decoded
-uploads and encoded again, so both directions go through the kit's own functions. Every client
-receives and sends one message per round, so a round costs ``n_clients`` times each.
+uploads and encoded again (FedALT: the leave-one-out mean under the rest-of-world adapter's
+names, ``fedalt.rest_of_world``), so both directions go through the kit's own functions.
+Every client receives and sends one message per round, so a round costs ``n_clients`` times
+each.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from duallora.federated.client_model import ClientModel
+from duallora.federated.fedalt import rest_of_world
 from duallora.federated.serialization import decode, encode
+from duallora.federated.strategies import LEAVE_ONE_OUT
 
 
 def message_bytes(model: ClientModel) -> dict[str, int]:
@@ -22,7 +26,11 @@ def message_bytes(model: ClientModel) -> dict[str, int]:
         return {"upload_bytes": 0, "download_bytes": 0}
     blob = encode(model.shared_payload())
     received = decode(blob)
-    broadcast = encode(strategy.aggregate([(received, 3), (decode(blob), 1)]))
+    if strategy.aggregation == LEAVE_ONE_OUT:  # what one site gets: the others' mean, renamed
+        broadcast = encode(rest_of_world({"this": received, "other": decode(blob)}, "this",
+                                         received))
+    else:
+        broadcast = encode(strategy.aggregate([(received, 3), (decode(blob), 1)]))
     return {"upload_bytes": len(blob), "download_bytes": len(broadcast)}
 
 

@@ -166,12 +166,43 @@ display(Markdown(Path(benchmark["markdown"]).read_text()))
 # ## Train Med-DualLoRA (and reuse notebook 03's baselines)
 #
 # The baselines are looked up in `data_dir` with exactly notebook 03's settings; any that are
-# missing are trained here, so this notebook also runs on its own.
+# missing are trained here, so this notebook also runs on its own. Two more personalization
+# methods train beside them with the same settings (docs/STRATEGIES.md): **orthogonal dual
+# LoRA** (Med-DualLoRA plus a penalty on the overlap of the two adapters' input subspaces) and
+# **FedALT** (each site's own LoRA is uploaded but never reset; the server sends each site the
+# mean of the *other* sites' adapters, frozen, and a per-layer router mixes the two).
 
 # %%
-main_specs = experiments.strategy_specs(["med_duallora", *experiments.BASELINES],
+main_specs = experiments.strategy_specs(["med_duallora", *experiments.BASELINES,
+                                         *experiments.DUAL_VARIANTS],
                                         rounds=rounds, rank=lora_rank)
-runs = run_reader.load_runs(experiments.ensure_runs(ws, main_specs))
+main_specs_dirs = experiments.ensure_runs(ws, main_specs)
+runs = run_reader.load_runs(main_specs_dirs)
+
+# %% [markdown]
+# ### Does the orthogonality penalty separate the adapters?
+#
+# The overlap of each site's global and local input subspaces at the end of training,
+# normalized ||A_g A_l^T||_F (0: orthogonal, 1: one shared direction; the same quantity the
+# penalty acts on), for Med-DualLoRA and orthogonal dual LoRA on the same data and seed.
+
+# %%
+import pandas as pd
+
+from duallora.federated.orthogonal import overlap
+from duallora.federated.rundir import RunDir
+
+
+def site_overlaps(run_dir):
+    state = RunDir(run_dir).load_checkpoint()
+    return {site: overlap({**state["global"], **private})
+            for site, private in sorted(state["private"].items())}
+
+
+overlaps = pd.DataFrame({name: site_overlaps(main_specs_dirs[name])
+                         for name in ("med_duallora", "orthogonal_duallora")})
+save_table(overlaps, out, "04_subspace_overlap")
+display(overlaps.round(4))
 
 # %% [markdown]
 # ## Med-DualLoRA against every baseline, per vendor

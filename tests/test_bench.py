@@ -18,7 +18,9 @@ from benchmarks import costs, measure, report, timing
 from duallora.errors import KitError
 from duallora.federated.client_model import build_client_model
 from duallora.federated.config import STRATEGY_NAMES, TrainConfig
+from duallora.federated.fedalt import rest_of_world_name
 from duallora.federated.serialization import decode, encode
+from duallora.federated.strategies import MEAN
 
 REPO = Path(__file__).resolve().parents[1]
 FLOAT32 = 4
@@ -48,7 +50,11 @@ def test_message_bytes_are_the_serialized_payloads(rows) -> None:
         # float32 data plus a small safetensors header (JSON: name, dtype, shape, offsets)
         data = FLOAT32 * row["shared_params"]
         assert data < row["upload_bytes"] <= data + 8 + 200 * len(upload)
-        assert row["download_bytes"] == row["upload_bytes"]  # the average has the same shapes
+        if model.strategy.aggregation == MEAN:  # the average has the same names and shapes
+            assert row["download_bytes"] == row["upload_bytes"]
+        else:  # FedALT: the same shapes under the rest-of-world adapter's names
+            row_payload = {rest_of_world_name(k): v for k, v in upload.items()}
+            assert row["download_bytes"] == len(encode(row_payload)) != row["upload_bytes"]
         assert row["upload_bytes_per_round"] == 4 * row["upload_bytes"]
         assert row["download_bytes_per_round"] == 4 * row["download_bytes"]
 
@@ -68,6 +74,11 @@ def test_strategy_byte_ordering(rows) -> None:
     assert up["fedavg_lora_ft"] == up["fedavg_lora"]
     assert rows["fedavg_lora_ft"]["private_params"] == 0
     assert up["fedper"] < up["fedavg_lora"]
+    # orthogonal dual LoRA moves Med-DualLoRA's tensors (the penalty is computed on site);
+    # FedALT uploads its individual adapter (no head) and keeps head and routers
+    assert up["orthogonal_duallora"] == up["med_duallora"]
+    assert rows["fedalt"]["shared_params"] < rows["fedavg_lora"]["shared_params"]
+    assert rows["fedalt"]["private_params"] > 0
     assert rows["fedper"]["shared_params"] + rows["fedper"]["private_params"] == \
         rows["fedavg_lora"]["shared_params"]
     assert up["fedavg_full"] > max(v for k, v in up.items() if k != "fedavg_full")

@@ -84,7 +84,7 @@ def test_feddpa_schedule_is_local_then_global_and_global_only_first() -> None:
 
 
 def test_bad_baseline_options_are_clear_errors() -> None:
-    with pytest.raises(KitError, match="--dpa-local-weight"):
+    with pytest.raises(KitError, match="--dpa-max-weight"):
         TrainConfig(strategy="feddpa", dpa_max_weight=1.5)
     with pytest.raises(KitError, match="--finetune-epochs"):
         TrainConfig(strategy="fedavg_lora_ft", finetune_epochs=-1)

@@ -60,6 +60,8 @@ RUNS: dict[str, RunSpec] = {spec.name: spec for spec in (
     RunSpec("fedper", "fedper"),
     RunSpec("fedavg_lora_ft", "fedavg_lora_ft"),
     RunSpec("feddpa", "feddpa"),
+    RunSpec("orthogonal_duallora", "orthogonal_duallora"),
+    RunSpec("fedalt", "fedalt"),
 )}
 
 ARMS: dict[str, Arm] = {arm.name: arm for arm in (
@@ -75,6 +77,8 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     Arm("fedper", "fedper"),
     Arm("fedavg_lora_ft", "fedavg_lora_ft"),
     Arm("feddpa", "feddpa"),
+    Arm("orthogonal_duallora", "orthogonal_duallora"),
+    Arm("fedalt", "fedalt"),
 )}
 
 PRIMARY = ("med_duallora", "fedavg_lora")  # H1: personalized Med-DualLoRA vs FedAvg-LoRA
@@ -153,7 +157,7 @@ PROTOCOL: dict[str, Any] = {"selection": "pooled-val-loss", "private_optimizer":
 
 CORE_RUNS = ("med_duallora", "fedavg_lora", "single_site", "centralized")
 ALL_RUNS = (*CORE_RUNS, "med_duallora_all", "fedsa_lora", "ffa_lora", "fedavg_full", "fedper",
-            "fedavg_lora_ft", "feddpa")
+            "fedavg_lora_ft", "feddpa", "orthogonal_duallora", "fedalt")
 
 PLANS: dict[str, Plan] = {
     # Sized to fit `make demo` (<= 30 min on 2 cores with the other notebooks): a small

@@ -20,6 +20,8 @@ ARM_LABELS = {
     "fedper": "FedPer (private head)",
     "fedavg_lora_ft": "FedAvg-LoRA + local fine-tuning",
     "feddpa": "FedDPA",
+    "orthogonal_duallora": "orthogonal dual LoRA (FedOPAL-style penalty)",
+    "fedalt": "FedALT (rest-of-world LoRA + router)",
     "chance": "chance",
     "head_only_probe": "head-only probe (frozen FM, pooled)",
     "raw_pixel_probe": "raw-pixel probe (pooled)",

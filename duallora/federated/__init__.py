@@ -10,6 +10,8 @@
 - ``strategies``     the strategy table: declarative objects (add a strategy here).
 - ``client``         what one client does in a round: train or evaluate (pure functions).
 - ``dpa``            FedDPA's instance-wise weighting of the global and local adapters.
+- ``orthogonal``     orthogonal dual LoRA's subspace-overlap penalty (and its measurement).
+- ``fedalt``         FedALT's per-layer router and leave-one-out rest-of-world adapter.
 - ``serialization``  the one wire format of every message (a safetensors blob).
 - ``loop``           the round driver: send -> local training -> upload -> aggregate ->
                      validate -> select; the only place that decides what happens in a round.

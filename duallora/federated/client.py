@@ -28,8 +28,9 @@ from duallora.federated.config import TrainConfig
 from duallora.federated.device import OptimizerStep, to_compute, to_host
 from duallora.federated.dpa import adapter_weights, instance_weights, representations
 from duallora.federated.head_norm import apply_head_norm
+from duallora.federated.orthogonal import orthogonality_penalty
 from duallora.federated.serialization import Payload
-from duallora.federated.strategies import INSTANCE, JOINT, STEM, Strategy
+from duallora.federated.strategies import INSTANCE, JOINT, ORTHOGONAL, STEM, Strategy
 from duallora.model.frames import STEM_LR_MULT
 
 OPTIMIZER_PREFIX = "optimizer/"   # private-state keys that hold AdamW state, not parameters
@@ -134,19 +135,21 @@ def train_client(model: ClientModel, received: Payload | None, private: Payload 
                else None)
     losses: list[float] = []
     saved: Payload = {}
+    penalty = (orthogonality_penalty(model, config.orth_weight)
+               if model.strategy.penalty == ORTHOGONAL else None)
     try:
         for phase in training_phases(model.strategy, config, round_idx):
             model.use_adapters(phase.adapters)
             names = model.train_only(phase.groups)
             optimizer = torch.optim.AdamW(optimizer_groups(model, config, round_idx, names))
-            # the private parameters' AdamW memory belongs to the phase that trains them
+            # the kept parameters' AdamW memory belongs to the phase that trains them
             persistent = (config.private_optimizer == "persistent"
-                          and bool(set(names) & set(model.private_names)))
+                          and bool(set(names) & set(model.kept_names)))
             if persistent:
                 restore_moments(optimizer, model, moments)
             with adapter_weights(model.module, phase.weights or {}):
                 losses += fit_epochs(model, optimizer, data, config, generator,
-                                     config.local_epochs, weights)
+                                     config.local_epochs, weights, penalty)
             if persistent:
                 saved.update(saved_moments(optimizer, model))
     finally:
@@ -271,9 +274,9 @@ def split_private(private: Payload | None) -> tuple[Payload, Payload]:
 
 
 def saved_moments(optimizer: torch.optim.Optimizer, model: ClientModel) -> Payload:
-    """AdamW's state (step, first and second moments) of every private parameter."""
+    """AdamW's state (step, first and second moments) of every kept parameter."""
     saved: Payload = {}
-    for name in model.private_names:
+    for name in model.kept_names:
         state = optimizer.state.get(model.params[name], {})
         for key in ADAM_STATE_KEYS:
             if key in state:
@@ -283,9 +286,9 @@ def saved_moments(optimizer: torch.optim.Optimizer, model: ClientModel) -> Paylo
 
 def restore_moments(optimizer: torch.optim.Optimizer, model: ClientModel,
                     moments: Payload) -> None:
-    """Put the private parameters' AdamW state from the previous round back in place (the
+    """Put the kept parameters' AdamW state from the previous round back in place (the
     moments on the parameter's device; AdamW keeps its step counter on the host)."""
-    for name in model.private_names:
+    for name in model.kept_names:
         keys = {key: f"{OPTIMIZER_PREFIX}{key}/{name}" for key in ADAM_STATE_KEYS}
         if all(saved in moments for saved in keys.values()):
             device = model.params[name].device

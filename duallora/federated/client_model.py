@@ -2,8 +2,9 @@
 
 ``ClientModel`` knows, for every parameter, which strategy group it belongs to, so it can hand
 out exactly the tensors a client uploads (``shared_payload``) or keeps (``private_payload``), and
-load what it receives. Every client (and the server, for evaluation) builds it the same way from
-the same seed, so all start from identical weights, as if the server had sent the init.
+load what it receives (usually what it uploads, averaged; FedALT's rest-of-world adapter is
+received but never trained). Every client (and the server, for evaluation) builds it the same
+way from the same seed, so all start from identical weights, as if the server had sent the init.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from duallora.federated.adapters import (
 )
 from duallora.federated.config import TrainConfig
 from duallora.federated.device import autocast, configure_determinism, resolve_device, to_host
+from duallora.federated.fedalt import attach_routers
 from duallora.federated.serialization import Payload
 from duallora.federated.strategies import (
     FROZEN,
+    ROUTER_MIX,
     Strategy,
     get_strategy,
     parameter_group,
@@ -104,10 +107,15 @@ class ClientModel:
         self.trainable_names = sorted(n for n, g in self.groups.items() if g in strategy.trainable)
         self.shared_names = sorted(n for n, g in self.groups.items() if g in strategy.shared)
         self.private_names = sorted(n for n, g in self.groups.items() if g in strategy.private)
+        self.kept_names = sorted(n for n, g in self.groups.items() if g in strategy.kept)
+        self.received_names = sorted(n for n, g in self.groups.items()
+                                     if g in strategy.received_groups)
         if not self.trainable_names:
             raise KitError(f"strategy {strategy.name} trains nothing with --blocks {blocks}")
         self.use_adapters(strategy.adapters)
-        self.initial = self.payload(self.trainable_names)
+        # the start of every set_state: what trains, and what is received without training
+        self.loadable = sorted(set(self.trainable_names) | set(self.received_names))
+        self.initial = self.payload(self.loadable)
 
     # -- which parameters train -------------------------------------------------------------
     def use_adapters(self, names: Sequence[str]) -> None:
@@ -140,12 +148,14 @@ class ClientModel:
         return self.payload(self.shared_names)
 
     def private_payload(self) -> Payload:
-        """What never leaves the client."""
-        return self.payload(self.private_names)
+        """What the client carries to its next round: the private groups (which never leave
+        it) and, under FedALT, its individual adapter (uploaded, but never sent back)."""
+        return self.payload(self.kept_names)
 
     def load(self, payload: Payload) -> None:
-        """Copy received tensors into the model; only trainable parameter names are accepted."""
-        unknown = sorted(set(payload) - set(self.trainable_names))
+        """Copy received tensors into the model; only trainable or received parameter names
+        are accepted."""
+        unknown = sorted(set(payload) - set(self.loadable))
         if unknown:
             raise ValueError(f"payload holds parameters this strategy does not train: "
                              f"{unknown[:3]}")
@@ -191,6 +201,8 @@ def build_client_model(config: TrainConfig, strategy: Strategy | None = None) ->
     specs = [_adapter_spec(name, config, strategy) for name in strategy.adapters]
     module = (attach_adapters(network, specs, blocks, config.targets, config.lora_dropout)
               if specs else network)
+    if strategy.mixing == ROUTER_MIX:
+        attach_routers(module)  # zero-initialized: no random draw
     device = resolve_device(config.device)
     configure_determinism(device, config.precision)
     module.to(device)  # in place: the Parameter objects (and their names) stay the same

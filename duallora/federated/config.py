@@ -27,7 +27,8 @@ from duallora.federated.ranges import (
 )
 
 STRATEGY_NAMES = ("single_site", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora",
-                  "fedsa_lora", "med_duallora", "fedper", "fedavg_lora_ft", "feddpa")
+                  "fedsa_lora", "med_duallora", "fedper", "fedavg_lora_ft", "feddpa",
+                  "orthogonal_duallora", "fedalt")
 LORA_TARGETS = ("attn.q", "attn.kv", "attn.proj", "mlp.fc1", "mlp.fc2")
 # Deprecated strategy names, accepted for one release: "local" now only means the paper's
 # local adapter, so the strategy in which each site trains alone is "single_site".
@@ -168,6 +169,10 @@ class TrainConfig:
     dpa_instances: int = setting(5, "feddpa: training instances each test instance is compared "
                                  "with (0: all of the site's training set)",
                                  valid=between(0, 10**6))
+    orth_weight: float = setting(1.0, "orthogonal_duallora: weight of the overlap penalty "
+                                 "(mean over adapted layers of ||A_g A_l^T||_F^2 / "
+                                 "(||A_g||_F^2 ||A_l||_F^2), which lies in [0, 1])",
+                                 valid=between(0, 1e6))
     class_weighting: bool = setting(True, "inverse-frequency class weights (NOR is the "
                                     "minority)")
     head_norm: bool = setting(True, "standardize the heads' inputs with pooled round-0 "

@@ -27,9 +27,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from duallora.errors import KitError
 from duallora.federated.client import Predictions, training_phases
 from duallora.federated.client_model import ClientModel, build_client_model
 from duallora.federated.config import TrainConfig
+from duallora.federated.fedalt import rest_of_world
 from duallora.federated.flops import train_flops_per_subject
 from duallora.federated.head_norm import pooled_head_norm
 from duallora.federated.prepare import prepare_cohort
@@ -37,7 +39,7 @@ from duallora.federated.rundir import RunDir
 from duallora.federated.serialization import Payload, decode, encode
 from duallora.federated.sites import EvalRequest, InProcessSites, Sites, TrainRequest
 from duallora.federated.state import RunState, SelectedRound
-from duallora.federated.strategies import Strategy, get_strategy
+from duallora.federated.strategies import LEAVE_ONE_OUT, Strategy, get_strategy
 from duallora.results.evaluation import prediction_rows, summary_rows
 from duallora.results.metrics import binary_metrics
 
@@ -200,12 +202,26 @@ def round_requests(round_idx: int, config: TrainConfig, strategy: Strategy, site
     for name in clients:
         if name in dropped:
             continue
-        received = state.global_payload
+        received = received_payload(strategy, state, name)
         if strategy.federated:  # logged below in site order, next to each site's upload
             received = send_logged(state, received, round_idx, name, "down")
             downloads[name] = state.comm.pop()
         requests[name] = TrainRequest(received, state.private.get(name))
     return RoundRequests(requests, downloads, dropped)
+
+
+def received_payload(strategy: Strategy, state: RunState, client: str) -> Payload:
+    """What the server sends ``client`` now: the global payload, or under leave-one-out
+    aggregation (FedALT) the mean of the other clients' latest uploads (``fedalt``)."""
+    if strategy.aggregation == LEAVE_ONE_OUT:
+        return rest_of_world(state.uploads, client, state.global_payload)
+    return state.global_payload
+
+
+def own_upload(strategy: Strategy, state: RunState, client: str) -> Payload | None:
+    """The client's latest upload, for the test of its model before aggregation (None where
+    the server sends back no mean of it: leave-one-out keeps the client's own adapter)."""
+    return None if strategy.aggregation == LEAVE_ONE_OUT else state.uploads.get(client)
 
 
 def run_round(round_idx: int, config: TrainConfig, strategy: Strategy, sites: Sites,
@@ -239,7 +255,8 @@ def apply_round(round_idx: int, config: TrainConfig, strategy: Strategy, state: 
         upload = (send_logged(state, answer.upload, round_idx, name, "up")
                   if strategy.federated else answer.upload)
         results[name] = (upload, answer)
-        if strategy.federated and strategy.private:  # for the before-aggregation test
+        if strategy.federated and strategy.private and strategy.aggregation != LEAVE_ONE_OUT:
+            # for the before-aggregation test
             state.uploads[name] = upload
         state.metric(round_idx, name, "train", "loss", answer.metrics["loss"])
         state.metric(round_idx, name, "train", "n_examples", answer.n_examples)
@@ -253,7 +270,12 @@ def apply_round(round_idx: int, config: TrainConfig, strategy: Strategy, state: 
         return
     if strategy.federated or strategy.pooled:
         uploads = [(upload, update.n_examples) for upload, update in results.values()]
-        if uploads:
+        if uploads and strategy.aggregation == LEAVE_ONE_OUT:
+            if aggregate is not None:
+                raise KitError(f"{strategy.name}: the server sends each site its own mean; "
+                               "a replacement aggregator (central DP) is not supported")
+            state.uploads.update({name: upload for name, (upload, _) in results.items()})
+        elif uploads:
             state.global_payload = (aggregate(round_idx, uploads) if aggregate is not None
                                     else strategy.aggregate(uploads))
             _log_privacy(state, round_idx, aggregate)
@@ -324,7 +346,7 @@ def final_candidates(strategy: Strategy, sites: Sites, state: RunState,
     best = dict(state.best)
     for name, items in plan.items():  # what apply_validation selects when this round wins
         best[name] = SelectedRound(round_idx, math.nan, items[0].received, items[0].private,
-                                   state.uploads.get(name))
+                                   own_upload(strategy, state, name))
     best_global = (SelectedRound(round_idx, math.nan, state.global_payload)
                    if strategy.has_global_model else state.best_global)
     if_last = dataclasses.replace(state, best=best, best_global=best_global)
@@ -363,7 +385,8 @@ def validation_plan(strategy: Strategy, sites: Sites, state: RunState
     for name in sites.trainers:
         if name not in state.private and strategy.private:
             continue  # never trained successfully: nothing personal to evaluate yet
-        plan[name] = [EvalRequest("val", state.global_payload, state.private.get(name))]
+        plan[name] = [EvalRequest("val", received_payload(strategy, state, name),
+                                  state.private.get(name))]
         if strategy.has_global_model and strategy.federated:
             plan[name].append(EvalRequest("val", state.global_payload, None, global_only=True))
     return plan
@@ -391,7 +414,7 @@ def apply_validation(round_idx: int, strategy: Strategy, sites: Sites, state: Ru
             score = pooled_score
         if _better(score, state.best.get(name), rule):
             state.best[name] = SelectedRound(round_idx, score, items[0].received,
-                                             items[0].private, state.uploads.get(name))
+                                             items[0].private, own_upload(strategy, state, name))
         if len(items) > 1:
             global_preds = answers[name][1]
             _log_val(state, round_idx, name, "val_global", global_preds)

@@ -10,12 +10,16 @@ are LoRA factors of the named adapters, ``head`` the classification heads, ``blo
 weights of the adapted blocks (only ``fedavg_full`` trains those), ``fusion`` the frame fusion
 and ``stem`` the first conv (both exist only under the matching ``frames`` model option, see
 ``duallora.model.frames``; every strategy trains them, and shares them wherever there is a
-server, like the global adapter), ``frozen`` everything else.
+server that averages, like the global adapter), ``router`` FedALT's per-layer mixers
+(``duallora.federated.fedalt``), ``frozen`` everything else.
 
 Three fields say *how* a client trains and predicts, beyond what: ``schedule`` (one joint
 optimization of every trainable group, or FedDPA's private-then-shared phases), ``mixing`` (the
 active adapters add up, or FedDPA's instance-wise weights at inference) and ``finetune`` (the
-personalized test model is the selected global model fine-tuned on the site).
+personalized test model is the selected global model fine-tuned on the site). Two say what
+the server does and what else trains: ``aggregation`` (one mean for everyone, or FedALT's
+per-client leave-one-out mean, sent back under other names: ``received``) and ``penalty``
+(the orthogonality term of orthogonal dual LoRA, ``duallora.federated.orthogonal``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from duallora.model.frames import FUSION_PREFIX
 GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B = "global.A", "global.B", "local.A", "local.B"
 HEAD, BLOCK, FROZEN = "head", "block", "frozen"
 FUSION, STEM = "fusion", "stem"  # frames="per-frame" / "trainable-stem" only (else empty)
+ROUTER = "router"  # FedALT's learned per-layer mixers (``duallora.federated.fedalt``)
 FRAME_GROUPS = frozenset({FUSION, STEM})
 # schedule: JOINT trains every trainable group together; PRIVATE_THEN_SHARED (FedDPA-T) trains
 # the private groups first, with the shared adapters frozen and mixed in, then the shared groups
@@ -40,7 +45,14 @@ FRAME_GROUPS = frozenset({FUSION, STEM})
 JOINT, PRIVATE_THEN_SHARED = "joint", "private-then-shared"
 # mixing: SUM adds the active adapters' updates; INSTANCE weights global and private adapter
 # per test instance (FedDPA's instance-wise dynamic weighting, ``duallora.federated.dpa``)
-SUM, INSTANCE = "sum", "instance"
+# ROUTER_MIX: a learned router weighs the two adapters per token in every adapted layer (FedALT)
+SUM, INSTANCE, ROUTER_MIX = "sum", "instance", "router"
+# aggregation: MEAN sends every client the sample-weighted mean of the uploads; LEAVE_ONE_OUT
+# sends each client the plain mean of the *other* clients' latest uploads (FedALT's
+# rest-of-world adapter), renamed from the uploaded adapter to the received one
+MEAN, LEAVE_ONE_OUT = "mean", "leave-one-out"
+# penalty: ORTHOGONAL adds the global/local subspace-overlap term to the task loss
+ORTHOGONAL = "orthogonal"
 
 
 @dataclass(frozen=True)
@@ -62,15 +74,30 @@ class Strategy:
     #                                     per site by the final export)
     private_rank: bool = False      # the private adapter takes --local-rank/--local-alpha
     schedule: str = JOINT           # JOINT or PRIVATE_THEN_SHARED (see above)
-    mixing: str = SUM               # SUM or INSTANCE (see above)
+    mixing: str = SUM               # SUM, INSTANCE or ROUTER_MIX (see above)
     finetune: bool = False          # the final personalized model: the selected global payload
     #                                 fine-tuned on the site's training data (never uploaded)
+    aggregation: str = MEAN         # MEAN or LEAVE_ONE_OUT (see above)
+    received: frozenset[str] | None = None  # groups the server sends (None: ``shared``)
+    penalty: str | None = None      # None or ORTHOGONAL (see above)
     description: str = ""
 
     @property
     def private(self) -> frozenset[str]:
         """Trained groups that never leave the client."""
         return self.trainable - self.shared
+
+    @property
+    def received_groups(self) -> frozenset[str]:
+        """Groups the server sends a client (the averaged shared groups, unless declared)."""
+        return self.shared if self.received is None else self.received
+
+    @property
+    def kept(self) -> frozenset[str]:
+        """Trained groups a client carries from one round to the next (its private state):
+        everything it trains that the server does not send back. Equal to ``private`` unless
+        an uploaded group is never returned (FedALT's individual adapter)."""
+        return self.trainable - self.received_groups
 
     @property
     def global_model_adapters(self) -> tuple[str, ...]:
@@ -118,6 +145,8 @@ def parameter_group(name: str, adapted_blocks: Iterable[int], head_names: Iterab
                     stem_names: Iterable[str] = ()) -> str:
     """Which group a parameter of the (PEFT-wrapped) model belongs to, from its name alone
     (``stem_names``: the model's ``stem_parameter_names()``, empty unless the stem trains)."""
+    if ".fedalt_router." in name:  # checked first: the routers live inside adapted blocks
+        return ROUTER
     for adapter in ("global", "local"):
         if f".lora_A.{adapter}." in name:
             return f"{adapter}.A"
@@ -182,13 +211,28 @@ _STRATEGIES: dict[str, Strategy] = {
         private_rank=True, schedule=PRIVATE_THEN_SHARED, mixing=INSTANCE,
         description="FedDPA-T: local adapter trained against the frozen global one, then the "
                     "global adapter and head alone (averaged); instance-wise weights at test"),
+    "orthogonal_duallora": Strategy(
+        "orthogonal_duallora", ("global", "local"),
+        _lora(GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B, HEAD), _lora(GLOBAL_A, GLOBAL_B, HEAD),
+        global_adapters=("global",), private_adapter="local", private_rank=True,
+        penalty=ORTHOGONAL,
+        description="Med-DualLoRA plus a penalty on the overlap of the global and local "
+                    "adapters' input subspaces (FedOPAL-style orthogonal dual LoRA)"),
+    "fedalt": Strategy(
+        "fedalt", ("global", "local"), _lora(LOCAL_A, LOCAL_B, HEAD, ROUTER),
+        _lora(LOCAL_A, LOCAL_B), received=_lora(GLOBAL_A, GLOBAL_B), private_adapter="local",
+        mixing=ROUTER_MIX, aggregation=LEAVE_ONE_OUT,
+        description="FedALT: each site's individual LoRA is uploaded but never replaced; the "
+                    "server returns the frozen mean of the other sites' (rest-of-world) "
+                    "adapter; a per-layer router mixes the two; head and router stay on site"),
 }
 
 
 def _with_frame_groups(strategy: Strategy) -> Strategy:
-    """Every strategy trains the frame groups; they travel wherever there is a server (or
-    pooled data), as the global adapter does, and stay on the site otherwise (``local``)."""
-    shares = strategy.federated or strategy.pooled
+    """Every strategy trains the frame groups; they travel wherever there is a server that
+    averages (or pooled data), as the global adapter does, and stay on the site otherwise
+    (``single_site``; FedALT, whose server returns no mean of them)."""
+    shares = (strategy.federated or strategy.pooled) and strategy.aggregation == MEAN
     return replace(strategy, trainable=strategy.trainable | FRAME_GROUPS,
                    shared=strategy.shared | FRAME_GROUPS if shares else strategy.shared)
 

@@ -416,6 +416,8 @@ def mae_reconstructions(mae, images, mask_ratio: float = 0.75, seed: int = 0):
 BASELINES = ("single_site", "centralized", "fedavg_full", "fedavg_lora", "ffa_lora", "fedsa_lora")
 # the personalized-FL baselines (issue 18), kept apart so the runs above keep their configs
 PERSONALIZED_BASELINES = ("fedper", "fedavg_lora_ft", "feddpa")
+# two personalization methods beside Med-DualLoRA that notebook 04 compares (issue 43)
+DUAL_VARIANTS = ("orthogonal_duallora", "fedalt")
 
 
 def _common(rounds: int | None, blocks: str, rank: int) -> dict[str, Any]:
