@@ -21,6 +21,7 @@ from duallora.errors import KitError
 from duallora.results.metrics import binary_metrics
 
 pytestmark = pytest.mark.slow
+VENDORS = ("Canon", "GE", "Philips", "Siemens")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,17 @@ def _seen_ba(folder: Path, split: str = "test") -> float:
     part = frame[(frame["split"] == split) & (frame["client"] != "unseen")]
     return binary_metrics(part["label"].to_numpy(), part["prob"].to_numpy())[
         "balanced_accuracy"]
+
+
+def _own_vendor_ba(folders: list[Path], vendor: str) -> float:
+    """Mean over the runs of ``vendor``'s balanced accuracy on its own test subjects."""
+    values = []
+    for folder in folders:
+        frame = pd.read_csv(folder / "predictions.csv")
+        part = frame[(frame["split"] == "test") & (frame["client"] == vendor)]
+        values.append(binary_metrics(part["label"].to_numpy(), part["prob"].to_numpy())[
+            "balanced_accuracy"])
+    return float(np.mean(values))
 
 
 def test_plan_trains_every_planned_run_once(benchmark: dict):
@@ -72,15 +84,9 @@ def test_every_arm_has_per_vendor_worst_vendor_and_calibration(benchmark: dict):
     plan, result = benchmark["plan"], benchmark["result"]
     cell = result["cells"][plan.primary_cell.key]
     folders = _runs(benchmark["data"], plan.primary_cell, "med_duallora")
-    for vendor in ("Canon", "GE", "Philips", "Siemens"):
-        own = []
-        for folder in folders:
-            frame = pd.read_csv(folder / "predictions.csv")
-            part = frame[(frame["split"] == "test") & (frame["client"] == vendor)]
-            own.append(binary_metrics(part["label"].to_numpy(), part["prob"].to_numpy())[
-                "balanced_accuracy"])
+    for vendor in VENDORS:
         entry = cell["vendors"]["med_duallora"]["per_vendor"][vendor]["balanced_accuracy"]
-        assert entry["value"] == pytest.approx(float(np.mean(own)))
+        assert entry["value"] == pytest.approx(_own_vendor_ba(folders, vendor))
         assert entry["low"] <= entry["value"] <= entry["high"]
     for arm, table in cell["vendors"].items():
         values = {v: m["balanced_accuracy"]["value"] for v, m in table["per_vendor"].items()}
@@ -112,20 +118,14 @@ def test_bytes_come_from_the_wire_logs(benchmark: dict):
 def test_cross_site_diagonal_is_each_sites_own_test(benchmark: dict):
     plan, matrix = benchmark["plan"], benchmark["result"]["cross_site"]["med_duallora"]
     folders = _runs(benchmark["data"], plan.primary_cell, "med_duallora")
-    for vendor in ("Canon", "GE", "Philips", "Siemens"):
-        own = []
-        for folder in folders:
-            frame = pd.read_csv(folder / "predictions.csv")
-            part = frame[(frame["split"] == "test") & (frame["client"] == vendor)]
-            own.append(binary_metrics(part["label"].to_numpy(), part["prob"].to_numpy())[
-                "balanced_accuracy"])
-        assert matrix[vendor][vendor] == pytest.approx(float(np.mean(own)))
+    for vendor in VENDORS:
+        assert matrix[vendor][vendor] == pytest.approx(_own_vendor_ba(folders, vendor))
         others = set(matrix[vendor]) - {vendor}
         assert {"unseen"} <= others and len(others) == 4  # 3 other vendors + unseen centre
     assert "unseen" in matrix["global"]
     subjects = benchmark["result"]["cross_site_subjects"]
     per_site = benchmark["plan"].test_per_vendor
-    assert subjects == {**dict.fromkeys(("Canon", "GE", "Philips", "Siemens"), per_site),
+    assert subjects == {**dict.fromkeys(VENDORS, per_site),
                         "unseen": per_site}
     assert "not resolvable at this size" in (benchmark["out"] / "benchmark.md").read_text()
 
