@@ -1,8 +1,8 @@
 """``python -m data_prep``: build the phantom cohort, its headroom report, and harmonize.
 
-    python -m data_prep phantoms  --out DIR [--scale F] [--seed N] [--shift acq=A,mix=M,label=L]
+    python -m data_prep phantoms  --out DIR [--scale F] [--seed N] [--shift SPEC|CELL]
                                   [--generator v2|v1] [--test-per-vendor N] [--val-per-vendor N]
-    python -m data_prep headroom  [--seed N] [--shift acq=A,mix=M,label=L] [--out DIR]
+    python -m data_prep headroom  [--seed N] [--shift SPEC|CELL] [--out DIR]
     python -m data_prep harmonize [--acdc DIR] [--mnms DIR] [--mnms2 DIR] --out DIR [--seed N]
 """
 
@@ -52,9 +52,11 @@ def _register_phantoms(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_shift_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shift", default=None, metavar="acq=A,mix=M,label=L",
-                        help="shift strengths in [0, 1]; omitted families keep the defaults of "
-                        "the config (all three 0: the no-shift control)")
+    parser.add_argument("--shift", default=None, metavar="acq=A,mix=M,label=L,nuis=N,app=P",
+                        help="shift strengths (0-1 realistic; 1-3 outside the literature, "
+                        "positive controls only) or a cell name: negative, realistic, positive "
+                        "(docs/PHANTOMS.md); omitted families keep the config's defaults "
+                        "(all 1)")
     parser.add_argument("--shift-config", type=Path, default=None,
                         help="shift ranges and default strengths (default: the packaged "
                         "data_prep/phantoms/shifts.toml)")

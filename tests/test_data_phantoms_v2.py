@@ -147,7 +147,8 @@ def test_v2_cohort_is_deterministic_and_meets_the_contract(tmp_path: Path) -> No
     assert _volumes_sha256(tmp_path / "ha") == _volumes_sha256(tmp_path / "hb")
     pd.testing.assert_frame_equal(metas[0], metas[1])
     info = json.loads((first / "cohort.json").read_text())
-    assert info["generator"] == "v2" and info["shifts"] == {"acq": 0.0, "mix": 1.0, "label": 1.0}
+    assert info["generator"] == "v2" and info["shifts"] == {"acq": 0.0, "mix": 1.0, "label": 1.0,
+                                                          "nuis": 1.0, "app": 1.0}
     # the balanced test cohort: the harmonized contract, 1 NOR + 1 disease per vendor, unseen
     meta = read_metadata(first / "test_harmonized")
     assert (meta["split"] == "test").all() and meta["subject_id"].is_unique
@@ -174,7 +175,7 @@ def test_headroom_and_phantoms_command_lines(tmp_path: Path, capsys) -> None:
     assert report["shifts"]["label"] == 0.0 and report["n_train_per_vendor"] == 300
     code = data_prep_main(["phantoms", "--out", str(tmp_path / "x"), "--shift", "acq=7"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err and "outside [0, 1]" in err
+    assert code == 2 and "\n" not in err and "outside [0, 3]" in err
     code = data_prep_main(["phantoms", "--out", str(tmp_path / "x"), "--generator", "v1",
                            "--shift", "acq=1"])
     assert code == 2 and "need the v2 generator" in capsys.readouterr().err

@@ -27,9 +27,16 @@ import numpy as np
 from scipy import ndimage
 
 from data_prep.phantoms.anatomy import Scan, render_stack
-from data_prep.phantoms.appearance import STYLES, VendorStyle, bias_field, scanner_affine
+from data_prep.phantoms.appearance import VendorStyle, bias_field, scanner_affine
 from data_prep.phantoms.cohort_v1 import Phantom
 from data_prep.phantoms.labels import subject_seed
+from data_prep.phantoms.nuisance import (
+    appearance_style,
+    draw_nuisance,
+    roll_slices,
+    scanner_noise,
+    tilt_offsets,
+)
 from data_prep.phantoms.sampling import Draw
 
 
@@ -115,7 +122,8 @@ def render_v2(draw: Draw, phases: str = "all") -> Acquired:
     acq = centre.acq
     config_3t = centre.field_3t
     rng = np.random.default_rng([latent.seed, 1])  # stream 1: rendering
-    style = STYLES[centre.vendor]
+    style = appearance_style(centre.vendor, centre.appearance)
+    nuisance = draw_nuisance(centre.nuisance, latent.seed)  # own stream: rng is untouched
     heart = latent.heart
     spacing = float(rng.uniform(*style.spacing))
     matrix = int(rng.choice(style.matrices))
@@ -144,8 +152,10 @@ def render_v2(draw: Draw, phases: str = "all") -> Acquired:
                 es_fraction=0.4,  # unused: the squeeze below sets every rendered phase
                 centre=(float(rng.uniform(-0.15, 0.15) * half_fov),
                         float(rng.uniform(-0.15, 0.15) * half_fov)),
-                septum_angle=float(np.deg2rad(style.septum_angle_deg + rng.normal(0, 10))),
-                top_u=top_u, myo_level=1.0 / float(rng.uniform(*style.blood_to_myo)))
+                septum_angle=float(np.deg2rad(style.septum_angle_deg + rng.normal(0, 10)
+                                              + nuisance.rotation_deg)),
+                top_u=top_u, myo_level=1.0 / float(rng.uniform(*style.blood_to_myo)),
+                fat_scale=nuisance.fat_scale)
     wanted = squeeze if phases == "all" else squeeze[[ed_index, es_index]]
     image, labels = render_stack(heart, scan, rng, squeeze=wanted)
     # breath-hold misalignment: each slice (all its frames) shifted by its own offset
@@ -157,6 +167,11 @@ def render_v2(draw: Draw, phases: str = "all") -> Acquired:
             shift = (int(offsets[k, 0]), int(offsets[k, 1]))
             image[:, :, k] = np.roll(image[:, :, k], shift, axis=(0, 1))
             labels[:, :, k] = np.roll(labels[:, :, k], shift, axis=(0, 1))
+    if nuisance.tilt_deg:  # the long axis leans against the stack normal
+        offsets = tilt_offsets(nuisance, top_u - step * np.arange(n_slices), heart.length / 2,
+                               grid_spacing)
+        roll_slices(image, offsets)
+        roll_slices(labels, offsets)
     # phase-encode ghost of the beating heart (and what surrounds it) along y
     ghost_shift = int(grid[1] * rng.uniform(0.25, 0.5))
     if acq["ghost_level"] > 0:
@@ -173,6 +188,7 @@ def render_v2(draw: Draw, phases: str = "all") -> Acquired:
     if field == "3.0":
         style = replace(style, snr=(style.snr[0] * snr_gain, style.snr[1] * snr_gain),
                         bias=style.bias + b1_extra)
+    style = scanner_noise(style, nuisance)
     frames = range(n_frames) if phases == "all" else (ed_index, es_index)
     cine = acquire(image, style, grid_spacing, rng, zero_filled,
                    [subject_seed(latent.seed, "noise", t) for t in frames])

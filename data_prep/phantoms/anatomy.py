@@ -151,6 +151,7 @@ class Scan:
     septum_angle: float  # in-plane direction from the LV centre to the RV (rad)
     top_u: float  # long-axis position (mm from apex) of the first slice
     myo_level: float  # myocardium intensity (blood = 1)
+    fat_scale: float = 1.0  # epicardial fat thickness factor (v2 nuisance; 1: as drawn)
 
     @property
     def es_index(self) -> int:
@@ -297,7 +298,11 @@ def render_stack(heart: Heart, scan: Scan, rng: np.random.Generator,
             rv_d = (along / max(rv_a, 1e-3)) ** 2 + (across / max(rv_b, 1e-3)) ** 2
             rv_outer = (along / max(rv_a + heart.rv_wall, 1e-3)) ** 2 + \
                 (across / max(rv_b + heart.rv_wall, 1e-3)) ** 2
-            fat = (r < epi + 1.5 + fat_extra) | (rv_outer < 1.12)
+            if scan.fat_scale == 1.0:  # the original expression: same floats, same voxels
+                fat = (r < epi + 1.5 + fat_extra) | (rv_outer < 1.12)
+            else:
+                fat = (r < epi + scan.fat_scale * (1.5 + fat_extra)) | \
+                    (rv_outer < 1.12 ** scan.fat_scale)
             img[fat] = 0.75
             rv_wall = (rv_outer < 1.0) & (r >= epi)
             img[rv_wall] = scan.myo_level

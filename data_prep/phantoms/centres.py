@@ -11,7 +11,7 @@ between cohort seeds while a strength change moves every centre along the same d
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,9 @@ class Centre:
     rule: dict[str, float]
     pathology_mix: dict[str, float]  # generative pathology code -> probability
     field_3t: dict[str, Any]  # physics of a 3 T scan (shifts.toml [acq.field_3t])
+    # per-subject nuisance ranges {name: (lo, hi)} (Shifts.subject_ranges; empty: none)
+    nuisance: dict[str, tuple[float, float]] = field(default_factory=dict)
+    appearance: float = 1.0  # vendor appearance strength (shifts ``app``)
 
 
 def pooled_mix() -> dict[str, float]:
@@ -85,7 +88,7 @@ def _make_centre(name: str, vendor: str, dataset: str, size: int, unseen: bool,
     norm = sum(blend.values())
     return Centre(name, vendor, dataset, size, unseen, acq, mix, rule,
                   {c: p / norm for c, p in blend.items() if p > 0},
-                  dict(config["acq"]["field_3t"]))
+                  dict(config["acq"]["field_3t"]), shifts.subject_ranges(), shifts.app)
 
 
 def draw_centres(shifts: Shifts, seed: int) -> list[Centre]:
