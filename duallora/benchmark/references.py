@@ -26,18 +26,9 @@ from duallora.benchmark.plans import Plan
 POOLED_SHAPE = (16, 16, 4)
 
 
-def _fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(StandardScaler(),
-                          LogisticRegression(C=0.1, max_iter=5000, class_weight="balanced"))
-    probe.fit(train_x, train_y)
-    return probe.predict_proba(test_x)[:, 1]
-
-
-def _pixels(images: torch.Tensor) -> np.ndarray:
+def pixel_features(images: torch.Tensor) -> np.ndarray:
+    """The raw-pixel probe's features: each frame average-pooled to :data:`POOLED_SHAPE`,
+    flattened (N, frames * 16 * 16 * 4); also the ``pixels`` arm of the FM gate."""
     pooled = torch.nn.functional.adaptive_avg_pool3d(images.float(), POOLED_SHAPE)
     return pooled.flatten(1).numpy()
 
@@ -46,7 +37,7 @@ def cohort_reference_probs(plan: Plan, cohort: BenchmarkCohort) -> dict[str, dic
     """``{arm: {subject_id: P(disease)}}`` for the probe and chance arms on the test cohort."""
     from duallora.data import load_cohort_arrays
     from duallora.model import PRESETS, build_convvit, load_foundation_model, load_phantom_fm
-    from duallora.model.probe import embed_all
+    from duallora.model.probe import embed_all, fit_predict
 
     preset = PRESETS[plan.model_size]
     size = {"image_size": preset.image_size, "crop_size": preset.crop_size}
@@ -60,8 +51,8 @@ def cohort_reference_probs(plan: Plan, cohort: BenchmarkCohort) -> dict[str, dic
     else:
         model = load_foundation_model(plan.fm, size=plan.model_size)
     ids = test_meta["subject_id"].astype(str).tolist()
-    heads = _fit_predict(embed_all(model, train_x), train_y, embed_all(model, test_x))
-    pixels = _fit_predict(_pixels(train_x), train_y, _pixels(test_x))
+    heads = fit_predict(embed_all(model, train_x), train_y, embed_all(model, test_x))
+    pixels = fit_predict(pixel_features(train_x), train_y, pixel_features(test_x))
     return {"chance": dict.fromkeys(ids, 0.5),
             "head_only_probe": dict(zip(ids, heads.tolist(), strict=True)),
             "raw_pixel_probe": dict(zip(ids, pixels.tolist(), strict=True))}

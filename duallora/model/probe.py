@@ -23,7 +23,7 @@ import torch
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import balanced_accuracy_score, r2_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from duallora.model.convvit import TOKENS_KEY
@@ -33,13 +33,17 @@ Readout = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def _read_in_batches(read: Readout, model: torch.nn.Module, x: torch.Tensor,
-                     batch_size: int) -> np.ndarray:
+                     batch_size: int, progress: bool = False) -> np.ndarray:
     """``read(model, batch)`` over ``x`` in eval mode; batches go to the model's device (so a
     GPU model probes CPU tensors) and features come back as one (N, k) CPU array."""
+    from tqdm.auto import tqdm
+
     model.eval()
     device = next(model.parameters()).device
+    starts = tqdm(range(0, len(x), batch_size), desc="embed", unit="batch",
+                  disable=not progress)
     return torch.cat([read(model, x[i:i + batch_size].to(device)).cpu()
-                      for i in range(0, len(x), batch_size)]).numpy()
+                      for i in starts]).numpy()
 
 
 def embed_all(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 16) -> np.ndarray:
@@ -64,7 +68,7 @@ def _per_frame_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
 
 
 def probe_features(model: torch.nn.Module, x: torch.Tensor, readout: str = "pooled",
-                   batch_size: int = 16) -> np.ndarray:
+                   batch_size: int = 16, progress: bool = False) -> np.ndarray:
     """Frozen features of ``x`` (N, frames, H, W, D) for one of :data:`READOUTS` -> (N, k)."""
     if readout not in READOUTS:
         raise ValueError(f"unknown readout {readout!r}; choose one of {', '.join(READOUTS)}")
@@ -72,9 +76,31 @@ def probe_features(model: torch.nn.Module, x: torch.Tensor, readout: str = "pool
         raise ValueError(f"the per_frame readout needs a one-frame model (build it with "
                          f"n_frames=1), got {model.n_frames} frames")
     if readout == "pooled":
-        return embed_all(model, x, batch_size)
+        return _read_in_batches(lambda m, batch: m.embed(batch), model, x, batch_size, progress)
     read = _token_features if readout == "tokens" else _per_frame_features
-    return _read_in_batches(read, model, x, batch_size)
+    return _read_in_batches(read, model, x, batch_size, progress)
+
+
+def make_probe() -> Pipeline:
+    """The kit's probe, fixed before any measurement: standardized features, L2 logistic
+    regression with C=0.1 and balanced classes (NOR is the minority in natural cohorts)."""
+    return make_pipeline(StandardScaler(),
+                         LogisticRegression(C=0.1, max_iter=5000, class_weight="balanced"))
+
+
+def fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+    """P(disease) of ``test_x`` from :func:`make_probe` fitted on the training subjects."""
+    return make_probe().fit(train_x, train_y).predict_proba(test_x)[:, 1]
+
+
+def oof_probabilities(features: np.ndarray, labels: np.ndarray, seed: int = 0,
+                      folds: int = 5) -> np.ndarray:
+    """Out-of-fold P(disease) of every subject: :func:`make_probe` under a shuffled
+    ``StratifiedKFold(folds, random_state=seed)``, so each subject is scored by a probe that
+    never saw it (deterministic for a seed)."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return cross_val_predict(make_probe(), features, labels, cv=splitter,
+                             method="predict_proba")[:, 1]
 
 
 def linear_probe_scores(features: np.ndarray, labels: np.ndarray, seed: int = 0,
@@ -83,10 +109,7 @@ def linear_probe_scores(features: np.ndarray, labels: np.ndarray, seed: int = 0,
 
     Features are standardised inside each fold, classes are balanced (NOR is the minority).
     """
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    probe = make_pipeline(StandardScaler(),
-                          LogisticRegression(C=0.1, max_iter=5000, class_weight="balanced"))
-    prob = cross_val_predict(probe, features, labels, cv=splitter, method="predict_proba")[:, 1]
+    prob = oof_probabilities(features, labels, seed=seed, folds=folds)
     return float(roc_auc_score(labels, prob)), float(balanced_accuracy_score(labels, prob > 0.5))
 
 
