@@ -12,6 +12,7 @@ and call a package function.
 - ``sweep``         strategies x seeds, then results tables (``duallora.federated.sweep``).
 - ``tune_lr``       ``tune-lr``: a learning-rate grid chosen on validation loss.
 - ``benchmark``     the pre-declared hypotheses H1-H3 (``duallora.benchmark``).
+- ``fm_gates``      ``fm-gates``: is the frozen FM worth adapting? (``duallora.model.gates``)
 - ``evaluate``      score a run's exported models or a fine-tuned classifier, no training
   (``duallora.federated.evaluate``).
 """
@@ -27,4 +28,5 @@ COMMAND_MODULES: list[str] = [
     "duallora.commands.tune_lr",
     "duallora.commands.benchmark",
     "duallora.commands.evaluate",
+    "duallora.commands.fm_gates",
 ]
