@@ -3,6 +3,8 @@
     python -m data_prep phantoms  --out DIR [--scale F] [--seed N] [--shift SPEC|CELL]
                                   [--generator v2|v1] [--test-per-vendor N] [--val-per-vendor N]
     python -m data_prep headroom  [--seed N] [--shift SPEC|CELL] [--out DIR]
+                                  [--images --train-per-vendor N --test-per-vendor N
+                                   --features pixels,fm --weights W.safetensors]
     python -m data_prep harmonize [--acdc DIR] [--mnms DIR] [--mnms2 DIR] --out DIR [--seed N]
 """
 
@@ -72,8 +74,34 @@ def _register_headroom(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-test", type=int, default=2000,
                         help="balanced test draws per vendor (default 2000)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder to write headroom.json into (default: print only)")
+                        help="folder to write headroom.json into (default: print only); with "
+                        "--images: cohorts, features and the merged headroom.json go to "
+                        "DIR/image_headroom/<cell>/seed<N>/")
+    images = parser.add_argument_group("image-level headroom (renders subjects; needs --out)")
+    images.add_argument("--images", action="store_true",
+                        help="also probe images: per-vendor against pooled logistic probes on "
+                        "rendered, harmonized subjects (docs/PHANTOMS.md)")
+    images.add_argument("--train-per-vendor", type=int, default=1000,
+                        help="training subjects per vendor at natural prevalence (default 1000)")
+    images.add_argument("--test-per-vendor", type=int, default=250,
+                        help="balanced test subjects per vendor (default 250)")
+    images.add_argument("--features", type=_feature_list, default=("pixels", "fm"),
+                        help="feature sets, comma-separated (default pixels,fm)")
+    images.add_argument("--weights", type=Path, default=None,
+                        help="one-frame FM weights for the fm features (default: the committed "
+                        "phantom FM)")
+    images.add_argument("--workers", type=int, default=None,
+                        help="rendering worker processes (default: all cores)")
+    images.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run_headroom)
+
+
+def _feature_list(text: str) -> tuple[str, ...]:
+    names = tuple(item.strip() for item in text.split(",") if item.strip())
+    unknown = [n for n in names if n not in ("pixels", "fm")]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from pixels,fm, got {text!r}")
+    return names
 
 
 def _register_harmonize(sub: argparse._SubParsersAction) -> None:
@@ -120,7 +148,8 @@ def check_options(args: argparse.Namespace) -> None:
     ranges = {"scale": between(0, MAX_SCALE, open_lo=True),
               "test_per_vendor": between(0, MAX_COUNT), "unseen_test": between(0, MAX_COUNT),
               "val_per_vendor": between(0, MAX_COUNT), "workers": between(1, MAX_WORKERS),
-              "n_train": between(1, MAX_COUNT), "n_test": between(1, MAX_COUNT)}
+              "n_train": between(1, MAX_COUNT), "n_test": between(1, MAX_COUNT),
+              "train_per_vendor": between(1, MAX_COUNT)}
     for name, valid in ranges.items():
         value = getattr(args, name, None)
         if value is not None:
@@ -160,10 +189,56 @@ def _run_headroom(args: argparse.Namespace) -> int:
     from data_prep.phantoms.headroom import format_report, headroom_report, write_headroom
 
     check_options(args)
-    report = headroom_report(_shifts(args), args.seed, n_train=args.n_train, n_test=args.n_test)
+    shifts = _shifts(args)
+    report = headroom_report(shifts, args.seed, n_train=args.n_train, n_test=args.n_test)
     print(format_report(report))
+    if args.images:
+        return _run_image_headroom(args, shifts, report)
     if args.out is not None:
         print(f"written to {write_headroom(report, args.out)}")
+    return 0
+
+
+def _image_headroom_command(args: argparse.Namespace, shifts) -> str:
+    """The command line that reproduces an image-level report (recorded in it)."""
+    command = (f"python -m data_prep headroom --images --seed {args.seed} --shift "
+               f"{shifts.spec()} --n-train {args.n_train} --n-test {args.n_test} "
+               f"--train-per-vendor {args.train_per_vendor} --test-per-vendor "
+               f"{args.test_per_vendor} --features {','.join(args.features)}")
+    if args.weights is not None:
+        command += f" --weights {args.weights}"
+    return command + f" --out {args.out}"
+
+
+def _run_image_headroom(args: argparse.Namespace, shifts, oracle: dict) -> int:
+    from data_prep.phantoms.image_headroom import (
+        build_cohorts,
+        format_image_level,
+        seed_dir,
+        write_image_headroom,
+    )
+    from duallora.errors import KitError
+    from duallora.model.vendor_headroom import cohort_headroom
+
+    if args.out is None:
+        raise KitError("--images needs --out (the rendered cohorts are written there)")
+    if args.test_per_vendor < 2:
+        raise KitError("--test-per-vendor must be at least 2 with --images (both labels)")
+    if args.weights is not None and not args.weights.is_file():
+        raise KitError(f"--weights {args.weights}: no such file")
+    progress = not args.no_progress
+    train, test = build_cohorts(args.out, shifts, args.seed, args.train_per_vendor,
+                                args.test_per_vendor, workers=args.workers, progress=progress)
+    folder = seed_dir(args.out, shifts, args.seed)
+    image_level = {
+        "features": cohort_headroom(train, test, list(args.features), weights=args.weights,
+                                    cache_dir=folder / "features", progress=progress),
+        "n_train_per_vendor": args.train_per_vendor,
+        "n_test_per_vendor": args.test_per_vendor,
+        "command": _image_headroom_command(args, shifts),
+    }
+    print(format_image_level(image_level))
+    print(f"written to {write_image_headroom(oracle, image_level, folder)}")
     return 0
 
 

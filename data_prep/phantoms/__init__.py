@@ -27,6 +27,7 @@ Modules, one job each:
 ``cohort``          the v2 training cohort in the raw ACDC / M&Ms / M&Ms-2 layouts
 ``fast_test``       balanced test / validation cohorts straight into the harmonized layout
 ``headroom``        oracle headroom report from latent parameters (no rendering)
+``image_headroom``  image-level headroom: its rendered cohorts, merged report, seed summary
 ``figures``         arrays showing what each shift family does to one image (notebook 01)
 ==================  ====================================================================
 """
