@@ -205,6 +205,8 @@ def _image_headroom_command(args: argparse.Namespace, shifts) -> str:
                f"{shifts.spec()} --n-train {args.n_train} --n-test {args.n_test} "
                f"--train-per-vendor {args.train_per_vendor} --test-per-vendor "
                f"{args.test_per_vendor} --features {','.join(args.features)}")
+    if args.shift_config is not None:
+        command += f" --shift-config {args.shift_config}"
     if args.weights is not None:
         command += f" --weights {args.weights}"
     return command + f" --out {args.out}"
