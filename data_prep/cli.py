@@ -22,8 +22,8 @@ from duallora.cli import OneLineParser, run_cli
 SECONDS_PER_TRAINING_SUBJECT = 2
 SECONDS_PER_TEST_SUBJECT = 0.3
 # CPU-seconds per subject of `python -m data_prep population` (every frame rendered and
-# harmonized; measured on 10 subjects, one core; docs/PHANTOM_FM.md)
-SECONDS_PER_POPULATION_SUBJECT = 3
+# harmonized: 43 CPU-s for 10 subjects on one core, start-up included; docs/PHANTOM_FM.md)
+SECONDS_PER_POPULATION_SUBJECT = 4
 
 
 def _register_phantoms(sub: argparse._SubParsersAction) -> None:
