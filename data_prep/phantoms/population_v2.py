@@ -139,20 +139,24 @@ def _subject_frames(job: tuple[PopulationSubject, tuple[int, ...], int]) -> dict
             "es_frame": scan.es_frame, "crop_source": result.crop_source}
 
 
+def _write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
+    """Temporary file beside ``path``, then rename: a killed run never leaves half a file.
+    Readable by others (``mkstemp`` alone gives 0600), as the population is meant to be shared."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def _save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(buffer.getbuffer())
-    os.replace(tmp, path)
+    _write_bytes_atomic(path, buffer.getbuffer())
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    _write_bytes_atomic(path, text.encode())
 
 
 def _write_shard(out: Path, shard: int, subjects: Sequence[PopulationSubject],
