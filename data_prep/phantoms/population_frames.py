@@ -70,9 +70,15 @@ def resize_masks(masks: np.ndarray, image_size: Sequence[int]) -> np.ndarray:
 
 
 def slice_areas(masks: np.ndarray) -> np.ndarray:
-    """(T, H, W, D) label maps -> int16 (T, 3, D) voxel counts of LV, MYO, RV per slice."""
-    return np.stack([(masks == value).sum(axis=(1, 2)) for value in AREA_LABELS],
-                    axis=1).astype(np.int16)
+    """(T, H, W, D) label maps -> int16 (T, 3, D) voxel counts of LV, MYO, RV per slice.
+
+    int16 halves the file; a count above its range (only possible on a plane over 181 x 181
+    voxels) is refused rather than wrapped.
+    """
+    counts = np.stack([(masks == value).sum(axis=(1, 2)) for value in AREA_LABELS], axis=1)
+    if counts.size and counts.max() > np.iinfo(np.int16).max:
+        raise ValueError(f"a per-slice area of {counts.max()} voxels does not fit int16")
+    return counts.astype(np.int16)
 
 
 def cine_to_model_input(cine: np.ndarray, labels: np.ndarray, zooms: np.ndarray, ed: int,
