@@ -6,6 +6,8 @@
                                   [--images --train-per-vendor N --test-per-vendor N
                                    --features pixels,fm --weights W.safetensors]
     python -m data_prep harmonize [--acdc DIR] [--mnms DIR] [--mnms2 DIR] --out DIR [--seed N]
+    python -m data_prep population --out DIR --subjects N [--seed N] [--centre-sets K]
+                                   [--size tutorial] [--shard-subjects N] [--workers N]
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from duallora.cli import OneLineParser, run_cli
 # full cine into raw files, a test subject only ED and ES, harmonized in memory
 SECONDS_PER_TRAINING_SUBJECT = 2
 SECONDS_PER_TEST_SUBJECT = 0.3
+# CPU-seconds per subject of `python -m data_prep population` (every frame rendered and
+# harmonized: 43 CPU-s for 10 subjects on one core, start-up included; docs/PHANTOM_FM.md)
+SECONDS_PER_POPULATION_SUBJECT = 4
 
 
 def _register_phantoms(sub: argparse._SubParsersAction) -> None:
@@ -117,6 +122,28 @@ def _register_harmonize(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_harmonize)
 
 
+def _register_population(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("population", help="write an unlabelled v2 pretraining population: "
+                            "every cine frame as model input, from every v2 centre")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="folder to write into (a rerun resumes, skipping finished shards)")
+    parser.add_argument("--subjects", type=int, required=True, metavar="N",
+                        help="subjects in all, shared over the centres by size; each costs "
+                        f"about {SECONDS_PER_POPULATION_SUBJECT} CPU-seconds")
+    parser.add_argument("--seed", type=int, default=0, help="population seed (its centre sets "
+                        "never coincide with a cohort's; docs/PHANTOM_FM.md)")
+    parser.add_argument("--centre-sets", type=int, default=20, metavar="K",
+                        help="independent draws of all v2 centres, seen and unseen (default 20)")
+    parser.add_argument("--size", default="tutorial",
+                        help="model preset whose input the frames are (image_size, crop_size; "
+                        "default tutorial)")
+    parser.add_argument("--shard-subjects", type=int, default=64, metavar="N",
+                        help="subjects per shard file (default 64)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default: all cores)")
+    parser.set_defaults(func=_run_population)
+
+
 # Bounds of the numeric options: generous, finite, and low enough that a typo (a scale of
 # 100, a million workers) is refused instead of filling the disk or the process table.
 MAX_SCALE = 10.0  # 10x the real datasets: about 8,800 training subjects
@@ -149,7 +176,9 @@ def check_options(args: argparse.Namespace) -> None:
               "test_per_vendor": between(0, MAX_COUNT), "unseen_test": between(0, MAX_COUNT),
               "val_per_vendor": between(0, MAX_COUNT), "workers": between(1, MAX_WORKERS),
               "n_train": between(1, MAX_COUNT), "n_test": between(1, MAX_COUNT),
-              "train_per_vendor": between(1, MAX_COUNT)}
+              "train_per_vendor": between(1, MAX_COUNT),
+              "subjects": between(1, MAX_COUNT), "centre_sets": between(1, 1000),
+              "shard_subjects": between(1, MAX_COUNT)}
     for name, valid in ranges.items():
         value = getattr(args, name, None)
         if value is not None:
@@ -253,6 +282,26 @@ def _run_harmonize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_population(args: argparse.Namespace) -> int:
+    from data_prep.phantoms.population_v2 import population_draws, write_population_frames
+    from duallora.errors import KitError
+    from duallora.model.presets import PRESETS
+
+    check_options(args)
+    if args.size not in PRESETS:
+        raise KitError(f"unknown --size {args.size!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[args.size]
+    subjects = population_draws(args.subjects, args.seed, args.centre_sets)
+    info = write_population_frames(args.out, subjects, args.workers,
+                                   image_size=preset.image_size, crop_size=preset.crop_size,
+                                   shard_subjects=args.shard_subjects, seed=args.seed,
+                                   n_centre_sets=args.centre_sets)
+    sizes = info["sizes"]
+    print(f"population (v2, unlabelled): {sizes['subjects']} subjects, {sizes['frames']} frames "
+          f"({sizes['skipped']} skipped) in {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m data_prep", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -261,4 +310,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     _register_phantoms(sub)
     _register_headroom(sub)
     _register_harmonize(sub)
+    _register_population(sub)
     return run_cli(parser, argv)

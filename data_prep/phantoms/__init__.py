@@ -28,6 +28,8 @@ Modules, one job each:
 ``fast_test``       balanced test / validation cohorts straight into the harmonized layout
 ``headroom``        oracle headroom report from latent parameters (no rendering)
 ``image_headroom``  image-level headroom: its rendered cohorts, merged report, seed summary
+``population_v2``   unlabelled pretraining population over many draws of every v2 centre
+``population_frames`` every cine frame of one subject as model input, plus per-slice areas
 ``figures``         arrays showing what each shift family does to one image (notebook 01)
 ==================  ====================================================================
 """
@@ -42,6 +44,7 @@ from data_prep.phantoms.cohort_v1 import (
     write_population_cohort,
 )
 from data_prep.phantoms.cohort_v1 import write_phantom_cohort as write_phantom_cohort_v1
+from data_prep.phantoms.population_v2 import population_draws, write_population_frames
 from data_prep.phantoms.shifts import Shifts, default_shifts, no_shift, parse_shifts
 
 GENERATORS = ("v1", "v2")
@@ -108,5 +111,6 @@ def write_phantom_cohort(out: Path, scale: float = 1.0, seed: int = 0,
 
 
 __all__ = ["GENERATORS", "Shifts", "SubjectSpec", "default_shifts", "default_test_per_vendor",
-           "no_shift", "parse_shifts", "render_phantom", "write_phantom_cohort",
-           "write_phantom_cohort_v1", "write_population_cohort"]
+           "no_shift", "parse_shifts", "population_draws", "render_phantom",
+           "write_phantom_cohort", "write_phantom_cohort_v1", "write_population_cohort",
+           "write_population_frames"]

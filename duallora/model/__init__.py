@@ -10,7 +10,10 @@ phantom-pretrained encoder) or :func:`load_cinema_fm` (CineMA's published encode
 - ``hub``          CineMA's weights from the Hugging Face hub.
 - ``foundation``   ready-to-fine-tune encoders: the phantom FM, CineMA's, any weights file.
 - ``mae``          the masked autoencoder CineMA pretrains with.
-- ``pretrain``     MAE pretraining on a harmonized cohort (``duallora pretrain``).
+- ``pretrain``     MAE pretraining on a harmonized cohort or a frames population
+                   (``duallora pretrain``); ``pretrain_checkpoint`` makes it resumable,
+                   ``frames_population`` reads its data, ``anatomy_head`` the optional
+                   auxiliary objective.
 - ``probe``        linear probes of frozen features.
 """
 

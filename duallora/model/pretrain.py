@@ -20,7 +20,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,10 +28,24 @@ import torch
 from tqdm.auto import tqdm
 
 from duallora.errors import KitError
+from duallora.model.anatomy_head import (
+    PooledTokens,
+    anatomy_loss,
+    build_head,
+    standardize_areas,
+)
 from duallora.model.checkpoints import encoder_state, save_weights
 from duallora.model.foundation import MAE_ENCODER_FORMAT
 from duallora.model.mae import MaskedAutoencoder, slab_token_mask
 from duallora.model.presets import ConvViTConfig, get_preset
+from duallora.model.pretrain_checkpoint import (
+    TrainState,
+    check_settings,
+    read_checkpoint,
+    restore,
+    save_checkpoint,
+    settings,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,7 @@ class PretrainConfig:
     batch_size: int = 8
     lr: float = 1e-3
     min_lr: float = 1e-5
-    warmup_epochs: int = 1
+    warmup_epochs: float = 1  # may be a fraction; warm-up steps are rounded to a whole step
     weight_decay: float = 0.05
     clip_grad: float = 5.0
     mask_ratio: float = 0.75
@@ -53,6 +67,7 @@ class PretrainConfig:
     dec_heads: int = 4
     norm_target: bool = False
     image_size: tuple[int, int, int] | None = None  # None: the preset's (tests use smaller)
+    anatomy_weight: float = 0.0  # > 0: add the per-slice area head's loss (frames population)
 
     def preset(self) -> ConvViTConfig:
         return get_preset(self.size).with_overrides(image_size=self.image_size)
@@ -98,6 +113,163 @@ def build_mae(cfg: PretrainConfig) -> MaskedAutoencoder:
 EpochHook = Callable[[int, MaskedAutoencoder], None]
 
 
+def as_float(batch: torch.Tensor) -> torch.Tensor:
+    """A batch as float32 model input: uint8 frames (a frames population) are x 255."""
+    if batch.is_floating_point():
+        return batch
+    return batch.to(torch.float32) / 255
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """How a run is cut into resumable chunks (``duallora.model.pretrain_checkpoint``)."""
+
+    checkpoint: Path | None = None
+    every: int = 0  # save every N steps (0: only when stopping and at the end)
+    resume: bool = False
+    stop_after_minutes: float | None = None
+    started: float = field(default_factory=time.perf_counter)  # the chunk's clock starts here
+    settings: dict = field(default_factory=dict)  # what a resumed run must match
+
+
+@dataclass
+class MaeRun:
+    """A finished or stopped chunk of MAE pretraining."""
+
+    model: MaskedAutoencoder  # on the CPU
+    state: TrainState
+    stopped: bool  # True: stopped early by ``stop_after_minutes``, checkpoint saved
+    total_steps: int
+    anatomy: dict | None  # the anatomy targets' standardization, when the head was trained
+
+
+def _optimizer(model: MaskedAutoencoder, head: torch.nn.Module | None,
+               cfg: PretrainConfig) -> torch.optim.AdamW:
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if head is not None:  # only with --anatomy-weight: the pure MAE keeps its two groups
+        groups.append({"params": list(head.parameters()), "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def _start_state(chunking: Chunking, modules: dict, gen: torch.Generator) -> TrainState:
+    """A fresh state, or the checkpoint's when resuming (refused under other settings)."""
+    path = chunking.checkpoint
+    if chunking.resume:
+        if path is None:
+            raise KitError("--resume needs --checkpoint PATH")
+        payload = read_checkpoint(path)
+        check_settings(path, payload["settings"], chunking.settings)
+        return restore(payload, modules, gen)
+    if path is not None and Path(path).exists():
+        raise KitError(f"--checkpoint {path}: already exists; add --resume to continue it or "
+                       "remove it to start over")
+    return TrainState()
+
+
+def run_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
+            device: str = "cpu", on_epoch_end: EpochHook | None = None,
+            precision: str = "fp32", *, areas: torch.Tensor | None = None,
+            chunking: Chunking | None = None) -> MaeRun:
+    """Train the MAE (one chunk of it, when ``chunking`` says so); see :func:`train_mae`.
+
+    ``frames`` may be float (a harmonized cohort) or uint8 (a frames population: each batch is
+    converted, the population never is). ``areas`` (N, 3, D) are needed only with
+    ``cfg.anatomy_weight`` > 0. The step is the unit of resumption: after each one the state can
+    be saved, and a resumed run draws exactly what the uninterrupted run would have drawn.
+    """
+    from duallora.federated.device import (
+        OptimizerStep,
+        autocast,
+        configure_determinism,
+        resolve_device,
+    )
+
+    chunking = chunking or Chunking()
+    target = resolve_device(device)
+    configure_determinism(target, precision)
+    model = build_mae(cfg).to(target)
+    head, pooled, targets, anatomy = None, None, None, None
+    if cfg.anatomy_weight > 0:
+        if areas is None:
+            raise KitError("--anatomy-weight needs --frames-population (its per-slice areas)")
+        targets, mean, std = standardize_areas(areas)
+        head = build_head(model, targets.shape[1], cfg.seed).to(target)
+        pooled = PooledTokens(model)
+        anatomy = {"weight": cfg.anatomy_weight, "targets": "LV, MYO, RV voxels per slice",
+                   "target_mean": [round(float(v), 4) for v in mean],
+                   "target_std": [round(float(v), 4) for v in std]}
+    optim = _optimizer(model, head, cfg)
+    clipped = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    optimizer_step = OptimizerStep(optim, target, precision, cfg.clip_grad, clipped)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    modules = {"model": model, "optimizer": optim, "head": head, "scaler": optimizer_step.scaler}
+    state = _start_state(chunking, modules, gen)
+    steps_per_epoch = math.ceil(len(frames) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = min(total, int(round(steps_per_epoch * cfg.warmup_epochs)))
+    deadline = (None if chunking.stop_after_minutes is None
+                else chunking.started + 60 * chunking.stop_after_minutes)
+    model.train()
+    bar = tqdm(total=total, initial=state.step, desc="MAE pretraining", unit="step",
+               disable=not progress)
+    stopped = False
+
+    def save() -> None:
+        elapsed = state.wall_time_s + time.perf_counter() - chunking.started
+        saved = TrainState(state.step, state.epoch, state.position, state.order, state.log,
+                           state.chunks, elapsed)
+        save_checkpoint(chunking.checkpoint, chunking.settings, saved, modules, gen)
+
+    while state.step < total:
+        if state.order is None:
+            state.order = torch.randperm(len(frames), generator=gen)
+        index = state.order[state.position:state.position + cfg.batch_size]
+        batch = random_shift(as_float(frames[index]), cfg.max_shift, gen)
+        removed = slab_token_mask(len(batch), model.config.grid_size, cfg.mask_ratio,
+                                  cfg.mask_slab, gen)
+        lr = lr_at(state.step, total, warmup, cfg)
+        for group in optim.param_groups:
+            group["lr"] = lr
+        with autocast(target, precision):
+            loss, _ = model(batch.to(target), removed.to(target))
+            if head is not None:
+                aux = anatomy_loss(head, pooled, targets[index].to(target))
+        if head is None:
+            optimizer_step(loss.float())
+        else:
+            optimizer_step(loss.float() + cfg.anatomy_weight * aux)
+        # "loss" stays the masked-patch MSE, so runs with and without the head compare
+        row = {"step": state.step, "epoch": state.epoch, "lr": lr, "loss": loss.item()}
+        if head is not None:
+            row["anatomy_loss"] = aux.item()
+        state.log.append(row)
+        bar.update(1)
+        bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.4f}")
+        state.step += 1
+        state.position += cfg.batch_size
+        if state.position >= len(frames):
+            if on_epoch_end is not None:
+                on_epoch_end(state.epoch, model)
+                model.train()
+            state.epoch, state.position, state.order = state.epoch + 1, 0, None
+        if chunking.checkpoint is None:
+            continue
+        if deadline is not None and time.perf_counter() >= deadline and state.step < total:
+            save()
+            stopped = True
+            break
+        if state.step == total or (chunking.every and state.step % chunking.every == 0):
+            save()
+    bar.close()
+    if pooled is not None:
+        pooled.remove()
+    state.wall_time_s += time.perf_counter() - chunking.started
+    return MaeRun(model.cpu(), state, stopped, total, anatomy)
+
+
 def train_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
               device: str = "cpu", on_epoch_end: EpochHook | None = None,
               precision: str = "fp32") -> tuple[MaskedAutoencoder, list[dict]]:
@@ -110,58 +282,13 @@ def train_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
     ``device`` takes ``auto`` like ``duallora train``; ``precision`` (fp32, bf16, fp16) is the
     autocast of the forward pass; weights and AdamW state stay fp32 (``federated.device``).
     """
-    from duallora.federated.device import (
-        OptimizerStep,
-        autocast,
-        configure_determinism,
-        resolve_device,
-    )
-
-    target = resolve_device(device)
-    configure_determinism(target, precision)
-    model = build_mae(cfg).to(target)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
-    optim = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                               {"params": no_decay, "weight_decay": 0.0}],
-                              lr=cfg.lr, betas=(0.9, 0.95))
-    optimizer_step = OptimizerStep(optim, target, precision, cfg.clip_grad,
-                                   list(model.parameters()))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(frames) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    warmup = min(total, steps_per_epoch * cfg.warmup_epochs)
-    log: list[dict] = []
-    model.train()
-    bar = tqdm(total=total, desc="MAE pretraining", unit="step", disable=not progress)
-    step = 0
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(len(frames), generator=gen)
-        for start in range(0, len(frames), cfg.batch_size):
-            batch = random_shift(frames[order[start:start + cfg.batch_size]], cfg.max_shift, gen)
-            removed = slab_token_mask(len(batch), model.config.grid_size, cfg.mask_ratio,
-                                      cfg.mask_slab, gen)
-            lr = lr_at(step, total, warmup, cfg)
-            for group in optim.param_groups:
-                group["lr"] = lr
-            with autocast(target, precision):
-                loss, _ = model(batch.to(target), removed.to(target))
-            optimizer_step(loss.float())
-            value = loss.item()
-            log.append({"step": step, "epoch": epoch, "lr": lr, "loss": value})
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
-            step += 1
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model)
-            model.train()
-    bar.close()
-    return model.cpu(), log
+    run = run_mae(frames, cfg, progress, device, on_epoch_end, precision)
+    return run.model, run.state.log
 
 
 def write_loss_curve(log: list[dict], csv_path: Path, png_path: Path) -> None:
     with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["step", "epoch", "lr", "loss"])
+        writer = csv.DictWriter(handle, fieldnames=list(log[0]))
         writer.writeheader()
         writer.writerows(log)
     import matplotlib
@@ -194,34 +321,73 @@ def final_loss(log: list[dict]) -> float:
     return epoch_mean_losses(log)[log[-1]["epoch"]]
 
 
+def load_training_data(data_dir: Path, cfg: PretrainConfig, source: str, progress: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """``(frames, areas or None, data record)`` of a harmonized cohort or a frames population."""
+    if source == "harmonized":
+        frames = load_frames(Path(data_dir), cfg)
+        return frames, None, {"n_volumes": len(frames), "n_subjects": len(frames) // 2}
+    if source != "frames":
+        raise ValueError(f"source must be harmonized or frames, got {source!r}")
+    from duallora.model.frames_population import load_frames_population
+
+    population = load_frames_population(data_dir, cfg.preset().image_size, progress)
+    subjects = population.info.get("sizes", {}).get("subjects")
+    return population.frames, population.areas, {
+        "n_volumes": len(population.frames), "n_subjects": subjects,
+        "population": population.summary()}
+
+
+def data_identity(data: dict) -> dict:
+    """What a resumed run's data must share with the checkpoint's (not the folder's path)."""
+    population = data.get("population", {})
+    return {"n_volumes": data["n_volumes"],
+            **{key: population[key] for key in ("generator", "seed", "n_subjects",
+                                                "n_centre_sets") if key in population}}
+
+
 def pretrain(data_dir: Path, out: Path, cfg: PretrainConfig, *, command: str = "",
              data_info: dict | None = None, progress: bool = True, device: str = "cpu",
-             precision: str = "fp32") -> dict:
-    """Pretrain on ``data_dir`` and write the weights, loss curve and metadata record."""
+             precision: str = "fp32", source: str = "harmonized",
+             chunking: Chunking | None = None) -> dict:
+    """Pretrain on ``data_dir`` and write the weights, loss curve and metadata record.
+
+    ``source`` is ``harmonized`` (a cohort: ED and ES volumes) or ``frames`` (a frames
+    population: every cine frame). With ``chunking`` the run may stop early (then nothing but
+    the checkpoint is written and ``{"stopped": True, ...}`` is returned) and be resumed.
+    """
     out = Path(out)
     if out.suffix != ".safetensors":
         raise KitError(f"--out must end with .safetensors, got {out}")
     started = time.perf_counter()
-    frames = load_frames(Path(data_dir), cfg)
+    frames, areas, data = load_training_data(Path(data_dir), cfg, source, progress)
+    data.update(data_info or {})
     from duallora.federated.device import resolve_device
 
     target = resolve_device(device)
-    model, log = train_mae(frames, cfg, progress=progress, device=str(target),
-                           precision=precision)
-    wall = time.perf_counter() - started
+    chunking = replace(chunking or Chunking(), started=started, settings=settings(
+        asdict(cfg), precision, {"source": source, **data_identity(data)}))
+    run = run_mae(frames, cfg, progress=progress, device=str(target), precision=precision,
+                  areas=areas, chunking=chunking)
+    if run.stopped:
+        return {"stopped": True, "steps_done": run.state.step, "total_steps": run.total_steps,
+                "checkpoint": str(chunking.checkpoint), "chunks": run.state.chunks}
+    log = run.state.log
     header = {"format": MAE_ENCODER_FORMAT, "size": cfg.size, "seed": cfg.seed,
               "image_size": ",".join(map(str, cfg.preset().image_size))}
-    save_weights(encoder_state(model), out, header)
+    save_weights(encoder_state(run.model), out, header)
     write_loss_curve(log, out.with_name(out.stem + "_loss.csv"),
                      out.with_name(out.stem + "_loss.png"))
     record = {
         "command": command,
         "config": asdict(cfg),
-        "data": {"n_volumes": len(frames), "n_subjects": len(frames) // 2, **(data_info or {})},
+        "data": data,
         "final_loss": round(final_loss(log), 6),
         "first_epoch_loss": round(epoch_mean_losses(log)[0], 6),
         "steps": len(log),
-        "wall_time_s": round(wall, 1),
+        "wall_time_s": round(run.state.wall_time_s, 1),
+        "chunks": run.state.chunks,
+        "resumes": run.state.chunks - 1,
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -231,5 +397,7 @@ def pretrain(data_dir: Path, out: Path, cfg: PretrainConfig, *, command: str = "
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "format": MAE_ENCODER_FORMAT,
     }
+    if run.anatomy is not None:
+        record["anatomy"] = run.anatomy
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     return record
