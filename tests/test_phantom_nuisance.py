@@ -93,9 +93,10 @@ def test_cells_and_strength_limits() -> None:
     config = load_config()
     negative, realistic, positive = (parse_shifts(c) for c in ("negative", "realistic",
                                                                "positive"))
-    assert negative.as_dict() == {"acq": 0, "mix": 0, "label": 0, "nuis": 1, "app": 0}
+    assert negative.as_dict() == {"acq": 0, "mix": 0, "label": 0, "nuis": 1, "app": 0,
+                                  "camps": 0}
     assert realistic == parse_shifts(None) and realistic.realistic
-    assert positive.label == 3.0 and not positive.realistic
+    assert positive.camps == 2.0 and positive.label == 0.0 and not positive.realistic
     assert set(config["cells"]) == {"negative", "realistic", "positive"}
     with pytest.raises(KitError, match=r"outside \[0, 3\]"):
         parse_shifts("label=3.5")
@@ -103,10 +104,25 @@ def test_cells_and_strength_limits() -> None:
         parse_shifts("app=1.5")
     with pytest.raises(KitError, match="cell name"):
         parse_shifts("nonsense")
-    # the positive cell's centres apply their rules three times as far from the reference
-    lvef = [c.rule["lvef_cut"] for c in draw_centres(positive, 0)]
+    # label=3: every centre's rule three times as far from the reference as at label=1
+    lvef3 = [c.rule["lvef_cut"] for c in draw_centres(parse_shifts("label=3"), 0)]
     lvef1 = [c.rule["lvef_cut"] for c in draw_centres(realistic, 0)]
-    np.testing.assert_allclose(np.array(lvef) - 0.5, 3 * (np.array(lvef1) - 0.5))
+    np.testing.assert_allclose(np.array(lvef3) - 0.5, 3 * (np.array(lvef1) - 0.5))
+
+
+def test_annotation_camps_split_vendors_two_and_two() -> None:
+    from data_prep.phantoms.centres import vendor_camps
+
+    for seed in range(5):
+        camps = vendor_camps(seed)
+        assert sorted(camps.values()) == [-1, -1, 1, 1]
+        centres = draw_centres(parse_shifts("positive"), seed)
+        for centre in centres:  # every centre of a camp shares the camp's cut-offs
+            side = camps[centre.vendor]
+            assert centre.rule["lvef_cut"] == pytest.approx(0.5 + side * 2 * 0.05)
+            assert centre.rule["lvedvi_max"] == pytest.approx(100.0 - side * 2 * 10.0)
+            assert centre.rule["noise_ef"] == pytest.approx(0.02)  # label=0: reference noise
+    assert len({tuple(sorted(vendor_camps(s).items())) for s in range(8)}) > 1
 
 
 def test_a_config_without_the_new_families_keeps_the_old_generator(tmp_path) -> None:

@@ -71,6 +71,21 @@ def _draw_family(rng: np.random.Generator, ranges: dict[str, Any],
     return values
 
 
+def vendor_camps(seed: int) -> dict[str, int]:
+    """Annotation camp of each vendor (+1: more disease, -1: less), two vendors each."""
+    order = np.random.default_rng(_seed(seed, "camps")).permutation(len(VENDORS))
+    return {VENDORS[i]: (1 if rank < len(VENDORS) // 2 else -1) for rank, i in enumerate(order)}
+
+
+def camp_rule(rule: dict[str, float], camp: int, shifts: Shifts) -> dict[str, float]:
+    """``rule`` with its cut-offs moved ``shifts.camps`` half-widths towards the camp's side."""
+    moved = dict(rule)
+    for name, direction in shifts.config["camps"].items():
+        ref, lo, hi = (float(v) for v in shifts.config["label"][name])
+        moved[name] = ref + camp * float(direction) * shifts.camps * (hi - lo) / 2
+    return moved
+
+
 def _make_centre(name: str, vendor: str, dataset: str, size: int, unseen: bool,
                  own_mix: dict[str, float], shifts: Shifts, seed: int) -> Centre:
     config = shifts.config
@@ -81,6 +96,8 @@ def _make_centre(name: str, vendor: str, dataset: str, size: int, unseen: bool,
                        shifts.mix)
     rule = _draw_family(np.random.default_rng(_seed(seed, name, "label")), config["label"],
                         shifts.label)
+    if shifts.camps > 0:
+        rule = camp_rule(rule, vendor_camps(seed)[vendor], shifts)
     common = pooled_mix()
     codes = sorted(set(common) | set(own_mix))
     blend = {c: (1 - shifts.mix) * common.get(c, 0.0) + shifts.mix * own_mix.get(c, 0.0)

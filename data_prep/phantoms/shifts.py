@@ -8,7 +8,11 @@ Five families, each with a strength:
   not remove (long-axis tilt, heart orientation, epicardial fat, SNR, coil shading), drawn per
   subject from the same ranges for every vendor;
 - ``app``, vendor appearance: 1 keeps each vendor's scanner style (``appearance.STYLES``),
-  0 gives every vendor the reference style, the only way to make vendors look alike.
+  0 gives every vendor the reference style, the only way to make vendors look alike;
+- ``camps``, vendor annotation camps (positive controls only, 0 by default): the vendors split
+  into two camps drawn with the cohort seed, and every centre of a camp moves its diagnostic
+  cut-offs ``camps`` half-widths of the literature range towards more disease (one camp) or
+  less (the other), so P(label | heart) differs by vendor, consistently within it.
 
 A ranged parameter is ``ref + strength * (draw - ref)`` with ``draw`` uniform in the documented
 ``[lo, hi]``: strength 0 puts it on the reference, strength 1 spreads it over the range reported
@@ -32,11 +36,11 @@ from duallora.errors import KitError
 CONFIG_PATH = Path(__file__).with_name("shifts.toml")
 CENTRE_FAMILIES = ("acq", "mix", "label")  # ranges drawn per centre
 RANGED_FAMILIES = (*CENTRE_FAMILIES, "nuis")  # families with [ref, lo, hi] tables
-FAMILIES = (*RANGED_FAMILIES, "app")
+FAMILIES = (*RANGED_FAMILIES, "app", "camps")
 MAX_STRENGTH = 3.0  # above 1: outside the literature, positive controls only
 # Strengths of families a config written before they existed does not name: no nuisance and
 # the vendors' own appearance, i.e. exactly the generator those configs were written for.
-LEGACY_STRENGTHS = {"nuis": 0.0, "app": 1.0}
+LEGACY_STRENGTHS = {"nuis": 0.0, "app": 1.0, "camps": 0.0}
 
 
 def load_config(path: Path | None = None) -> dict[str, Any]:
@@ -51,6 +55,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
             raise KitError(f"{path}: missing section [{family}]")
     config.setdefault("nuis", {})
     config.setdefault("cells", {})
+    config.setdefault("camps", {})
     for name, value in LEGACY_STRENGTHS.items():
         config["strengths"].setdefault(name, value)
     for family in RANGED_FAMILIES:
@@ -69,6 +74,7 @@ class Shifts:
     label: float
     nuis: float = 0.0
     app: float = 1.0
+    camps: float = 0.0
     config: dict[str, Any] = field(default_factory=load_config, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -142,4 +148,4 @@ def parse_shifts(text: str | None, config: dict[str, Any] | None = None) -> Shif
 
 def no_shift(config: dict[str, Any] | None = None) -> Shifts:
     """Centre families at 0 and no nuisance: centres differ only by vendor appearance."""
-    return Shifts(0.0, 0.0, 0.0, 0.0, 1.0, config=config or load_config())
+    return Shifts(0.0, 0.0, 0.0, 0.0, 1.0, 0.0, config=config or load_config())
