@@ -132,7 +132,8 @@ def format_gate_report(report: dict[str, Any]) -> str:
              f"size {report['size']})",
              f"{'cohort':<28} {'arm':<12} {'BA':>6} {'AUC':>6}"]
     for row in report["cohorts"]:
-        name = Path(row["cohort"]).name[-28:]
+        path = Path(row["cohort"])  # "seed101/test_harmonized": the folder alone is ambiguous
+        name = (f"{path.parent.name}/{path.name}" if path.parent.name else path.name)[-28:]
         for arm in ("fm", "pixels", "random_mean"):
             s = row["scores"][arm]
             lines.append(f"{name:<28} {arm:<12} {s['ba']:>6.3f} {s['auc']:>6.3f}")
