@@ -34,7 +34,7 @@ def test_shift_spec_parsing_keeps_defaults_and_rejects_bad_values() -> None:
     defaults = parse_shifts(None)
     assert (shifts.acq, shifts.mix, shifts.label) == (0.25, defaults.mix, 0.0)
     assert parse_shifts(shifts.spec()) == shifts
-    for bad in ("acq=2", "noise=1", "acq", "mix=x"):
+    for bad in ("acq=3.5", "app=2", "noise=1", "acq", "mix=x"):
         with pytest.raises(KitError):
             parse_shifts(bad)
 
@@ -148,7 +148,7 @@ def test_v2_cohort_is_deterministic_and_meets_the_contract(tmp_path: Path) -> No
     pd.testing.assert_frame_equal(metas[0], metas[1])
     info = json.loads((first / "cohort.json").read_text())
     assert info["generator"] == "v2" and info["shifts"] == {"acq": 0.0, "mix": 1.0, "label": 1.0,
-                                                          "nuis": 1.0, "app": 1.0}
+                                                          "nuis": 1.0, "app": 1.0, "camps": 0.0}
     # the balanced test cohort: the harmonized contract, 1 NOR + 1 disease per vendor, unseen
     meta = read_metadata(first / "test_harmonized")
     assert (meta["split"] == "test").all() and meta["subject_id"].is_unique
