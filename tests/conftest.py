@@ -103,3 +103,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return len(LONGEST_FIRST) + (item.path not in slow_files)
 
     items.sort(key=rank)  # stable: a file's own order is kept
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random one-frame test-tiny encoder weights, saved as pretraining saves an FM (the FM
+    gate and image-headroom command tests read features through them)."""
+    from duallora.model import build_convvit, save_weights
+    from duallora.model.checkpoints import encoder_state
+
+    model = build_convvit("test-tiny", n_frames=1, seed=7)
+    return save_weights(encoder_state(model), tmp_path_factory.mktemp("fm") / "tiny.safetensors",
+                        {"format": "cinema-mae-encoder", "size": "test-tiny"})

@@ -85,18 +85,6 @@ def test_gate_rule_needs_both_differences_at_least_005_and_above_zero() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Random one-frame test-tiny encoder weights, saved as pretraining saves an FM."""
-    from duallora.model import build_convvit, save_weights
-    from duallora.model.checkpoints import encoder_state
-
-    model = build_convvit("test-tiny", n_frames=1, seed=7)
-    return save_weights(encoder_state(model),
-                        tmp_path_factory.mktemp("fm") / "tiny.safetensors",
-                        {"format": "cinema-mae-encoder", "size": "test-tiny"})
-
-
-@pytest.fixture(scope="module")
 def balanced_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 balanced subjects (6 per label, enough for 5 folds) of two vendors, harmonized."""
     from data_prep.phantoms.centres import centres_by_vendor, draw_centres

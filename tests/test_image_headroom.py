@@ -101,17 +101,6 @@ def test_subjects_are_drawn_per_vendor_as_the_rules_say() -> None:
     assert draw_train_subjects(centres, 30, 0) == train  # the cohort seed fixes the subjects
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from duallora.model import build_convvit, save_weights
-    from duallora.model.checkpoints import encoder_state
-
-    model = build_convvit("test-tiny", n_frames=1, seed=7)
-    return save_weights(encoder_state(model),
-                        tmp_path_factory.mktemp("fm") / "tiny.safetensors",
-                        {"format": "cinema-mae-encoder", "size": "test-tiny"})
-
-
 def test_headroom_images_end_to_end(tiny_weights: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture) -> None:
     argv = ["headroom", "--images", "--shift", "acq=1,mix=1,label=1", "--n-train", "60",
