@@ -162,11 +162,8 @@ def render_v2(draw: Draw, phases: str = "all") -> Acquired:
     # (whole pixels: sub-pixel accuracy is below the harmonized 1 mm grid's concern, and a
     # roll is ~50x cheaper than interpolation; the few wrapped edge pixels are background)
     offsets = np.rint(rng.normal(0, 1, size=(n_slices, 2)) * acq["misalign_sd"] / grid_spacing)
-    for k in range(n_slices):
-        if offsets[k].any():
-            shift = (int(offsets[k, 0]), int(offsets[k, 1]))
-            image[:, :, k] = np.roll(image[:, :, k], shift, axis=(0, 1))
-            labels[:, :, k] = np.roll(labels[:, :, k], shift, axis=(0, 1))
+    roll_slices(image, offsets)
+    roll_slices(labels, offsets)
     if nuisance.tilt_deg:  # the long axis leans against the stack normal
         offsets = tilt_offsets(nuisance, top_u - step * np.arange(n_slices), heart.length / 2,
                                grid_spacing)
