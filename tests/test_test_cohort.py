@@ -145,3 +145,34 @@ def test_cross_site_is_refused_over_flower(harmonized_dir: Path, tmp_path: Path)
 
     with pytest.raises(KitError, match="in-process only"):
         run_on_localhost(_config(harmonized_dir, tmp_path, cross_site=True), tmp_path / "o", 4)
+
+
+def test_validation_predictions_are_the_selected_models_on_each_vendors_validation_split(
+        harmonized_dir: Path, test_cohort: Path, tmp_path: Path):
+    """``validation_predictions.csv`` (the benchmark's thresholds are fixed on it): every
+    vendor's validation subjects, scored by the model the run selected on them, so each
+    vendor's balanced accuracy there is the best validation score the run logged."""
+    from duallora.benchmark.validation import ensure_validation_predictions
+    from duallora.results.metrics import binary_metrics
+
+    config = _config(harmonized_dir, tmp_path / "cache", test_data=str(test_cohort),
+                     selection="site-val-ba", rounds=3)
+    run = run_training(config, tmp_path / "run", progress=False)
+    path = ensure_validation_predictions(run)
+    stamp = path.stat().st_mtime_ns
+    assert ensure_validation_predictions(run).stat().st_mtime_ns == stamp  # written once
+    rows = pd.read_csv(path)
+    assert set(rows["split"]) == {"val", "val_global"}
+    clients = load_vendor_clients(config)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert UNSEEN_SITE not in set(rows["client"])  # the unseen centre has no validation
+    for vendor, client in clients.items():
+        if vendor == UNSEEN_SITE:
+            continue
+        own = rows[(rows["split"] == "val") & (rows["client"] == vendor)]
+        assert own["subject_id"].astype(str).tolist() == client.splits["val"].subject_ids
+        logged = metrics[(metrics["client"] == vendor) & (metrics["split"] == "val")
+                         & (metrics["metric"] == "balanced_accuracy")]["value"]
+        ba = binary_metrics(own["label"].to_numpy(), own["prob"].to_numpy())[
+            "balanced_accuracy"]
+        assert ba == pytest.approx(logged.max(), abs=1e-6), vendor
