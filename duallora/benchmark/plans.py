@@ -294,8 +294,9 @@ PLANS: dict[str, Plan] = {
     # costs about three ordinary runs; H2 is tested by `full`, and notebook 04's ablation
     # shows 2 vs all blocks on the v1 cohort). It shows the pipeline and its uncertainty; its
     # minimum detectable difference is large, and every table says so.
-    # The controls add two cohorts and 18 runs (estimated ~1,000 s in all on 2 cores,
-    # `duallora benchmark --plan demo --size`); the label-0 dose cell left for them.
+    # The controls add two cohorts and 18 runs (about 0.2 h wall in all on 2 cores by
+    # `duallora benchmark --plan demo --size`, not re-measured); the label-0 dose cell left
+    # for them (the negative control is the demo's null).
     "demo": Plan("demo", scale=0.1, test_per_vendor=50, label_strengths=(1.0,),
                  acq_strengths=(0.0,), primary_cell=ShiftCell(0.0, 1.0, 1.0),
                  cohort_seeds=(0,), train_seeds=(0, 1, 2), runs=CORE_RUNS, n_boot=1000,
