@@ -34,7 +34,7 @@ from duallora.benchmark.plans import Plan, ShiftCell
 DEMO_RUN_CORE_SECONDS = 330.0 * 2 / 18   # demo: 18 runs, two side by side, 330 s
 DEMO_RUN_SUBJECTS = 88 + 250             # its training + test subjects per cohort
 COHORT_SECONDS_PER_SUBJECT_7F = 230.0 / (2 * (88 + 250))
-BYTES_PER_SUBJECT_FRAME = 60_000         # measured on the test plan's cohorts (acq=0)
+BYTES_PER_SUBJECT_FRAME = 460_000        # test plan's 3 cohorts (acq=0), raw + harmonized
 ALL_BLOCKS_FACTOR = 3.0
 FRAMES_REF, FRAMES_REAL = 7.0, 25.0      # shifts.toml acq.frames: ref 7, drawn in [20, 30]
 
