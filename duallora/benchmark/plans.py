@@ -18,7 +18,8 @@ to it; none may be changed by looking at test numbers (change the rule, say why,
   ``acq=1,mix=1,label=1`` is the generator's ``realistic`` cell.
 - **Test cohorts**: balanced (half NOR) per vendor plus the unseen centre; their size is the
   largest the budget allows.
-- **Control cells** (every plan but ``demo``, whose budget they would break): the generator's named cells ``negative``
+- **Control cells** (every plan but ``demo``, whose budget they would break): the
+  generator's named cells ``negative``
   (acq=0,mix=0,label=0,nuis=1,app=0,camps=0: no vendor or centre difference at all) and
   ``positive`` (acq=1,mix=1,label=0,nuis=1,app=1,camps=2: two vendor annotation camps), fixed
   in shifts.toml before any headroom or federated result. ``CONTROL_RUNS`` train there.
