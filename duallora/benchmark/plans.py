@@ -23,10 +23,10 @@ to it; none may be changed by looking at test numbers (change the rule, say why,
   (acq=0,mix=0,label=0,nuis=1,app=0,camps=0: no vendor or centre difference at all) and
   ``positive`` (acq=1,mix=1,label=0,nuis=1,app=1,camps=2: two vendor annotation camps), fixed
   in shifts.toml before any headroom or federated result. ``CONTROL_RUNS`` train there.
-  ``demo`` and ``test`` render the positive cell at acq=0, the same budget-forced 7-frame cines
-  as their other cells, and drop the label-0 dose cell (the negative control is their null;
-  a two-point dose-response at their size was never resolvable). The gates' rules are in
-  ``duallora.benchmark.controls``: a failed gate withholds the H1 verdict.
+  ``test`` renders the positive cell at acq=0, the same budget-forced 7-frame cines as its
+  other cells, and drops the label-0 dose cell (the negative control is its null). The gates'
+  rules are in ``duallora.benchmark.controls``: a failed or missing gate withholds the H1
+  verdict (so ``demo``'s is always withheld).
 - **Same tuning budget for every method**: every run trains with the shared settings (the
   ``TrainConfig`` defaults + ``PROTOCOL`` + the plan's budget-forced ``train``); no method gets
   a learning rate or schedule of its own. A run spec may change only ``STRUCTURAL_FIELDS``
