@@ -2,7 +2,8 @@
 
 Checks the numbers the report prints against the run folders they come from: the primary
 difference against the runs' own predictions, the bytes against the wire logs, the cross-site
-diagonal against each site's own test split, and the negative-control cell being there.
+diagonal against each site's own test split, the control gates, the sensitivity at the
+validation threshold, the held-out vendor, and that a second call trains nothing.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from duallora.benchmark import get_plan, run_benchmark, shared_data_dir
-from duallora.benchmark.plans import PRIMARY, ShiftCell
+from duallora.benchmark import get_plan, lovo, run_benchmark, shared_data_dir
+from duallora.benchmark.plans import CONTROL_RUNS, PRIMARY, ShiftCell
 from duallora.benchmark.runs import planned_runs
+from duallora.benchmark.sizing import plan_size
 from duallora.errors import KitError
 from duallora.results.metrics import binary_metrics
+from duallora.results.thresholds import threshold_at_specificity
 
 pytestmark = pytest.mark.slow
 VENDORS = ("Canon", "GE", "Philips", "Siemens")
@@ -61,10 +64,19 @@ def test_plan_trains_every_planned_run_once(benchmark: dict):
     folders = list(benchmark["data"].glob("*/seed*/runs/*"))
     assert len(folders) == len(planned)
     assert all((folder / "kit_run.json").is_file() for folder in folders)
-    # the negative-control cell trains only the dose-response runs
-    control = ShiftCell(0.0, 1.0, 0.0)
-    assert {p.name.rsplit("_seed", 1)[0] for p in
-            (benchmark["data"] / control.key / "seed0" / "runs").iterdir()} == set(PRIMARY)
+    # each control cell trains only the control runs
+    for cell in plan.controls().values():
+        assert {p.name.rsplit("_seed", 1)[0] for p in
+                (benchmark["data"] / cell.key / "seed0" / "runs").iterdir()} == \
+            set(CONTROL_RUNS)
+    # the leave-one-vendor-out run is named by the vendor it never trained on
+    held = lovo.outlier_vendor(0)
+    lovo_runs = sorted((benchmark["data"] / plan.primary_cell.key / "seed0" / "runs")
+                       .glob("*_lovo-*"))
+    assert [p.name for p in lovo_runs] == [f"med_duallora_lovo-{held}_seed{s}"
+                                           for s in plan.train_seeds]
+    config = json.loads((lovo_runs[0] / "config.json").read_text())
+    assert config["holdout_vendor"] == held
 
 
 def test_primary_difference_is_the_mean_of_the_runs_own_differences(benchmark: dict):
@@ -98,10 +110,72 @@ def test_every_arm_has_per_vendor_worst_vendor_and_calibration(benchmark: dict):
     assert "worst vendor" in text and "Brier" in text and "ECE" in text
 
 
-def test_negative_control_and_dose_response_cover_every_label_strength(benchmark: dict):
+def test_dose_response_covers_every_label_strength(benchmark: dict):
     dose = benchmark["result"]["h1"]["dose_response"]
-    assert sorted(row["label_strength"] for row in dose) == [0.0, 1.0]
-    assert [row["negative_control"] for row in dose if row["label_strength"] == 0.0] == [True]
+    assert sorted(row["label_strength"] for row in dose) == \
+        sorted(benchmark["plan"].label_strengths)
+
+
+def test_control_gates_are_the_runs_own_differences_and_gate_the_verdict(benchmark: dict):
+    plan, result = benchmark["plan"], benchmark["result"]
+    gates = {"negative": ("med_duallora", "fedavg_lora"),
+             "positive": ("fedavg_lora_ft", "fedavg_lora")}
+    for kind, cell in plan.controls().items():
+        entry = result["controls"][kind]
+        a, b = gates[kind]
+        diffs = [_seen_ba(x) - _seen_ba(y) for x, y in zip(
+            _runs(benchmark["data"], cell, a), _runs(benchmark["data"], cell, b), strict=True)]
+        assert entry["estimate"] == pytest.approx(float(np.mean(diffs)), abs=1e-9)
+        low, high = entry["interval"]
+        assert low <= entry["estimate"] <= high
+        assert entry["cell"] == cell.spec and entry["method"]
+        assert entry["passed"] is (low <= 0 if kind == "negative" else low > 0)
+    verdict = result["h1"]["verdict"]
+    passed = all(result["controls"][k]["passed"] for k in ("negative", "positive"))
+    assert (verdict["status"] == "withheld") is (not passed)
+    headline = (benchmark["out"] / "headline.md").read_text()
+    assert verdict["text"] in headline
+    if not result["controls"]["positive"]["passed"]:
+        assert "could not see personalization" in headline
+    if not result["controls"]["negative"]["passed"]:
+        assert "gains where none exist" in headline
+
+
+def test_sensitivity_at_the_validation_threshold_is_read_on_test(benchmark: dict):
+    plan, result = benchmark["plan"], benchmark["result"]
+    arm = result["cells"][plan.primary_cell.key]["arms"]["med_duallora"]
+    values, cuts = [], []
+    for folder in _runs(benchmark["data"], plan.primary_cell, "med_duallora"):
+        val = pd.read_csv(folder / "validation_predictions.csv")
+        val = val[val["split"] == "val"]
+        cut = threshold_at_specificity(val["label"].to_numpy(), val["prob"].to_numpy())
+        test = pd.read_csv(folder / "predictions.csv")
+        test = test[(test["split"] == "test") & (test["client"] != "unseen")]
+        diseased = test[test["label"] == 1]
+        values.append(float(np.mean(diseased["prob"].to_numpy() >= cut)))
+        cuts.append(cut)
+    assert arm["sensitivity_at_val_spec90"]["value"] == pytest.approx(np.mean(values))
+    assert sorted(arm["val_threshold_spec90"].values()) == pytest.approx(sorted(cuts))
+    entry = arm["specificity_at_val_spec90"]
+    assert entry["low"] <= entry["value"] <= entry["high"]
+    assert "90% specificity" in (benchmark["out"] / "benchmark.md").read_text()
+
+
+def test_held_out_vendor_is_scored_by_the_global_model_it_never_trained_with(benchmark: dict):
+    plan, result = benchmark["plan"], benchmark["result"]
+    held = lovo.outlier_vendor(0)
+    entry = result["lovo"]["outlier"]["med_duallora"]
+    assert entry["held_out_vendor"] == {"0": held}
+    values = []
+    for folder in sorted((benchmark["data"] / plan.primary_cell.key / "seed0" / "runs")
+                         .glob("*_lovo-*")):
+        frame = pd.read_csv(folder / "predictions.csv")
+        assert held not in set(frame.loc[frame["split"] == "test", "client"])
+        part = frame[(frame["split"] == "test_global") & (frame["client"] == held)]
+        values.append(binary_metrics(part["label"].to_numpy(), part["prob"].to_numpy())[
+            "balanced_accuracy"])
+    assert entry["held_out"]["balanced_accuracy"]["value"] == pytest.approx(np.mean(values))
+    assert "trained_with_vendor" in entry and "difference" in entry
 
 
 def test_bytes_come_from_the_wire_logs(benchmark: dict):
@@ -134,6 +208,9 @@ def test_report_files_carry_provenance_and_the_mde_banner(benchmark: dict):
     out, result = benchmark["out"], benchmark["result"]
     stored = json.loads((out / "benchmark.json").read_text())
     assert stored["provenance"]["command"] == "pytest"
+    assert set(stored["provenance"]) >= {"commit", "dirty"}
+    assert isinstance(stored["controls"]["negative"]["passed"], bool)
+    assert isinstance(stored["controls"]["positive"]["passed"], bool)
     assert stored["plan"]["train_seeds"] == [0, 1]
     assert set(stored["headroom"]) == {f"{cell.key}/seed0" for cell in
                                        benchmark["plan"].cells()}
@@ -151,6 +228,9 @@ def test_report_files_carry_provenance_and_the_mde_banner(benchmark: dict):
 def test_a_second_call_reuses_every_run(benchmark: dict):
     before = {p: p.stat().st_mtime_ns for p in benchmark["data"].glob("*/seed*/runs/*/"
                                                                      "metrics.csv")}
+    size = plan_size(benchmark["plan"], benchmark["data"])
+    assert size["finished"] == {"cohorts": size["n_cohorts"], "runs": size["n_runs"]}
+    assert size["estimate"]["run_core_seconds"] == 0  # nothing left to train
     run_benchmark(benchmark["plan"], benchmark["data"], benchmark["out"], progress=False)
     after = {p: p.stat().st_mtime_ns for p in before}
     assert before == after

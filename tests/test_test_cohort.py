@@ -105,12 +105,39 @@ def test_feddpa_cross_site_weights_instances_by_the_owners_training_data(
     assert cross["prob"].between(0, 1).all()
 
 
-def test_test_data_refuses_a_holdout_vendor_and_a_folder_without_metadata(
-        harmonized_dir: Path, tmp_path: Path):
-    with pytest.raises(KitError, match="cannot be combined"):
-        _config(harmonized_dir, tmp_path, test_data=str(tmp_path), holdout_vendor="Canon")
+def test_test_data_refuses_a_folder_without_metadata_and_an_unknown_holdout_vendor(
+        harmonized_dir: Path, test_cohort: Path, tmp_path: Path):
     with pytest.raises(KitError, match="--test-data .*no metadata.csv"):
         load_vendor_clients(_config(harmonized_dir, tmp_path, test_data=str(tmp_path)))
+    with pytest.raises(KitError, match="--holdout-vendor Toshiba"):
+        load_vendor_clients(_config(harmonized_dir, tmp_path, test_data=str(test_cohort),
+                                    holdout_vendor="Toshiba"))
+
+
+def test_holdout_vendor_with_a_test_cohort_never_trains_and_the_global_model_scores_it(
+        harmonized_dir: Path, test_cohort: Path, tmp_path: Path):
+    """Leave one vendor out on a test cohort: the vendor's training-cohort subjects are gone,
+    its test-cohort subjects are scored by the global model only (``test_global``), beside the
+    unseen centre; the other vendors train and are tested as usual."""
+    held = "Canon"
+    clients = load_vendor_clients(_config(harmonized_dir, tmp_path, test_data=str(test_cohort),
+                                          holdout_vendor=held))
+    assert len(clients[held].splits["train"]) == len(clients[held].splits["val"]) == 0
+    tests = pd.read_csv(test_cohort / "metadata.csv")
+    wanted = tests[(tests["vendor"] == held) & (tests["unseen_centre"] == 0)]
+    assert clients[held].splits["test"].subject_ids == wanted["subject_id"].tolist()
+    config = _config(harmonized_dir, tmp_path / "cache", test_data=str(test_cohort),
+                     holdout_vendor=held, cross_site=True)
+    run = run_training(config, tmp_path / "run", progress=False)
+    preds = pd.read_csv(run / "predictions.csv")
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert held not in set(metrics.loc[metrics["split"].isin(["train", "val"]), "client"])
+    assert held not in set(preds.loc[preds["split"] == "test", "client"])
+    scored = preds[(preds["split"] == "test_global") & (preds["client"] == held)]
+    assert sorted(scored["subject_id"]) == sorted(wanted["subject_id"])
+    assert set(preds.loc[preds["split"] == "holdout", "client"]) == {UNSEEN_SITE}
+    trained = set(preds.loc[preds["split"] == "test", "client"])
+    assert trained and held not in trained
 
 
 def test_cross_site_is_refused_over_flower(harmonized_dir: Path, tmp_path: Path):
@@ -118,3 +145,34 @@ def test_cross_site_is_refused_over_flower(harmonized_dir: Path, tmp_path: Path)
 
     with pytest.raises(KitError, match="in-process only"):
         run_on_localhost(_config(harmonized_dir, tmp_path, cross_site=True), tmp_path / "o", 4)
+
+
+def test_validation_predictions_are_the_selected_models_on_each_vendors_validation_split(
+        harmonized_dir: Path, test_cohort: Path, tmp_path: Path):
+    """``validation_predictions.csv`` (the benchmark's thresholds are fixed on it): every
+    vendor's validation subjects, scored by the model the run selected on them, so each
+    vendor's balanced accuracy there is the best validation score the run logged."""
+    from duallora.benchmark.validation import ensure_validation_predictions
+    from duallora.results.metrics import binary_metrics
+
+    config = _config(harmonized_dir, tmp_path / "cache", test_data=str(test_cohort),
+                     selection="site-val-ba", rounds=3)
+    run = run_training(config, tmp_path / "run", progress=False)
+    path = ensure_validation_predictions(run)
+    stamp = path.stat().st_mtime_ns
+    assert ensure_validation_predictions(run).stat().st_mtime_ns == stamp  # written once
+    rows = pd.read_csv(path)
+    assert set(rows["split"]) == {"val", "val_global"}
+    clients = load_vendor_clients(config)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert UNSEEN_SITE not in set(rows["client"])  # the unseen centre has no validation
+    for vendor, client in clients.items():
+        if vendor == UNSEEN_SITE:
+            continue
+        own = rows[(rows["split"] == "val") & (rows["client"] == vendor)]
+        assert own["subject_id"].astype(str).tolist() == client.splits["val"].subject_ids
+        logged = metrics[(metrics["client"] == vendor) & (metrics["split"] == "val")
+                         & (metrics["metric"] == "balanced_accuracy")]["value"]
+        ba = binary_metrics(own["label"].to_numpy(), own["prob"].to_numpy())[
+            "balanced_accuracy"]
+        assert ba == pytest.approx(logged.max(), abs=1e-6), vendor

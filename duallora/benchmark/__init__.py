@@ -13,7 +13,6 @@ The statistics live in ``duallora.results.inference``; docs/BENCHMARK.md explain
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -37,21 +36,13 @@ def shared_data_dir(default: Path) -> Path:
     return Path(shared) if shared else Path(default)
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_benchmark(plan: Plan, data: Path, out: Path, *, progress: bool = True,
                   command: str | None = None) -> dict[str, Any]:
     """Build the cohorts, train every run, analyse, write ``out``; returns the result dict."""
     import json
 
     from duallora.benchmark.analysis import analyse
+    from duallora.benchmark.provenance import code_version
     from duallora.benchmark.references import oracle_rows, reference_probs
     from duallora.benchmark.report import write_report
     from duallora.benchmark.runs import ensure_plan_runs, missing_runs
@@ -77,7 +68,7 @@ def run_benchmark(plan: Plan, data: Path, out: Path, *, progress: bool = True,
         (c.raw / "cohort.json").read_text()) for c in cohorts}
     result["headroom"] = {f"{c.cell.key}/seed{c.seed}": c.headroom() for c in cohorts}
     command = command or " ".join(["duallora", *sys.argv[1:]])
-    result["provenance"] = {"commit": _commit(), "command": command,
+    result["provenance"] = {**code_version(), "command": command,
                             "seconds": time.perf_counter() - start,
                             "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     result["markdown"] = str(write_report(result, Path(out)))

@@ -15,6 +15,10 @@ Families and corrections (declared in ``plans``):
 - H2: TOST of two blocks vs all blocks at the plan's margin, and the share of the
   (all blocks - head-only probe) gap that two blocks recover.
 - H3: bytes per round and in total from each run's wire log (``metrics.csv`` cost rows).
+- Controls (``controls``): the negative and positive control cells gate the H1 verdict.
+- Every arm's test sensitivity and specificity at the threshold that gives 90% specificity on
+  its own validation predictions (``duallora.results.thresholds``).
+- Leave one vendor out (``lovo``): the global model on a vendor it never trained on.
 """
 
 from __future__ import annotations
@@ -28,14 +32,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from duallora.benchmark import controls, lovo
 from duallora.benchmark.plans import ARMS, H2_ARMS, PRIMARY, Plan, ShiftCell
 from duallora.benchmark.runs import TrainedRun, run_cost
+from duallora.benchmark.validation import read_validation
 from duallora.federated.prepare import UNSEEN_SITE
-from duallora.results import inference
+from duallora.results import inference, thresholds
 
 METRICS = ("balanced_accuracy", "auc", "sensitivity", "specificity", "brier", "ece")
 VENDOR_METRICS = ("balanced_accuracy", "auc")
 REFERENCES = ("chance", "head_only_probe", "raw_pixel_probe")
+AT_SPEC90 = ("sensitivity", "specificity")  # read at the validation threshold (thresholds.py)
 
 
 def _plain(value: Any) -> Any:
@@ -77,22 +84,47 @@ def arm_probs(predictions: pd.DataFrame, split: str, where: str = "seen"
     return part[["subject_id", "vendor", "label", "prob"]].sort_values("subject_id")
 
 
+def validation_threshold(validation: pd.DataFrame | None, split: str) -> float | None:
+    """The arm's threshold at 90% validation specificity from its run's validation predictions
+    (``val`` for a personalized arm, ``val_global`` for a global one), pooled over sites."""
+    if validation is None:
+        return None
+    part = validation[validation["split"] == ("val" if split == "test" else "val_global")]
+    if part.empty or not (part["label"] == 0).any():
+        return None
+    return thresholds.threshold_at_specificity(part["label"].to_numpy(),
+                                               part["prob"].to_numpy())
+
+
 def replicates(runs: list[TrainedRun], cell: ShiftCell, arms: list[str],
                where: str = "seen", extra: dict[tuple[int, int], dict[str, np.ndarray]]
-               | None = None) -> list[inference.Replicate]:
+               | None = None, cuts: dict[str, dict[str, float]] | None = None
+               ) -> list[inference.Replicate]:
     """One ``Replicate`` per (cohort seed, train seed) at ``cell`` holding every arm that has
-    predictions there (``extra``: reference arms computed outside the runs, by replicate)."""
+    predictions there (``extra``: reference arms computed outside the runs, by replicate).
+
+    Each arm whose run has validation predictions also gets ``<arm>@val_spec90``: its test
+    predictions made 0/1 at its validation threshold (``thresholds``); ``cuts`` collects the
+    thresholds, ``{arm: {"<cohort seed>/<train seed>": threshold}}``."""
     by_key: dict[tuple[int, int], dict[str, pd.DataFrame]] = defaultdict(dict)
     for run in runs:
         if run.cohort.cell != cell:
             continue
         predictions = read_predictions(run.folder)
+        validation = read_validation(run.folder) if where == "seen" else None
         for arm in arms:
             spec = ARMS[arm]
             if spec.run == run.spec.name:
                 probs = arm_probs(predictions, spec.split, where)
-                if probs is not None:
-                    by_key[run.cohort.seed, run.train_seed][arm] = probs
+                if probs is None:
+                    continue
+                by_key[run.cohort.seed, run.train_seed][arm] = probs
+                cut = validation_threshold(validation, spec.split)
+                if cut is not None:
+                    at = probs.assign(prob=thresholds.binarize(probs["prob"].to_numpy(), cut))
+                    by_key[run.cohort.seed, run.train_seed][arm + thresholds.SUFFIX] = at
+                    if cuts is not None:
+                        cuts.setdefault(arm, {})[f"{run.cohort.seed}/{run.train_seed}"] = cut
     out = []
     for (cohort_seed, train_seed), frames in sorted(by_key.items()):
         base = next(iter(frames.values()))
@@ -118,19 +150,33 @@ def _restrict(reps: list[inference.Replicate], vendor: str) -> list[inference.Re
     return out
 
 
-def _arms_in(reps: list[inference.Replicate]) -> list[str]:
+def _arms_in(reps: list[inference.Replicate], derived: bool = False) -> list[str]:
+    """Arms with predictions in every replicate (``derived``: also the ``@val_spec90`` ones)."""
     if not reps:
         return []
-    return [arm for arm in reps[0].probs if all(arm in rep.probs for rep in reps)]
+    return [arm for arm in reps[0].probs if all(arm in rep.probs for rep in reps)
+            and (derived or thresholds.SUFFIX not in arm)]
 
 
-def arm_table(reps: list[inference.Replicate], n_boot: int, seed: int = 0
-              ) -> dict[str, dict[str, Any]]:
-    """Every arm's every metric with its interval, seed spread and sampling error."""
-    return {arm: {metric: _plain(inference.estimate(reps, arm, metric, n_boot=n_boot,
-                                                    seed=seed))
-                  for metric in METRICS}
-            for arm in _arms_in(reps)}
+def arm_table(reps: list[inference.Replicate], n_boot: int, seed: int = 0,
+              cuts: dict[str, dict[str, float]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every arm's every metric with its interval, seed spread and sampling error; with
+    validation predictions also its test sensitivity and specificity at the threshold giving
+    90% validation specificity (``<metric>_at_val_spec90``) and those thresholds."""
+    every = _arms_in(reps, derived=True)
+    table = {}
+    for arm in _arms_in(reps):
+        entry = {metric: _plain(inference.estimate(reps, arm, metric, n_boot=n_boot, seed=seed))
+                 for metric in METRICS}
+        derived = arm + thresholds.SUFFIX
+        if derived in every:
+            for metric in AT_SPEC90:
+                entry[f"{metric}_at_val_spec90"] = {
+                    **_plain(inference.estimate(reps, derived, metric, n_boot=n_boot,
+                                                seed=seed)), "arm": arm}
+            entry["val_threshold_spec90"] = (cuts or {}).get(arm, {})
+        table[arm] = entry
+    return table
 
 
 def vendor_table(reps: list[inference.Replicate], n_boot: int, seed: int = 0
@@ -174,22 +220,30 @@ def analyse(plan: Plan, runs: list[TrainedRun], references: dict[str, Any] | Non
     primary = plan.primary_cell
     arms = list(ARMS)
     result: dict[str, Any] = {"cells": {}}
+    by_cell: dict[str, list[inference.Replicate]] = {}
     for cell in plan.cells():
-        reps = replicates(runs, cell, arms, extra=extra.get(cell.key))
+        cuts: dict[str, dict[str, float]] = {}
+        reps = replicates(runs, cell, arms, extra=extra.get(cell.key), cuts=cuts)
         if not reps:
             continue
-        entry: dict[str, Any] = {"shift": cell.spec, "n_replicates": len(reps),
+        by_cell[cell.key] = reps
+        entry: dict[str, Any] = {"shift": cell.spec, "name": cell.name,
+                                 "n_replicates": len(reps),
                                  "n_test_subjects": int(len(reps[0].labels)),
-                                 "arms": arm_table(reps, plan.n_boot)}
+                                 "arms": arm_table(reps, plan.n_boot, cuts=cuts)}
         if all(arm in _arms_in(reps) for arm in PRIMARY):
             entry["primary"] = compare(reps, *PRIMARY, plan.n_boot)
         if cell == primary:
             entry["vendors"] = vendor_table(reps, plan.n_boot)
         result["cells"][cell.key] = entry
-        if cell == primary:
-            result["primary_reps"] = reps
-    reps = result.pop("primary_reps", [])
+    reps = by_cell.get(primary.key, [])
+    result["controls"] = {kind: controls.control_entry(kind, cell, by_cell.get(cell.key, []),
+                                                       plan.n_boot)
+                          for kind, cell in plan.controls().items()}
     result["h1"] = h1_section(plan, result["cells"], reps, runs)
+    result["h1"]["verdict"] = controls.verdict(result["h1"].get("primary"),
+                                               result["controls"])
+    result["lovo"] = lovo_section(plan, runs)
     result["h2"] = h2_section(plan, reps)
     result["h3"] = h3_section(plan, runs, result["cells"].get(primary.key, {}))
     result["cross_site"] = cross_site_matrix(runs, primary)
@@ -227,15 +281,16 @@ def h1_section(plan: Plan, cells: dict[str, Any], reps: list[inference.Replicate
         value["balanced_accuracy"]["p_holm"] = adjusted[arm]
     section["secondary"] = secondary
     dose = []
-    for cell_key, entry in cells.items():
+    for dose_cell in plan.dose_cells():  # the control cells have their own section (gates)
+        entry = cells.get(dose_cell.key, {})
         if "primary" not in entry:
             continue
-        label = float(cell_key.rsplit("label", 1)[1])
+        label = dose_cell.label
         ba = entry["primary"]["balanced_accuracy"]
-        control = label == 0.0
+        control = label == 0.0  # no annotation shift: a gain there is flagged (not a gate)
         dose.append({"cell": entry["shift"], "label_strength": label, **ba,
                      "negative_control": control,
-                     "flag": ("positive gain in the negative control: a bug or noise"
+                     "flag": ("positive gain without annotation shift: a bug or noise"
                               if control and ba["low"] is not None and ba["low"] > 0 else "")})
     section["dose_response"] = dose
     vendors = sorted({s.split("|")[0] for s in reps[0].strata}) if reps else []
@@ -302,7 +357,7 @@ def h3_section(plan: Plan, runs: list[TrainedRun], primary_cell: dict[str, Any]
     """Bytes per round and in total per run spec (identical across seeds: checked)."""
     costs: dict[str, dict[str, float]] = {}
     for run in runs:
-        if run.cohort.cell != plan.primary_cell:
+        if run.cohort.cell != plan.primary_cell or run.spec.holdout:
             continue
         values = run_cost(run.folder)
         known = costs.setdefault(run.spec.name, values)
@@ -334,7 +389,7 @@ def cross_site_matrix(runs: list[TrainedRun], cell: ShiftCell) -> dict[str, Any]
 
     out: dict[str, Any] = {}
     for run in runs:
-        if run.cohort.cell != cell:
+        if run.cohort.cell != cell or run.spec.holdout:
             continue
         predictions = read_predictions(run.folder)
         table = out.setdefault(run.spec.name, defaultdict(lambda: defaultdict(list)))
@@ -358,7 +413,7 @@ def subjects_per_site(runs: list[TrainedRun], cell: ShiftCell) -> dict[str, int]
     """Test subjects of each vendor and of the unseen centre at ``cell`` (the cross-site
     matrix's column sizes, which bound its sampling error)."""
     for run in runs:
-        if run.cohort.cell == cell:
+        if run.cohort.cell == cell and not run.spec.holdout:
             frame = read_predictions(run.folder)
             part = frame[frame["split"].isin(["test", "holdout", "test_global"])]
             return {str(k): int(v) for k, v in
@@ -366,3 +421,55 @@ def subjects_per_site(runs: list[TrainedRun], cell: ShiftCell) -> dict[str, int]
                     .items()}
     return {}
 
+
+
+def _global_on(folder: Path, vendor: str) -> pd.DataFrame:
+    """The global model's predictions on ``vendor``'s test subjects, by subject id."""
+    frame = read_predictions(folder)
+    part = frame[(frame["split"] == "test_global") & (frame["client"] == vendor)]
+    return part[["subject_id", "label", "prob"]].sort_values("subject_id")
+
+
+def lovo_section(plan: Plan, runs: list[TrainedRun]) -> dict[str, Any]:
+    """Leave one vendor out (``lovo``): per held-out kind (``canon``, ``outlier``) and method,
+    the global model's balanced accuracy and AUC on the vendor it never trained on, the same
+    method's global model trained with it on the same subjects, and their paired difference."""
+    base = {(run.spec.name, run.cohort.seed, run.train_seed): run.folder for run in runs
+            if run.cohort.cell == plan.primary_cell and not run.spec.holdout}
+    groups: dict[tuple[str, str], list[inference.Replicate]] = defaultdict(list)
+    held: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for run in runs:
+        if run.cohort.cell != plan.primary_cell or not run.spec.holdout:
+            continue
+        kind = "canon" if run.spec.holdout == lovo.CANON else "outlier"
+        vendor = lovo.held_vendor(run.spec, run.cohort.seed)
+        out = _global_on(run.folder, vendor)
+        if out.empty:
+            continue
+        probs = {"held_out": out["prob"].to_numpy(dtype=np.float64)}
+        trained = base.get((run.spec.strategy, run.cohort.seed, run.train_seed))
+        if trained is not None:
+            with_vendor = _global_on(trained, vendor)
+            if with_vendor["subject_id"].tolist() == out["subject_id"].tolist():
+                probs["trained_with_vendor"] = with_vendor["prob"].to_numpy(dtype=np.float64)
+        labels = out["label"].to_numpy(dtype=np.int64)
+        strata = np.array([f"{vendor}|{label}" for label in labels])
+        groups[kind, run.spec.strategy].append(inference.Replicate(
+            labels, strata, probs, run.cohort.seed, run.train_seed))
+        held[kind, run.spec.strategy][str(run.cohort.seed)] = vendor
+    section: dict[str, Any] = {
+        "outlier_vendors": lovo.describe_outliers(plan.cohort_seeds),
+        "rule": "canon: Canon held out; outlier: the vendor the generator draws with the "
+                "cohort seed for its unseen centre (duallora/benchmark/lovo.py)"}
+    for (kind, method), reps in sorted(groups.items()):
+        present = _arms_in(reps)
+        entry: dict[str, Any] = {"held_out_vendor": held[kind, method],
+                                 "n_replicates": len(reps)}
+        for arm in present:
+            entry[arm] = {metric: _plain(inference.estimate(reps, arm, metric,
+                                                            n_boot=plan.n_boot))
+                          for metric in VENDOR_METRICS}
+        if "trained_with_vendor" in present:
+            entry["difference"] = compare(reps, "held_out", "trained_with_vendor", plan.n_boot)
+        section.setdefault(kind, {})[method] = entry
+    return _plain(section)

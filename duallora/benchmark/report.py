@@ -22,6 +22,7 @@ ARM_LABELS = {
     "feddpa": "FedDPA",
     "orthogonal_duallora": "orthogonal dual LoRA (FedOPAL-style penalty)",
     "fedalt": "FedALT (rest-of-world LoRA + router)",
+    "fedavg_lora_r8": "FedAvg-LoRA, rank 8 (Med-DualLoRA's trainable parameters)",
     "chance": "chance",
     "head_only_probe": "head-only probe (frozen FM, pooled)",
     "raw_pixel_probe": "raw-pixel probe (pooled)",
@@ -60,14 +61,27 @@ def banner(result: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
+def verdict_line(result: dict[str, Any]) -> str:
+    """The H1 verdict as the controls allow it (``controls.verdict``), in bold."""
+    verdict = result["h1"].get("verdict")
+    if not verdict:
+        return ""
+    if verdict["status"] == "withheld":
+        return f"**{verdict['text']}** The numbers below are shown, not read."
+    return f"**{verdict['text']}**"
+
+
 def headline_table(result: dict[str, Any]) -> str:
-    """H1's primary result as a short markdown table (notebook 04 and docs/BENCHMARK.md show it)."""
+    """H1's primary result as a short markdown table (notebook 04 and docs/BENCHMARK.md show it),
+    under the verdict line the controls allow."""
     h1 = result["h1"]
     primary = h1.get("primary")
+    verdict = verdict_line(result)
     if not primary:
-        return "(no primary comparison in this plan)"
+        return "\n\n".join(filter(None, [verdict, "(no primary comparison in this plan)"]))
     ba = primary["balanced_accuracy"]
-    rows = [f"Inference: {ba.get('method') or 'two-level bootstrap'}.", "",
+    rows = ([verdict, ""] if verdict else []) + [
+            f"Inference: {ba.get('method') or 'two-level bootstrap'}.", "",
             "| endpoint | Med-DualLoRA - FedAvg-LoRA | 95% CI | p | MDE |",
             "|---|---|---|---|---|"]
     for metric, label in (("balanced_accuracy", "pooled balanced accuracy (primary)"),
@@ -105,6 +119,73 @@ def arms_table(cell: dict[str, Any], costs: dict[str, float] | None = None) -> s
                     f"{_f(metrics['sensitivity']['value'])} | "
                     f"{_f(metrics['specificity']['value'])} | {calibration} | {_f(mb, 2)} |")
     return "\n".join(rows)
+
+
+def spec90_table(cell: dict[str, Any]) -> str:
+    """Test sensitivity and specificity at each arm's validation threshold for 90%
+    specificity (thresholds fixed on validation, never on test)."""
+    rows = ["| arm | test sensitivity [95% CI] | test specificity [95% CI] | validation "
+            "thresholds (per replicate) |", "|---|---|---|---|"]
+    for arm, metrics in cell["arms"].items():
+        if "sensitivity_at_val_spec90" not in metrics:
+            continue
+        cuts = ", ".join(_f(v) for v in metrics.get("val_threshold_spec90", {}).values())
+        rows.append(f"| {ARM_LABELS.get(arm, arm)} | "
+                    f"{_interval(metrics['sensitivity_at_val_spec90'])} | "
+                    f"{_interval(metrics['specificity_at_val_spec90'])} | {cuts} |")
+    if len(rows) == 2:
+        return ("(no validation predictions: the runs predate `validation_predictions.csv`; "
+                "rerun the benchmark to write them)")
+    return "\n".join(rows)
+
+
+def controls_table(result: dict[str, Any]) -> str:
+    """Each control's gate and the comparison reported beside it."""
+    entries = result.get("controls") or {}
+    if not entries:
+        return "(this plan runs no controls: no verdict on H1)"
+    rows = ["| control (cell) | gate | difference (BA) [95% CI] | method | passed | beside it "
+            "(BA) [95% CI] |", "|---|---|---|---|---|---|"]
+    for kind, entry in entries.items():
+        cell = entry.get("cell_name") or entry["cell"]
+        if entry.get("passed") is None:
+            rows.append(f"| {kind} (`{cell}`) | - | - | - | not computed: "
+                        f"{entry.get('reason')} | - |")
+            continue
+        low, high = entry["interval"]
+        beside = entry.get("beside")
+        beside_text = (f"{beside['comparison']}: {_f(beside['estimate'], sign=True)} "
+                       f"[{_f(beside['interval'][0], sign=True)}, "
+                       f"{_f(beside['interval'][1], sign=True)}]" if beside else "-")
+        rows.append(f"| {kind} (`{cell}`) | {entry['comparison']} | "
+                    f"{_f(entry['estimate'], sign=True)} [{_f(low, sign=True)}, "
+                    f"{_f(high, sign=True)}] | {entry['method']} | "
+                    f"**{'yes' if entry['passed'] else 'NO'}** | {beside_text} |")
+    rules = [f"- {kind}: {entry['rule']}." for kind, entry in entries.items()]
+    return "\n".join(rows) + "\n\nRules (fixed before any result):\n" + "\n".join(rules)
+
+
+def lovo_table(lovo: dict[str, Any]) -> str:
+    """The global model on a vendor it never trained on, beside the same method's global
+    model trained with it (same subjects)."""
+    rows = ["| held out | method | vendor by cohort seed | BA [95% CI] | AUC [95% CI] | "
+            "trained with it: BA [95% CI] | difference (BA) [95% CI] |",
+            "|---|---|---|---|---|---|---|"]
+    for kind in ("canon", "outlier"):
+        for method, entry in (lovo or {}).get(kind, {}).items():
+            if "held_out" not in entry:
+                continue
+            vendors = ", ".join(f"{seed}: {v}" for seed, v in entry["held_out_vendor"].items())
+            trained = entry.get("trained_with_vendor")
+            diff = (entry.get("difference") or {}).get("balanced_accuracy")
+            rows.append(f"| {kind} | {ARM_LABELS.get(method, method)} | {vendors} | "
+                        f"{_interval(entry['held_out']['balanced_accuracy'])} | "
+                        f"{_interval(entry['held_out']['auc'])} | "
+                        f"{_interval(trained['balanced_accuracy']) if trained else '-'} | "
+                        f"{_interval(diff, 'diff', True) if diff else '-'} |")
+    if len(rows) == 2:
+        return "(this plan holds no vendor out)"
+    return "\n".join(rows) + f"\n\nHeld-out vendors: {lovo.get('rule', '')}."
 
 
 def vendors_table(cell: dict[str, Any]) -> str:
@@ -203,14 +284,19 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
     costs = {row["arm"]: row["mb_total"] for row in result["h3"]["rows"]}
     parts = [f"# Benchmark: plan `{result['plan']['name']}`", banner(result),
              "## H1: a private local adapter under shift (primary endpoint)",
-             headline_table(result)]
+             headline_table(result),
+             "### Controls (gates on the H1 verdict)", controls_table(result)]
     if cell:
         parts += ["### Every arm at the primary cell " + f"(`{cell['shift']}`)",
                   arms_table(cell, costs),
+                  "### Sensitivity and specificity at 90% specificity (threshold fixed on "
+                  "each arm's validation predictions)", spec90_table(cell),
                   "### Per vendor at the primary cell (each vendor's own test subjects)",
                   vendors_table(cell), "### Secondary comparisons (Holm-adjusted family)",
                   secondary_table(result["h1"])]
     parts += ["### Dose-response over the annotation-shift strength", dose_table(result["h1"]),
+              "## Leave one vendor out (the global model on a vendor it never trained on)",
+              lovo_table(result.get("lovo") or {}),
               "## H2: two blocks vs all blocks", h2_text(result["h2"]),
               "## Cross-site matrix (balanced accuracy; rows: whose model, columns: tested on)",
               cross_site_table(result["cross_site"],
@@ -218,7 +304,8 @@ def write_report(result: dict[str, Any], out: Path) -> Path:
               "## Per-vendor differences (exploratory, unadjusted)",
               "\n".join(f"- {vendor}: {value['balanced_accuracy']['text']}" for vendor, value
                         in result["h1"]["per_vendor_exploratory"].items()),
-              "## Provenance", f"commit `{result['provenance']['commit']}`, command "
+              "## Provenance", f"commit `{result['provenance']['commit']}`"
+              f"{' (uncommitted changes)' if result['provenance'].get('dirty') else ''}, command "
               f"`{result['provenance']['command']}`, {result['provenance']['seconds']:.0f} s."]
     md = out / "benchmark.md"
     md.write_text("\n\n".join(parts) + "\n")

@@ -30,12 +30,25 @@ class TrainedRun:
 
 def run_config(plan: Plan, cohort: BenchmarkCohort, spec: RunSpec, train_seed: int,
                cache_dir: Path) -> TrainConfig:
+    """The shared settings of every run (same tuning budget), then the spec's structural
+    overrides; a held-out vendor resolved for the cohort seed (``lovo.held_vendor``)."""
+    from duallora.benchmark.lovo import held_vendor
+
+    overrides = dict(spec.overrides)
+    if spec.holdout:
+        overrides["holdout_vendor"] = held_vendor(spec, cohort.seed)
     values: dict[str, Any] = {
         "data": str(cohort.harmonized), "test_data": str(cohort.test),
         "strategy": spec.strategy, "seed": train_seed, "model_size": plan.model_size,
         "fm": plan.fm, "cache_dir": str(cache_dir), "bootstrap": 0, "cross_site": True,
-        **plan.train, **spec.overrides}
+        **plan.train, **overrides}
     return TrainConfig.from_dict(values)
+
+
+def run_folder(cohort: BenchmarkCohort, spec: RunSpec, train_seed: int) -> Path:
+    from duallora.benchmark import lovo
+
+    return cohort.root / "runs" / lovo.run_folder(spec, cohort.seed, train_seed)
 
 
 def planned_runs(plan: Plan) -> Iterator[tuple[Any, int, int, RunSpec]]:
@@ -67,19 +80,24 @@ def ensure_plan_runs(plan: Plan, data: Path, *, progress: bool = True) -> list[T
 
 
 def _ensure_plan_runs(plan: Plan, data: Path, progress: bool) -> list[TrainedRun]:
+    from duallora.benchmark.validation import ensure_validation_predictions
     from duallora.federated.reuse import ensure_all_trained
 
     cohorts: dict[tuple[Any, int], BenchmarkCohort] = {}
     done: list[TrainedRun] = []
-    jobs = []
+    jobs: dict[Path, TrainConfig] = {}  # one job per folder (Canon can also be the outlier)
     for cell, cohort_seed, train_seed, spec in planned_runs(plan):
         if (cell, cohort_seed) not in cohorts:
             cohorts[cell, cohort_seed] = ensure_cohort(data, plan, cell, cohort_seed, progress)
         cohort = cohorts[cell, cohort_seed]
-        folder = cohort.root / "runs" / f"{spec.name}_seed{train_seed}"
-        jobs.append((run_config(plan, cohort, spec, train_seed, data / "prefix_cache"), folder))
+        folder = run_folder(cohort, spec, train_seed)
+        jobs[folder] = run_config(plan, cohort, spec, train_seed, data / "prefix_cache")
         done.append(TrainedRun(cohort, train_seed, spec, folder))
-    ensure_all_trained(jobs, progress=progress, desc=f"benchmark {plan.name}")
+    ensure_all_trained([(config, folder) for folder, config in jobs.items()],
+                       progress=progress, desc=f"benchmark {plan.name}")
+    for run in done:  # the thresholds' validation predictions (written once per run)
+        if not run.spec.holdout:
+            ensure_validation_predictions(run.folder)
     return done
 
 

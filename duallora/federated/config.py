@@ -196,7 +196,8 @@ class TrainConfig:
     fail_clients: list[str] = setting([], "fault injection: these clients raise (NAME or "
                                       "NAME@ROUND, comma-separated)", metavar="LIST")
     holdout_vendor: str = setting("", "vendor never trained on; the global model is evaluated "
-                                  "on it", metavar="VENDOR")
+                                  "on it (with --test-data: on its test-cohort subjects, "
+                                  "split test_global; in-process only)", metavar="VENDOR")
     test_data: str = setting("", "harmonized test cohort that replaces every vendor's test "
                              "split (e.g. a v2 balanced test cohort); the training cohort's own "
                              "test subjects then join validation, and the cohort's "
@@ -258,9 +259,6 @@ class TrainConfig:
             value = getattr(self, spec.name)
             check_type(option, value, _default_of(spec))
             spec.metadata["valid"].check(option, value)
-        if self.test_data and self.holdout_vendor:
-            raise KitError("--test-data and --holdout-vendor cannot be combined (the test "
-                           "cohort's unseen centre is the kit's hold-out there)")
 
 
 def _default_of(spec: dataclasses.Field) -> Any:

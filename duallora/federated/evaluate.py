@@ -128,10 +128,10 @@ def _with(client: ClientData, splits: tuple[str, ...]) -> ClientData:
                       client.from_block, client.vendors)
 
 
-def _eval_clients(config: TrainConfig, model: Any) -> tuple[dict[str, ClientData],
-                                                             ClientData | None]:
-    """Every vendor's test split (and the hold-out) as the run's final test saw it: images
-    replaced by cached prefix states when the run used them."""
+def _eval_clients(config: TrainConfig, model: Any, split: str = "test"
+                  ) -> tuple[dict[str, ClientData], ClientData | None]:
+    """Every vendor's ``split`` (and, for the test split, the hold-out) as the run saw it:
+    images replaced by cached prefix states when the run used them."""
     from duallora.federated.cohort import trim_train
     from duallora.federated.prepare import (
         load_vendor_clients,
@@ -143,9 +143,11 @@ def _eval_clients(config: TrainConfig, model: Any) -> tuple[dict[str, ClientData
 
     vendors = load_vendor_clients(config)
     holdout = set_holdout_aside(config, vendors)
-    splits: tuple[str, ...] = ("test",)
+    if split != "test":  # the hold-out has a test split only
+        holdout = None
+    splits: tuple[str, ...] = (split,)
     if model.strategy.mixing == INSTANCE:  # FedDPA weighs each test instance by the
-        splits = ("train", "test")          # training instances the run used
+        splits = ("train", split)           # training instances the run used
         for client in vendors.values():
             trim_train(client, config.max_train_per_client)
     vendors = {name: _with(c, splits) for name, c in vendors.items()}
@@ -157,9 +159,11 @@ def _eval_clients(config: TrainConfig, model: Any) -> tuple[dict[str, ClientData
     return vendors, holdout
 
 
-def evaluate_export(export: ExportedModels, data: Path, overrides: dict[str, Any]
-                    ) -> tuple[list[dict[str, Any]], TrainConfig]:
-    """Prediction rows of the exported models on ``data`` (the run's final test splits)."""
+def evaluate_export(export: ExportedModels, data: Path, overrides: dict[str, Any],
+                    split: str = "test") -> tuple[list[dict[str, Any]], TrainConfig]:
+    """Prediction rows of the exported models on ``data`` (the run's final test splits; with
+    ``split="val"`` every vendor's validation split instead, rows ``val`` for its personalized
+    model and ``val_global`` for the global model, nothing for the hold-out)."""
     from duallora.data import read_metadata
     from duallora.federated.client_model import build_client_model
     from duallora.federated.strategies import get_strategy
@@ -171,30 +175,32 @@ def evaluate_export(export: ExportedModels, data: Path, overrides: dict[str, Any
     config = TrainConfig.from_dict(values)
     strategy = get_strategy(config.strategy, config.head)
     model = build_client_model(config, strategy)
-    vendors, holdout = _eval_clients(config, model)
+    vendors, holdout = _eval_clients(config, model, split)
+    vendors = {name: c for name, c in vendors.items() if len(c.splits[split])}
     everyone = list(vendors.values()) + ([holdout] if holdout is not None else [])
     for client in everyone:
         client.head_norm = export.head_norm.get("global", export.head_norm.get(client.name))
-    by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in EVAL_SPLITS}
+    names = EVAL_SPLITS if split == "test" else (split, f"{split}_global", "holdout")
+    by_split: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for name in sorted(vendors):
         owner = "pooled" if strategy.pooled else name
         if owner in export.sites:
             received, private = export.sites[owner]
             received = export.finetuned.get(owner, received)  # fedavg_lora_ft: fine-tuned
             preds = evaluate_client(model, received or None, private or None, vendors[name],
-                                    "test", config)
-            by_split["test"] += prediction_rows(preds.subject_ids, name, "test", preds.labels,
-                                                preds.probs)
+                                    split, config)
+            by_split[names[0]] += prediction_rows(preds.subject_ids, name, names[0],
+                                                  preds.labels, preds.probs)
     if strategy.has_global_model and export.global_payload:
-        targets = [(vendors[name], "test_global") for name in sorted(vendors)]
+        targets = [(vendors[name], names[1]) for name in sorted(vendors)]
         if holdout is not None:
             targets.append((holdout, "holdout"))
-        for client, split in targets:
-            preds = evaluate_client(model, export.global_payload, None, client, "test", config,
+        for client, target in targets:
+            preds = evaluate_client(model, export.global_payload, None, client, split, config,
                                     global_only=True)
-            by_split[split] += prediction_rows(preds.subject_ids, client.name, split,
-                                               preds.labels, preds.probs)
-    return [row for split in EVAL_SPLITS for row in by_split[split]], config
+            by_split[target] += prediction_rows(preds.subject_ids, client.name, target,
+                                                preds.labels, preds.probs)
+    return [row for name in names for row in by_split[name]], config
 
 
 @torch.no_grad()

@@ -66,7 +66,23 @@ def load_vendor_clients(config: TrainConfig) -> dict[str, ClientData]:
     if config.test_data:
         vendors = with_test_cohort(vendors, *_load_harmonized(Path(config.test_data), config,
                                                              "--test-data"))
+        if config.holdout_vendor:
+            hold_out_of_training(vendors, config.holdout_vendor)
     return vendors
+
+
+def hold_out_of_training(vendors: dict[str, ClientData], vendor: str) -> None:
+    """With a test cohort, ``--holdout-vendor``: the vendor's training-cohort subjects are
+    dropped (it never trains nor validates) and it stays a test-only vendor, so the global model
+    is scored on its test-cohort subjects (predictions.csv split ``test_global``) beside the
+    unseen centre (the evaluation-only site ``UNSEEN_SITE``)."""
+    if vendor not in vendors or vendor == UNSEEN_SITE:
+        raise KitError(f"--holdout-vendor {vendor}: the cohort has "
+                       f"{', '.join(v for v in vendors if v != UNSEEN_SITE)}")
+    held = vendors[vendor]
+    nobody = torch.zeros(0, dtype=torch.long)
+    for split in ("train", "val"):
+        held.splits[split] = held.splits[split].take(nobody)
 
 
 def with_test_cohort(vendors: dict[str, ClientData], images: torch.Tensor,
@@ -129,7 +145,7 @@ def set_holdout_aside(config: TrainConfig, vendors: dict[str, ClientData]) -> Cl
     if UNSEEN_SITE in vendors:  # a test cohort's unseen centre: evaluated, never trained
         held = vendors.pop(UNSEEN_SITE)
         return ClientData(held.name, {"test": held.splits["test"]}, None, [held.name])
-    if not config.holdout_vendor:
+    if not config.holdout_vendor or config.test_data:  # test cohort: hold_out_of_training
         return None
     if config.holdout_vendor not in vendors:
         raise KitError(f"--holdout-vendor {config.holdout_vendor}: the cohort has "
@@ -148,9 +164,14 @@ def prepare_cohort(config: TrainConfig, model: ClientModel, *, evaluation_only: 
     ``loaded``: the vendors already in memory (``load_vendor_clients``; a benchmark runs many
     strategies on one cohort), used as they are, never changed.
     """
+    if evaluation_only and config.test_data and config.holdout_vendor:
+        raise KitError("--holdout-vendor with --test-data is in-process only (duallora train, "
+                       "the benchmark): over Flower the held-out site has no test cohort role")
     vendors = (load_vendor_clients(config) if loaded is None else
                {name: ClientData(c.name, dict(c.splits), c.from_block, list(c.vendors))
                 for name, c in loaded.items()})
+    if loaded is not None and config.test_data and config.holdout_vendor:
+        hold_out_of_training(vendors, config.holdout_vendor)  # on the copies
     holdout = set_holdout_aside(config, vendors)
     for client in vendors.values():
         trim_train(client, config.max_train_per_client)
