@@ -41,7 +41,7 @@ def flower_runner() -> Callable[..., Any]:
 
 def round_seconds(run_dir: Path) -> list[float]:
     """Per-round wall times a run directory recorded (``timing.json``), in round order."""
-    from duallora.federated.rundir import RunDir
+    from duallora.base.rundir import RunDir
     from duallora.results.run_reader import read_timing
 
     if not RunDir(run_dir).timing.is_file():
@@ -83,7 +83,7 @@ def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
     """
     from benchmarks.measure import N_CLIENTS, bench_config
     from benchmarks.timing import summarize
-    from duallora.federated.config import quick_overrides
+    from duallora.base.config import quick_overrides
     from duallora.federated.loop import run_training
 
     run_on_localhost = flower_runner()

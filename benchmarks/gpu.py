@@ -44,8 +44,8 @@ def log(text: str) -> None:
 
 def build(tiny: bool, device: torch.device) -> tuple[Any, Any]:
     """Med-DualLoRA (global + local adapters on the last 2 blocks) exactly as a client builds it."""
+    from duallora.base.config import TrainConfig
     from duallora.federated.client_model import build_client_model
-    from duallora.federated.config import TrainConfig
 
     values: dict[str, Any] = {"strategy": "med_duallora", "fm": "none", "blocks": "last2",
                               # test-tiny: same structure as base (3 blocks, 2 adapted), CPU-sized

@@ -27,7 +27,7 @@ from benchmarks.timing import (
     repeat_timing,
     time_call,
 )
-from duallora.federated.config import TrainConfig
+from duallora.base.config import TrainConfig
 
 N_CLIENTS = 4  # Siemens, Philips, GE, Canon: the paper's federation
 

@@ -89,11 +89,11 @@ def split_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
 def one_run(config: Any, vendors: dict, out: Path, device: torch.device) -> dict[str, Any]:
     """One strategy and seed through the kit's loop; the seconds of each phase and the peak
     GPU memory."""
+    from duallora.base.device import peak_memory
+    from duallora.base.rundir import RunDir
     from duallora.federated.client_model import build_client_model
-    from duallora.federated.device import peak_memory
     from duallora.federated.loop import run_federation
     from duallora.federated.prepare import prepare_cohort
-    from duallora.federated.rundir import RunDir
     from duallora.federated.sites import InProcessSites
     from duallora.federated.strategies import get_strategy
     from duallora.results.run_reader import read_metrics, read_timing
@@ -160,8 +160,8 @@ def worker_init(spec: dict[str, Any]) -> None:
 def warm_prefix_cache(spec: dict[str, Any]) -> float:
     """Compute the shared prefix once, here, into the disk cache, so parallel workers read it
     instead of each computing and writing its own copy (9 GB each at paper scale, in bf16)."""
+    from duallora.base.config import TrainConfig
     from duallora.federated.client_model import build_client_model
-    from duallora.federated.config import TrainConfig
     from duallora.federated.prefix_cache import clear_memory
     from duallora.federated.prepare import prepare_cohort
 
@@ -181,8 +181,8 @@ def warm_prefix_cache(spec: dict[str, Any]) -> float:
 
 def worker_run(task: tuple[str, int]) -> dict[str, Any]:
     """One run, unless this worker's last run says the next would end past the deadline."""
-    from duallora.federated.config import TrainConfig
-    from duallora.federated.device import resolve_device
+    from duallora.base.config import TrainConfig
+    from duallora.base.device import resolve_device
     from duallora.federated.prefix_cache import memory_usage
 
     strategy, seed = task
@@ -210,9 +210,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole plan under the time guard; the JSON-able result."""
     import multiprocessing
 
+    from duallora.base.config import STRATEGY_NAMES, TrainConfig
+    from duallora.base.device import resolve_device
     from duallora.federated.client_model import model_input_size
-    from duallora.federated.config import STRATEGY_NAMES, TrainConfig
-    from duallora.federated.device import resolve_device
 
     started = time.perf_counter()
     wall_start = time.time()

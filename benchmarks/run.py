@@ -212,7 +212,7 @@ def section_flower(data: Path, tmp: Path, log: Any) -> dict[str, Any]:
 
 # -- main --------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from duallora.cli import OneLineParser
+    from duallora.base.command_line import OneLineParser
 
     parser = OneLineParser(prog="benchmarks/run.py", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from benchmarks import costs, measure, report, timing
+from duallora.base.config import STRATEGY_NAMES, TrainConfig
 from duallora.errors import KitError
 from duallora.federated.client_model import build_client_model
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.fedalt import rest_of_world_name
 from duallora.federated.serialization import decode, encode
 from duallora.federated.strategies import MEAN

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from duallora.base.config import TrainConfig
+from duallora.base.device import OptimizerStep, autocast, resolve_device, to_compute
 from duallora.cli import main
 from duallora.errors import KitError
 from duallora.federated.client import (
@@ -24,8 +26,6 @@ from duallora.federated.client import (
     train_client,
 )
 from duallora.federated.client_model import build_client_model
-from duallora.federated.config import TrainConfig
-from duallora.federated.device import OptimizerStep, autocast, resolve_device, to_compute
 from duallora.federated.head_norm import apply_head_norm
 from duallora.federated.prefix_cache import clear_memory, prefix_states
 from duallora.federated.prepare import prepare_cohort

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import torch
 
+from duallora.base.config import STRATEGY_NAMES, TrainConfig
 from duallora.cli import main
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.loop import run_training
 
 RUN_FILES = ("config.json", "metrics.csv", "predictions.csv", "comm.jsonl")
@@ -140,7 +140,7 @@ import json, os, signal, sys
 from pathlib import Path
 import duallora.federated.loop as loop
 import duallora.federated.sites as sites
-from duallora.federated.config import TrainConfig
+from duallora.base.config import TrainConfig
 
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 real_train = sites.train_client
@@ -309,10 +309,10 @@ def test_validation_pipelined_with_the_next_round_gives_the_same_run(
     validation and the final test are asked for, never what is computed: the run directory
     is byte-identical. Under a rule each site can apply alone, the final test goes with the
     last validation (nothing is asked afterwards); under pooled-val-loss it cannot."""
+    from duallora.base.rundir import RunDir
     from duallora.federated import loop
     from duallora.federated.client_model import build_client_model
     from duallora.federated.prepare import prepare_cohort
-    from duallora.federated.rundir import RunDir
     from duallora.federated.sites import InProcessSites
     from duallora.federated.strategies import get_strategy
 

@@ -23,6 +23,7 @@ from peft.tuners.lora import LoraLayer
 from test_fed_loop import _KILL_SCRIPT, _config, _read
 
 import duallora.federated.sites as sites_module
+from duallora.base.rundir import RunDir
 from duallora.errors import KitError
 from duallora.federated.client import train_client
 from duallora.federated.client_model import build_client_model
@@ -30,7 +31,6 @@ from duallora.federated.fedalt import ROUTER_ATTR, rest_of_world, rest_of_world_
 from duallora.federated.loop import run_training
 from duallora.federated.orthogonal import layer_overlap, orthogonality_penalty, overlap
 from duallora.federated.prepare import prepare_cohort
-from duallora.federated.rundir import RunDir
 from duallora.federated.serialization import encode
 from duallora.federated.strategies import (
     FRAME_GROUPS,

@@ -18,8 +18,8 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.common.config import parse_config_args, validate_config
 
+from duallora.base.config import TrainConfig, quick_overrides, resolve
 from duallora.errors import KitError, Terminated
-from duallora.federated.config import TrainConfig, quick_overrides, resolve
 from duallora.federated.strategies import get_strategy
 from duallora.flower.localhost import launcher
 from duallora.flower.localhost.run import terminate_as_interrupt
@@ -303,7 +303,8 @@ def test_dp_aggregator_reports_epsilon_per_round_in_the_run_metrics():
     """The driver writes the aggregator's budget as metrics rows (split ``privacy``)."""
     from duallora.federated.loop import _log_privacy
     from duallora.federated.state import RunState
-    from duallora.flower.privacy import epsilon, run_epsilon
+    from duallora.flower.privacy import epsilon
+    from duallora.results.compare import run_epsilon
 
     noisy = GaussianNoiseOnAggregate(get_strategy("med_duallora"), noise_multiplier=1.5,
                                      clipping_norm=1.0, seed=0, delta=1e-4, sites=3)

@@ -120,7 +120,7 @@ def test_the_worker_answers_over_its_socket_and_keeps_serving_after_a_bad_reques
 
 def test_the_site_cache_builds_the_model_and_cohort_once_per_run(harmonized_dir: Path,
                                                                  tmp_path: Path):
-    from duallora.federated.config import TrainConfig, resolve
+    from duallora.base.config import TrainConfig, resolve
     from duallora.flower.site_handlers import Site
 
     config = resolve({"strategy": "med_duallora", "fm": "none"}, quick=True)
@@ -137,7 +137,7 @@ def test_the_site_cache_builds_the_model_and_cohort_once_per_run(harmonized_dir:
 
 def test_the_first_hello_of_a_run_carries_the_head_moments_of_a_training_site(
         harmonized_dir: Path, tmp_path: Path):
-    from duallora.federated.config import resolve
+    from duallora.base.config import resolve
     from duallora.flower.site_handlers import HEAD_MOMENTS, Site, handle
     from duallora.flower.wire import ARRAYS, HOLDOUT_KEY, WITH_HEAD_MOMENTS, record_to_payload
 

@@ -25,9 +25,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from duallora.cli import build_parser
+from duallora.base.command_line import build_parser
+from duallora.base.config import TrainConfig
 from duallora.commands import COMMAND_MODULES, flower_local, train
-from duallora.federated.config import TrainConfig
 from duallora.federated.loop import run_training
 from duallora.flower.localhost.launcher import LocalhostFederation, group_alive
 from duallora.flower.localhost.run import run_on_localhost

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from duallora.base.config import STRATEGY_NAMES, TrainConfig
 from duallora.benchmark.cohorts import BenchmarkCohort, ensure_cohort
 from duallora.benchmark.plans import RUNS, Plan, RunSpec
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from duallora.base.config import TrainConfig
+from duallora.base.rundir import RunDir
 from duallora.errors import KitError
 from duallora.federated.client import Predictions, training_phases
 from duallora.federated.client_model import ClientModel, build_client_model
-from duallora.federated.config import TrainConfig
 from duallora.federated.fedalt import rest_of_world
 from duallora.federated.flops import train_flops_per_subject
 from duallora.federated.head_norm import pooled_head_norm
 from duallora.federated.prepare import prepare_cohort
-from duallora.federated.rundir import RunDir
 from duallora.federated.serialization import Payload, decode, encode
 from duallora.federated.sites import EvalRequest, InProcessSites, Sites, TrainRequest
 from duallora.federated.state import RunState, SelectedRound

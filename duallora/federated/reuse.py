@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig
 
 RUN_MARKER = "kit_run.json"
 
@@ -65,7 +65,7 @@ def is_finished(config: TrainConfig, out: Path) -> bool:
 def ensure_trained(config: TrainConfig, out: Path, *, progress: bool = True) -> Path:
     """Train ``config`` into ``out`` unless the same configuration finished there."""
     from duallora.federated.loop import run_training
-    from duallora.results.adapter_norms import NormLogger
+    from duallora.federated.norm_logger import NormLogger
 
     out = Path(out)
     if is_finished(config, out):

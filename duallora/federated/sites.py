@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from duallora.base.config import TrainConfig
 from duallora.federated.client import (
     ClientUpdate,
     Predictions,
@@ -27,7 +28,6 @@ from duallora.federated.client import (
     train_client,
 )
 from duallora.federated.client_model import ClientModel
-from duallora.federated.config import TrainConfig
 from duallora.federated.export import export_final_models
 from duallora.federated.head_norm import assign_head_norm, cohort_moments
 from duallora.federated.prepare import FederatedCohort

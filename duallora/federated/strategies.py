@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from duallora.base.config import STRATEGY_ALIASES, STRATEGY_NAMES
 from duallora.errors import KitError
-from duallora.federated.config import STRATEGY_ALIASES, STRATEGY_NAMES
 from duallora.federated.serialization import Payload
 from duallora.model.frames import FUSION_PREFIX
 

@@ -67,13 +67,3 @@ def epsilon_curve(noise_multiplier: float, rounds: int, delta: float = DEFAULT_D
                          "epsilon": [epsilon(noise_multiplier, r, delta)
                                      for r in range(1, rounds + 1)],
                          "delta": [delta] * rounds})
-
-
-def run_epsilon(metrics: pd.DataFrame) -> pd.DataFrame:
-    """A run's privacy rows (``metrics.csv``, split ``privacy``) as ``round, epsilon_round,
-    epsilon, delta``; empty when the run had no central DP."""
-    rows = metrics[metrics["split"] == "privacy"]
-    if rows.empty:
-        return pd.DataFrame(columns=["round", "epsilon_round", "epsilon", "delta"])
-    wide = rows.pivot_table(index="round", columns="metric", values="value").reset_index()
-    return wide[["round", "epsilon_round", "epsilon", "delta"]]

@@ -25,8 +25,8 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig
 from duallora.flower.messaging import SiteDirectory
 from duallora.flower.run_config import flower_settings, train_config_from_run_config
 from duallora.flower.settings import FINISHED, FlowerSettings
@@ -114,9 +114,9 @@ def split_sites(directory: SiteDirectory, holdout: str | None
 
 def run_flower_training(grid: Grid, config: TrainConfig, settings: FlowerSettings) -> Path:
     """Wait for the sites, then run the core's driver with ``FlowerSites``."""
+    from duallora.base.rundir import RunDir
     from duallora.federated.client_model import build_client_model
     from duallora.federated.loop import run_federation
-    from duallora.federated.rundir import RunDir
     from duallora.federated.strategies import get_strategy
 
     if not settings.out_dir:

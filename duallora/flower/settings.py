@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from duallora.base.config import setting
 from duallora.errors import KitError
-from duallora.federated.config import setting
 
 # RUN_DIR/flower/finished.json: the ServerApp's last word. Here, not in ``server_app`` (which
 # imports torch and PEFT), so that the launcher can look for it without them.

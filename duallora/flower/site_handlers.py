@@ -91,7 +91,7 @@ def site_config(site: Site, instructions: ConfigRecord) -> Any:
     A site's folder holds only its own vendor, so the hold-out setting only concerns the
     hold-out site itself (which then only evaluates); every other site drops it.
     """
-    from duallora.federated.config import TrainConfig
+    from duallora.base.config import TrainConfig
 
     values = json.loads(str(instructions["train-config"]))
     values["data"] = str(site.data_dir)

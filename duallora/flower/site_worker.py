@@ -111,6 +111,19 @@ def read_node_config(path: Path) -> dict[str, Any]:
         raise KitError(f"--node-config {path}: {err}") from None
 
 
+def run_worker(node_config: Path | None, given: dict[str, str | Path | None]) -> int:
+    """``duallora site-worker``: the node config file's settings, overridden by those ``given``
+    (``client-name``, ``data-dir``, ``state-dir``; None: not given), then serve."""
+    node = read_node_config(node_config) if node_config else {}
+    for key, value in given.items():
+        if value is not None:
+            node[key] = str(value)
+    missing = [key for key in ("client-name", "data-dir", "state-dir") if not node.get(key)]
+    if missing:
+        raise KitError(f"site-worker: give --node-config or --{' --'.join(missing)}")
+    return main(node)
+
+
 def main(node_config: dict[str, Any]) -> int:
     def say(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)

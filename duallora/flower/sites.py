@@ -21,10 +21,10 @@ import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError
 from duallora.federated.client import ClientError, ClientUpdate, Predictions
 from duallora.federated.client_model import ClientModel
-from duallora.federated.config import TrainConfig
 from duallora.federated.export import export_final_models
 from duallora.federated.last_validation import PrefetchedTests, merged_requests
 from duallora.federated.serialization import Payload

@@ -17,6 +17,7 @@ phantom-pretrained encoder) or :func:`load_cinema_fm` (CineMA's published encode
 - ``probe``        linear probes of frozen features.
 """
 
+from duallora.base.presets import CINEMA_SIZES, PRESETS, ConvViTConfig, get_preset
 from duallora.model.checkpoints import (
     CheckpointError,
     PretrainedLoadReport,
@@ -34,7 +35,6 @@ from duallora.model.foundation import (
     phantom_fm_path,
 )
 from duallora.model.hub import CINEMA_REPO, PRETRAINED_FILE, cinema_file, finetuned_cvd_file
-from duallora.model.presets import CINEMA_SIZES, PRESETS, ConvViTConfig, get_preset
 
 __all__ = [
     "CINEMA_REPO", "CINEMA_SIZES", "PRESETS", "PRETRAINED_FILE", "CheckpointError", "ConvViT",

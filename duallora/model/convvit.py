@@ -27,11 +27,10 @@ import math
 import torch
 from torch import nn
 
+from duallora.base.presets import PER_FRAME, TRAINABLE_STEM, ConvViTConfig, get_preset
 from duallora.model.frames import (
     FRAME_NAMES,
     FUSION_PREFIX,
-    PER_FRAME,
-    TRAINABLE_STEM,
     FrameFusion,
     frame_key,
     join_frames,
@@ -46,7 +45,6 @@ from duallora.model.layers import (
     init_vit_weights,
     sincos_pos_embed,
 )
-from duallora.model.presets import ConvViTConfig, get_preset
 
 VIEW = "sax"
 TOKENS_KEY = "tokens"

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from duallora.base.presets import ConvViTConfig
 from duallora.model.convvit import VIEW, ConvViTBackbone
 from duallora.model.layers import (
     VIT_NORM_EPS,
@@ -28,7 +29,6 @@ from duallora.model.layers import (
     sincos_pos_embed,
     unpatchify,
 )
-from duallora.model.presets import ConvViTConfig
 
 
 def random_token_mask(batch: int, n_tokens: int, ratio: float,

@@ -29,7 +29,7 @@ from duallora.federated.reuse import (  # RUN_MARKER re-exported: notebooks, tes
 )
 
 if TYPE_CHECKING:  # imported lazily at run time: notebooks import this module first
-    from duallora.federated.config import TrainConfig
+    from duallora.base.config import TrainConfig
 
 # Phantom cohort size (fraction of the real datasets' subject counts). Quick mode keeps the
 # minimum the phantom writer allows (three subjects per vendor and label, 24 in all), which
@@ -199,7 +199,7 @@ def train_config(ws: Workspace, strategy: str, **overrides: Any):
     ``fm`` defaults to the committed phantom foundation model, or a random init (``none``)
     when this checkout does not have it yet (the notebook prints which one it used).
     """
-    from duallora.federated.config import TrainConfig, quick_overrides
+    from duallora.base.config import TrainConfig, quick_overrides
 
     values: dict[str, Any] = {"data": str(ws.harmonized), "strategy": strategy,
                               "seed": ws.seed, "cache_dir": str(ws.prefix_cache),

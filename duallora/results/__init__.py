@@ -1,6 +1,6 @@
 """From finished run directories to numbers: metrics, statistics, tables, comparisons.
 
-The training loop writes a run directory (``duallora.federated.rundir``); everything that turns
+The training loop writes a run directory (``duallora.base.rundir``); everything that turns
 one back into numbers lives here, and reads it through ``run_reader`` only.
 
 - ``metrics``        binary classification metrics (balanced accuracy, AUC, ...), NaN if undefined.

@@ -1,4 +1,4 @@
-"""Read a run directory back: the one reader of what ``duallora.federated.rundir`` writes.
+"""Read a run directory back: the one reader of what ``duallora.base.rundir`` writes.
 
 Notebooks, the sweep, benchmarks, Flower comparisons and the command-line headline all read
 runs through :func:`load_run` (or one of the per-file readers below), so the file names, the
@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from duallora.base.rundir import METRIC_COLUMNS, PREDICTION_COLUMNS, RunDir
 from duallora.errors import KitError
-from duallora.federated.rundir import METRIC_COLUMNS, PREDICTION_COLUMNS, RunDir
 from duallora.results.adapter_norms import NORMS_FILE
 
 COMM_COLUMNS = ["round", "client", "direction", "keys", "bytes"]

@@ -21,8 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError, Terminated
-from duallora.federated.config import TrainConfig
 from duallora.flower.localhost.launcher import (
     FlowerRunResult,
     LocalhostFederation,

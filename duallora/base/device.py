@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from duallora.base.config import check_device_spec, check_precision
 from duallora.errors import KitError
-from duallora.federated.config import check_device_spec, check_precision
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CUBLAS_WORKSPACE = ":4096:8"  # what PyTorch's reproducibility notes ask for (CUDA >= 10.2)

@@ -1,6 +1,6 @@
 """What values an option accepts, declared once beside its help text and checked in one place.
 
-``TrainConfig`` fields (``federated.config.setting(..., valid=...)``) and the data_prep options
+``TrainConfig`` fields (``base.config.setting(..., valid=...)``) and the data_prep options
 use these. Every check ends in a ``KitError`` whose message names the option, says what it
 accepts and repeats the value given, so a bad value is one line and exit code 2 however it
 arrived (command line, ``config.json``, Flower run config). Numbers must also be finite: a NaN

@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 import torch
 
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig
 
 METRIC_COLUMNS = ["round", "client", "split", "metric", "value"]
 PREDICTION_COLUMNS = ["subject_id", "client", "split", "label", "prob", "pred"]
