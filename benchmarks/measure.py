@@ -179,9 +179,9 @@ def measure_prefix_cache(config: TrainConfig, *, repeats: int, warmup: int) -> d
     the prefix cache, timed back to back, plus how far apart the two results are."""
 
     from duallora.federated.client_model import build_client_model
-    from duallora.federated.loop import run_round
     from duallora.federated.prefix_cache import clear_memory
     from duallora.federated.prepare import prepare_cohort
+    from duallora.federated.rounds import run_round
     from duallora.federated.sites import InProcessSites
     from duallora.federated.state import RunState
     from duallora.federated.strategies import get_strategy

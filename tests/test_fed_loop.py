@@ -19,6 +19,7 @@ import torch
 from duallora.base.config import STRATEGY_NAMES, TrainConfig
 from duallora.cli import main
 from duallora.federated.loop import run_training
+from duallora.federated.sites import Capabilities
 
 RUN_FILES = ("config.json", "metrics.csv", "predictions.csv", "comm.jsonl")
 
@@ -257,7 +258,7 @@ class _PipelinedSites:
     r + 1, and the last validation with the final test, as the Flower transport does
     (validation first; each site decides its own selection, ``federated.last_validation``)."""
 
-    validates_with_next_round = True
+    capabilities = Capabilities(validates_with_next_round=True, validates_with_final_test=True)
 
     def __init__(self, inner, calls: list) -> None:
         from duallora.federated.last_validation import PrefetchedTests

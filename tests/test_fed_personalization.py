@@ -238,7 +238,7 @@ def test_resume_after_sigkill_is_bit_identical(strategy, harmonized_dir, cache, 
 
 
 def test_fedalt_refuses_a_replacement_aggregator(harmonized_dir, cache) -> None:
-    from duallora.federated.loop import RoundRequests, apply_round
+    from duallora.federated.rounds import RoundRequests, apply_round
     from duallora.federated.state import RunState
 
     config = _config(harmonized_dir, cache, strategy="fedalt")

@@ -25,8 +25,9 @@ from duallora.federated.client import (
     train_client,
 )
 from duallora.federated.client_model import build_client_model
-from duallora.federated.loop import log_loss, run_training
+from duallora.federated.loop import run_training
 from duallora.federated.prepare import prepare_cohort
+from duallora.federated.selection import log_loss
 
 
 @pytest.fixture(scope="module")

@@ -301,7 +301,7 @@ def test_privacy_budget_comes_from_flowers_rdp_accountant_and_composes():
 
 def test_dp_aggregator_reports_epsilon_per_round_in_the_run_metrics():
     """The driver writes the aggregator's budget as metrics rows (split ``privacy``)."""
-    from duallora.federated.loop import _log_privacy
+    from duallora.federated.rounds import _log_privacy
     from duallora.federated.state import RunState
     from duallora.flower.privacy import epsilon
     from duallora.results.compare import run_epsilon

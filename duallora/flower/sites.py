@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from duallora.federated.client_model import ClientModel
 from duallora.federated.export import export_final_models
 from duallora.federated.last_validation import PrefetchedTests, merged_requests
 from duallora.federated.serialization import Payload
-from duallora.federated.sites import EvalRequest, TrainAnswer, TrainRequest
+from duallora.federated.sites import Capabilities, EvalRequest, TrainAnswer, TrainRequest
 from duallora.federated.state import RunState
 from duallora.flower.messaging import (
     HEAD_MOMENTS,
@@ -131,8 +131,9 @@ class FlowerSites:
     head_norm: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     transport: str = "flower"
     # the driver sends the validation of round r with the training of round r + 1, and the
-    # last validation with the final test (``validate_then_test``)
-    validates_with_next_round: bool = True
+    # last validation with the final test (``validate_then_test``): one message per site
+    capabilities: ClassVar[Capabilities] = Capabilities(validates_with_next_round=True,
+                                              validates_with_final_test=True)
     prefetched: PrefetchedTests = field(default_factory=PrefetchedTests, repr=False)
 
     # -- messages -------------------------------------------------------------------------
