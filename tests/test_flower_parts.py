@@ -21,7 +21,8 @@ from flwr.common.config import parse_config_args, validate_config
 from duallora.base.config import TrainConfig, quick_overrides, resolve
 from duallora.errors import KitError, Terminated
 from duallora.federated.strategies import get_strategy
-from duallora.flower.localhost import launcher
+from duallora.flower.flat_toml import write_flat_toml
+from duallora.flower.localhost import launcher, processes
 from duallora.flower.localhost.run import terminate_as_interrupt
 from duallora.flower.node_state import (
     MissingPrivateStateError,
@@ -172,7 +173,7 @@ def test_the_server_only_ever_holds_a_round_number_for_private_state():
 def test_node_config_file_is_read_back_by_flower_exactly(tmp_path):
     values = {"client-name": "GE", "data-dir": str(tmp_path / 'a dir "quoted"' / "x\\y"),
               "n": 3, "f": 0.5, "on": True}
-    path = launcher.write_flat_toml(tmp_path / "node.toml", values)
+    path = write_flat_toml(tmp_path / "node.toml", values)
     assert parse_config_args([str(path)]) == values
 
 
@@ -194,8 +195,8 @@ def test_a_process_that_fails_to_start_is_reported_with_its_log_and_reaped(tmp_p
 def test_stop_all_kills_the_whole_process_group(tmp_path):
     script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \
              "'import time; time.sleep(60)']); time.sleep(60)"
-    proc = launcher.ManagedProcess("parent", [sys.executable, "-c", script],
-                                   tmp_path / "p.log", env={"PATH": "/usr/bin:/bin"})
+    proc = processes.ManagedProcess("parent", [sys.executable, "-c", script],
+                                    tmp_path / "p.log", env={"PATH": "/usr/bin:/bin"})
     proc.start()
     pgid = proc.pid
     deadline = 50
@@ -203,8 +204,8 @@ def test_stop_all_kills_the_whole_process_group(tmp_path):
         subprocess.run(["sleep", "0.1"], check=True)
         deadline -= 1
     assert len(_group_members(pgid)) == 2  # the parent and its child
-    launcher.stop_all([proc], grace=2)
-    assert not launcher.group_alive(pgid)
+    processes.stop_all([proc], grace=2)
+    assert not processes.group_alive(pgid)
 
 
 def test_sigterm_raises_terminated_once_and_cannot_cut_the_teardown_short():

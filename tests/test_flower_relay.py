@@ -18,12 +18,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from duallora.errors import KitError
 from duallora.flower.client_app import WorkerUnavailableError, ask_worker
-from duallora.flower.localhost.launcher import (
-    FORK_SERVER,
-    LocalhostFederation,
-    NodeSpec,
-    group_alive,
-)
+from duallora.flower.localhost.launcher import FORK_SERVER, LocalhostFederation, NodeSpec
+from duallora.flower.localhost.processes import group_alive
 from duallora.flower.relay_codec import decode_content, encode_content
 from duallora.flower.site_handlers import HELLO, SiteCache
 from duallora.flower.site_worker import socket_path

@@ -1,4 +1,4 @@
-"""The kit's layers, checked on the source (``ast``, nothing is imported).
+"""The kit's layers and module sizes, checked on the source (``ast``, nothing is imported).
 
 Every module of ``duallora/`` and ``data_prep/`` sits on one floor (docs/ARCHITECTURE.md has the
 picture) and may import modules of its own floor or of the floors below, never above:
@@ -236,3 +236,12 @@ def test_ground_floor_imports_only_the_ground_floor():
     bad = [(a, b) for a in sorted(graph) if floor_of(a) == 0
            for b in sorted(graph[a]) if floor_of(b) != 0]
     assert not bad, "the ground floor imports the kit above it:\n" + _describe(bad)
+
+
+MAX_LINES = 450  # a module a newcomer reads in one sitting; split by responsibility beyond
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {name: n for name, path in kit_modules().items()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them by responsibility): {long}"

@@ -15,8 +15,8 @@ from duallora.federated.prefix_cache import prefix_key, prefix_states
 from duallora.federated.prepare import use_prefix_cache
 from duallora.federated.strategies import FUSION, STEM
 from duallora.model import build_convvit, load_foundation_model, load_phantom_fm, save_weights
+from duallora.model.backbone import TOKENS_KEY
 from duallora.model.checkpoints import FIRST_CONV_KEY, read_state_dict
-from duallora.model.convvit import TOKENS_KEY
 from duallora.model.foundation import phantom_fm_path
 from duallora.model.frames import STEM_LR_MULT, frame_key
 

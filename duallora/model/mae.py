@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from duallora.base.presets import ConvViTConfig
-from duallora.model.convvit import VIEW, ConvViTBackbone
+from duallora.model.backbone import VIEW, ConvViTBackbone
 from duallora.model.layers import (
     VIT_NORM_EPS,
     Block,

@@ -26,7 +26,7 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from duallora.model.convvit import TOKENS_KEY
+from duallora.model.backbone import TOKENS_KEY
 
 Readout = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 POOLED_SHAPE = (16, 16, 4)

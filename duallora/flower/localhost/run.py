@@ -23,12 +23,8 @@ import pandas as pd
 
 from duallora.base.config import TrainConfig
 from duallora.errors import KitError, Terminated
-from duallora.flower.localhost.launcher import (
-    FlowerRunResult,
-    LocalhostFederation,
-    ManagedProcess,
-    NodeSpec,
-)
+from duallora.flower.localhost.launcher import FlowerRunResult, LocalhostFederation, NodeSpec
+from duallora.flower.localhost.processes import ManagedProcess
 from duallora.flower.localhost.tls import make_tls_material
 from duallora.flower.run_config import APP_DIR, settings_run_config, to_run_config
 from duallora.flower.settings import FINISHED, FlowerSettings
