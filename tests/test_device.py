@@ -187,7 +187,7 @@ def test_device_and_precision_are_checked(monkeypatch) -> None:
 
 
 def test_flower_node_config_device_overrides_the_run(tmp_path) -> None:
-    from duallora.flower.site_handlers import Site, site_config
+    from duallora.flower.site.handlers import Site, site_config
 
     run = TrainConfig(device="cuda", precision="bf16")
     instructions = {"train-config": json.dumps(json.loads(run.to_json()))}

@@ -24,12 +24,6 @@ from duallora.federated.strategies import get_strategy
 from duallora.flower.flat_toml import write_flat_toml
 from duallora.flower.localhost import launcher, processes
 from duallora.flower.localhost.run import terminate_as_interrupt
-from duallora.flower.node_state import (
-    MissingPrivateStateError,
-    NodeStateStore,
-    private_for_round,
-    remember,
-)
 from duallora.flower.run_config import (
     APP_DIR,
     render_app_pyproject,
@@ -37,9 +31,15 @@ from duallora.flower.run_config import (
     to_run_config,
     train_config_from_run_config,
 )
-from duallora.flower.server_app import GaussianNoiseOnAggregate
+from duallora.flower.server.server_app import GaussianNoiseOnAggregate
+from duallora.flower.server.sites import private_ref, ref_round
 from duallora.flower.settings import FlowerSettings
-from duallora.flower.sites import private_ref, ref_round
+from duallora.flower.site.node_state import (
+    MissingPrivateStateError,
+    NodeStateStore,
+    private_for_round,
+    remember,
+)
 from duallora.flower.wire import (
     content_names,
     forbidden_names,
@@ -257,7 +257,7 @@ def test_sites_clip_their_update_with_flowers_mod_only_when_dp_is_on(monkeypatch
     from flwr.app import Message
     from flwr.supercore.task_identity import TaskIdentity
 
-    from duallora.flower.client_app import optional_clipping
+    from duallora.flower.site.client_app import optional_clipping
 
     for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
         monkeypatch.setattr(TaskIdentity, name, value)
@@ -281,7 +281,7 @@ def test_sites_clip_their_update_with_flowers_mod_only_when_dp_is_on(monkeypatch
 
 
 def test_privacy_budget_comes_from_flowers_rdp_accountant_and_composes():
-    from duallora.flower.privacy import epsilon, epsilon_curve
+    from duallora.flower.server.privacy import epsilon, epsilon_curve
 
     one, three = epsilon(1.0, 1, 1e-5), epsilon(1.0, 3, 1e-5)
     assert 0 < one < three < 3 * one  # RDP composition is sublinear in the rounds
@@ -304,7 +304,7 @@ def test_dp_aggregator_reports_epsilon_per_round_in_the_run_metrics():
     """The driver writes the aggregator's budget as metrics rows (split ``privacy``)."""
     from duallora.federated.rounds import _log_privacy
     from duallora.federated.state import RunState
-    from duallora.flower.privacy import epsilon
+    from duallora.flower.server.privacy import epsilon
     from duallora.results.compare import run_epsilon
 
     noisy = GaussianNoiseOnAggregate(get_strategy("med_duallora"), noise_multiplier=1.5,
@@ -366,7 +366,7 @@ def test_node_config_cache_dir_moves_the_sites_prefix_cache(tmp_path: Path) -> N
     """``cache-dir`` (what ``run_on_localhost(cache_dir=...)`` gives every local site) replaces
     the default ``state-dir/prefix-cache``; without it each site keeps its own."""
     from duallora.flower.localhost.run import site_nodes
-    from duallora.flower.site_handlers import Site, site_config
+    from duallora.flower.site.handlers import Site, site_config
 
     instructions = {"train-config": TrainConfig().to_json()}
     node = {"client-name": "GE", "data-dir": str(tmp_path), "state-dir": str(tmp_path / "s")}
@@ -412,7 +412,7 @@ def test_a_cohort_view_keeps_the_first_vendors_rows_in_order_and_links_the_volum
 def test_a_resumed_server_keeps_the_run_key_its_run_directory_recorded(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from duallora.flower.server_app import recorded_run_key, run_key_for
+    from duallora.flower.server.server_app import recorded_run_key, run_key_for
 
     rundir = SimpleNamespace(root=tmp_path)
     assert recorded_run_key(tmp_path) is None

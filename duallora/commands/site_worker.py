@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from duallora.flower.site_worker import run_worker
+    from duallora.flower.site.worker import run_worker
 
     return run_worker(args.node_config, {"client-name": args.client_name,
                                          "data-dir": args.data_dir, "state-dir": args.state_dir})

@@ -16,7 +16,7 @@
 - ``loop``           the round driver: send -> local training -> upload -> aggregate ->
                      validate -> select; the only place that decides what happens in a round.
 - ``sites``          the driver's batch-shaped view of the sites; ``InProcessSites`` (the Flower
-                     transport is ``duallora.flower.sites.FlowerSites``).
+                     transport is ``duallora.flower.server.sites.FlowerSites``).
 - ``state``          ``RunState``: the typed state between rounds (the checkpoint).
 - ``tune``           a small learning-rate grid per strategy, chosen on validation loss.
 - ``rundir``         the run directory's writer (atomic files, checkpoints).

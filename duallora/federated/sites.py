@@ -6,8 +6,8 @@ object only carries the work out, one batch of requests per step, so that the sa
 
 - in this process (``InProcessSites``: every site's data in memory, ``train_client`` and
   ``evaluate_client`` called one site after the other), and
-- over Flower (``duallora.flower.sites.FlowerSites``: each batch becomes one message per site,
-  sent at once; the data and the private parts stay on the sites).
+- over Flower (``duallora.flower.server.sites.FlowerSites``: each batch becomes one message
+  per site, sent at once; the data and the private parts stay on the sites).
 
 Private parts are *handles* (see ``federated.state``): a transport returns one with each
 training answer and receives it back in later requests; the driver never looks inside.

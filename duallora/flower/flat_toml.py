@@ -1,7 +1,7 @@
 """Flat ``key = value`` TOML: how node and run configs reach Flower without quoting trouble.
 
-Shared: the launcher writes node configs with it (``localhost``), and ``run_config`` writes the
-Flower app's run-config defaults into ``app/pyproject.toml``. Runs in whichever process calls it.
+Runs in: the launcher's process (node configs, run-config overrides, ``localhost``) and
+wherever ``run_config`` renders the Flower app's run-config defaults into ``app/pyproject.toml``.
 """
 
 from __future__ import annotations

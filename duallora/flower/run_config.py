@@ -1,5 +1,8 @@
 """The Flower run config: ``duallora train``'s settings under Flower's names, and back.
 
+Runs in: the ServerApp process (reading a run's config) and the launcher or any
+``flwr run`` caller (writing one); ``python -m duallora.flower.run_config`` renders the app.
+
 Flower run-config keys are TOML scalars with hyphenated names, declared in the app's
 ``pyproject.toml`` under ``[tool.flwr.app.config]``; ``flwr run --run-config`` may only override
 keys declared there. Every ``TrainConfig`` field becomes one key (``local_epochs`` ->
@@ -154,8 +157,8 @@ def render_app_pyproject() -> str:
         'publisher = "duallora"',
         "",
         "[tool.flwr.app.components]",
-        'serverapp = "duallora.flower.server_app:app"',
-        'clientapp = "duallora.flower.client_app:app"',
+        'serverapp = "duallora.flower.server.server_app:app"',
+        'clientapp = "duallora.flower.site.client_app:app"',
         "",
         "[tool.flwr.app.config]",
         "# Training: the same names (hyphenated) and defaults as `duallora train`.",

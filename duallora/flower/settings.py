@@ -1,5 +1,7 @@
 """Settings of a Flower deployment itself (not of the training), as one validated dataclass.
 
+Runs in: the ServerApp process and the launcher that submits a run (shared).
+
 They are run-config keys beside the training ones (``[tool.flwr.app.config]``, hyphenated), and
 the ones a user may want to change are options of ``duallora flower-local`` (generated from the
 field metadata, as the training options are from ``TrainConfig``).

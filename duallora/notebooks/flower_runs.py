@@ -114,7 +114,7 @@ def ensure_flower_run(run_dir: Path, config: TrainConfig, n_clients: int, *,
 def flower_site_files(run_dir: Path) -> pd.DataFrame:
     """What each local site kept on its own disk for the Flower run in ``run_dir``."""
     from duallora.flower.localhost.run import site_files
-    from duallora.flower.server_app import recorded_run_key
+    from duallora.flower.server.server_app import recorded_run_key
 
     run_key = recorded_run_key(run_dir)
     if run_key is None:

@@ -146,8 +146,8 @@ def test_metrics(runs: Mapping[str, Path], scope: str = "macro", split: str = "t
 
 def run_epsilon(metrics: pd.DataFrame) -> pd.DataFrame:
     """A run's privacy rows (``metrics.csv``, split ``privacy``, written under the ServerApp's
-    central DP, ``duallora.flower.privacy``) as ``round, epsilon_round, epsilon, delta``; empty
-    when the run had no central DP."""
+    central DP, ``duallora.flower.server.privacy``) as ``round, epsilon_round, epsilon,
+    delta``; empty when the run had no central DP."""
     rows = metrics[metrics["split"] == "privacy"]
     if rows.empty:
         return pd.DataFrame(columns=["round", "epsilon_round", "epsilon", "delta"])
@@ -162,7 +162,7 @@ def privacy_tradeoff(runs: Mapping[str, Path], metric: str = "balanced_accuracy"
     ``points``: one row per run (``run, epsilon, value``), ``epsilon`` the run's total
     (``inf`` for a run without central DP: no guarantee at all). ``budgets``: every DP run's
     epsilon after each round (``run, round, epsilon``), from its ``metrics.csv`` privacy rows
-    (``duallora.flower.privacy``).
+    (``duallora.flower.server.privacy``).
     """
     points, budgets = [], []
     for label, path in runs.items():

@@ -1,5 +1,7 @@
 """A real Flower federation on this machine: one SuperLink and N SuperNodes on 127.0.0.1.
 
+Runs in: the launcher's process (``duallora flower-local``, notebook 05, the tests).
+
 Every part is a separate operating-system process, exactly as on real sites: ``flower-superlink``
 (the server side; it starts its own SuperExec, which starts the ServerApp), one
 ``flower-supernode`` per client (each starts its own SuperExec, which starts a ClientApp process
@@ -228,7 +230,7 @@ class LocalhostFederation:
 
     def start_worker(self, name: str, wait: bool = True) -> ManagedProcess:
         """Start ``duallora site-worker`` for ``name``; wait until its socket is there."""
-        from duallora.flower.site_worker import socket_path
+        from duallora.flower.site.worker import socket_path
 
         config_file = self.node_config_file(name)
         socket_path(str(self.node_spec(name).node_config["state-dir"])).unlink(missing_ok=True)
@@ -267,7 +269,7 @@ class LocalhostFederation:
 
     def wait_worker(self, name: str) -> None:
         """Until the site worker ``name`` listens on its socket (raise if it died)."""
-        from duallora.flower.site_worker import socket_path
+        from duallora.flower.site.worker import socket_path
 
         proc = self.processes[f"worker:{name}"]
         sock = socket_path(str(self.node_spec(name).node_config["state-dir"]))

@@ -1,5 +1,7 @@
 """The processes of a localhost federation: each in its own process group, torn down always.
 
+Runs in: the launcher's process.
+
 Also what starting them needs on this machine: free loopback ports, the Flower executables of
 this environment and their environment variables.
 

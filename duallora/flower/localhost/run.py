@@ -1,5 +1,7 @@
 """Run the kit's Flower app on this machine: N sites as N real SuperNodes on 127.0.0.1.
 
+Runs in: the launcher's process.
+
 This is what ``python -m duallora flower-local`` and notebook 05 call (``run_on_localhost``).
 Each site gets its own folder under ``work_dir/sites/<vendor>`` (node-local state: private
 adapters, prefix cache, event log; ``site_files`` lists it) and reads the harmonized cohort

@@ -1,11 +1,13 @@
 """A site's private state between rounds: in the site worker's memory and in a node-local folder.
 
+Runs in: the site worker process.
+
 What a client keeps between rounds is its private payload (for Med-DualLoRA the local adapter,
 plus the head when it is kept private). The federated core creates the optimizer fresh every
 round and derives every random draw from ``(seed, round, client)``, so the private payload is
 the whole memory of a client. It is kept twice:
 
-- in a ``RecordDict`` per run that the long-lived site worker (``site_worker``) keeps in
+- in a ``RecordDict`` per run that the long-lived site worker (``worker``) keeps in
   memory across the messages of a run, the fast path;
 - in ``STATE_DIR/runs/<run key>/private-round-NNNN.safetensors`` on the site's disk, written
   atomically after every round, so a worker or SuperNode that is stopped and started again

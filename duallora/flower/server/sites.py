@@ -1,5 +1,7 @@
 """``FlowerSites``: the round driver's ``Sites`` interface carried out by SuperNodes.
 
+Runs in: the ServerApp process.
+
 Each batch the driver asks for (round-0 moments, one round of training, a set of evaluations)
 becomes one message per site, all sent at once over the Flower grid (``messaging.exchange``);
 the replies are checked on arrival and turned back into the core's types. The data and the
@@ -30,22 +32,22 @@ from duallora.federated.last_validation import PrefetchedTests, merged_requests
 from duallora.federated.serialization import Payload
 from duallora.federated.sites import Capabilities, EvalRequest, TrainAnswer, TrainRequest
 from duallora.federated.state import RunState
-from duallora.flower.messaging import (
-    HEAD_MOMENTS,
-    SiteAbsent,
-    SiteDirectory,
-    SiteFailed,
-    exchange,
-)
-from duallora.flower.site_handlers import SAME_PAYLOAD, SELECTION_KEY, VALIDATE_KEY
-from duallora.flower.wire import (
+from duallora.flower.protocol import (
     ARRAYS,
+    CLIPPING_NORM_KEY,
     CONFIG,
+    HEAD_MOMENTS,
     HOLDOUT_KEY,
     METRICS,
     NUM_EXAMPLES,
     PREDICTIONS,
+    SAME_PAYLOAD,
+    SELECTION_KEY,
+    VALIDATE_KEY,
     WITH_HEAD_MOMENTS,
+)
+from duallora.flower.server.messaging import SiteAbsent, SiteDirectory, SiteFailed, exchange
+from duallora.flower.wire import (
     content_names,
     forbidden_names,
     payload_to_record,
@@ -53,7 +55,6 @@ from duallora.flower.wire import (
 )
 
 PRIVATE_REF = "site-private-round"   # the server's handle of a site's private part: a round
-CLIPPING_NORM_KEY = "clipping_norm"  # what Flower's fixedclipping_mod reads
 
 
 def private_ref(round_idx: int) -> dict[str, torch.Tensor]:
@@ -107,7 +108,7 @@ def ask_moments_with_hello(directory: SiteDirectory, config: TrainConfig,
                            holdout: str | None) -> None:
     """Let the hello that tells the server who a site is also carry round 0's request, so
     each training site sends its head moments with its answer: one message fewer per site
-    and run (``site_handlers.hello``). The moments are the ones the plain request gives."""
+    and run (``site.handlers.hello``). The moments are the ones the plain request gives."""
     if config.head_norm:
         directory.hello_config = {**plain_instructions(directory.run_key, config, 0),
                                   WITH_HEAD_MOMENTS: True, HOLDOUT_KEY: holdout or ""}

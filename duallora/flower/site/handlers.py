@@ -1,6 +1,8 @@
 """What a site does with each message of a run: the kit's work, inside the long-lived worker.
 
-The relay (``client_app``) forwards every message to the site worker (``site_worker``), which
+Runs in: the site worker process.
+
+The relay (``client_app``) forwards every message to the site worker (``worker``), which
 calls ``handle``. The work is exactly what the in-process loop calls (``train_client``,
 ``evaluate_client``, ``client_moments``) on the site's own data; the model and the cohort are
 built once per run (``SiteCache``), so a round costs the computation, not a fresh Python with
@@ -30,32 +32,31 @@ from typing import Any
 from flwr.app import ConfigRecord, MessageType, MetricRecord, RecordDict
 
 from duallora.errors import KitError
-from duallora.flower.node_state import (
+from duallora.flower.protocol import (
+    ARRAYS,
+    CONFIG,
+    HEAD_MOMENTS,
+    HELLO,
+    HOLDOUT_KEY,
+    METRICS,
+    NUM_EXAMPLES,
+    PREDICTIONS,
+    SAME_PAYLOAD,
+    SELECTION_KEY,
+    VALIDATE_KEY,
+    WITH_HEAD_MOMENTS,
+)
+from duallora.flower.site.node_state import (
     NodeStateStore,
     PrivateState,
     payload_digest,
     private_for_round,
     remember,
 )
-from duallora.flower.wire import (
-    ARRAYS,
-    CONFIG,
-    HOLDOUT_KEY,
-    METRICS,
-    NUM_EXAMPLES,
-    PREDICTIONS,
-    WITH_HEAD_MOMENTS,
-    payload_to_record,
-    record_to_payload,
-)
+from duallora.flower.wire import payload_to_record, record_to_payload
 
 NODE_KEYS = ("client-name", "data-dir", "state-dir")
-HELLO = f"{MessageType.QUERY}.hello"
-HEAD_MOMENTS = f"{MessageType.QUERY}.head_moments"
 logger = logging.getLogger(__name__)
-VALIDATE_KEY = "validate"          # train instruction: the previous round's validation requests
-SELECTION_KEY = "selection"        # evaluate instruction: how the site picks between candidates
-SAME_PAYLOAD = -2                  # a request's payload index meaning "this message's arrays"
 
 
 @dataclass(frozen=True)

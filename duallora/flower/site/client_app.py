@@ -1,5 +1,8 @@
 """The Flower ClientApp: a thin relay from the SuperNode to the site's long-lived worker.
 
+Runs in: a ClientApp process, one per message, started by the site's SuperNode
+(its SuperExec).
+
 A SuperNode is one site. Its node config says who it is and where its files are::
 
     client-name = "Siemens"          # the vendor this site holds (metadata.csv's vendor column)
@@ -11,7 +14,7 @@ A SuperNode is one site. Its node config says who it is and where its files are:
 Flower 1.42 runs every message in a fresh ``flwr-clientapp`` process. This module therefore
 imports only ``flwr`` and the standard library (no torch, no model): each handler forwards the
 message type and content over the unix socket ``STATE_DIR/worker.sock`` to the site worker
-(``duallora site-worker``, ``site_worker``), which does the work with the model and data it
+(``duallora site-worker``, ``worker``), which does the work with the model and data it
 keeps in memory, and relays the worker's reply back. If the worker is not there (yet, or
 again), the relay waits up to ``worker-wait`` seconds (node config; default 120) and asks
 again; a request is deterministic from the run's seed and the site's saved state, so asking a
@@ -33,10 +36,9 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 
-from duallora.flower.relay_codec import decode_content, encode_content, recv_frame, send_frame
+from duallora.flower.protocol import CLIPPING_NORM_KEY, CONFIG
+from duallora.flower.site.relay_codec import decode_content, encode_content, recv_frame, send_frame
 
-CONFIG = "config"                    # wire.CONFIG (wire imports torch; not here)
-CLIPPING_NORM_KEY = "clipping_norm"  # the key Flower's fixedclipping_mod reads
 SOCKET_NAME = "worker.sock"
 MAX_SOCKET_PATH = 100                # sun_path holds 108 bytes on Linux, 104 on macOS
 DEFAULT_WORKER_WAIT = 120.0

@@ -1,5 +1,8 @@
 """The long-lived site worker: the process that does a site's work for every Flower message.
 
+Runs in: the site worker process (``duallora site-worker``, or forked by
+``localhost/worker_forks``), one per site, beside its SuperNode.
+
 Flower 1.42 starts a fresh ``flwr-clientapp`` process for every message. Importing torch,
 building the model and loading the cohort in each of them cost several seconds per message, so
 the ClientApp is a thin relay (``client_app``) and this worker, started once per site next to
@@ -25,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from duallora.errors import KitError
-from duallora.flower.client_app import SOCKET_NAME, socket_path  # noqa: F401  (one definition)
-from duallora.flower.relay_codec import decode_content, encode_content, recv_frame, send_frame
+from duallora.flower.site.client_app import SOCKET_NAME, socket_path  # noqa: F401  (one definition)
+from duallora.flower.site.relay_codec import decode_content, encode_content, recv_frame, send_frame
 
 
 def _limit_threads() -> None:
@@ -40,7 +43,7 @@ def _limit_threads() -> None:
 
 def serve(node_config: dict[str, Any], *, ready: Any = None, log: Any = print) -> None:
     """Answer requests until SIGTERM/SIGINT (``ready()`` is called once listening)."""
-    from duallora.flower.site_handlers import Site, SiteCache, error_content, handle
+    from duallora.flower.site.handlers import Site, SiteCache, error_content, handle
 
     site = Site.from_node_config(node_config)
     site.state_dir.mkdir(parents=True, exist_ok=True)
@@ -132,5 +135,5 @@ def main(node_config: dict[str, Any]) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m duallora.flower.site_worker NODE_CONFIG.toml
+if __name__ == "__main__":  # python -m duallora.flower.site.worker NODE_CONFIG.toml
     sys.exit(main(read_node_config(Path(sys.argv[1]))))

@@ -1,8 +1,10 @@
 """The Flower ServerApp: the kit's round driver with every site's work done on a SuperNode.
 
+Runs in: the ServerApp process (started by the SuperLink's SuperExec for each run).
+
 There is no round loop here. ``main`` reads the run config, waits for the sites, and hands the
 federated core's driver (``duallora.federated.loop.run_federation``) a ``FlowerSites``
-(``duallora.flower.sites``): the same rounds, selection, metrics and run directory as
+(``duallora.flower.server.sites``): the same rounds, selection, metrics and run directory as
 ``duallora train``, with each batch of site work sent as one message per site. For the same
 seed the run directory holds the same numbers as the in-process run.
 
@@ -27,10 +29,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from duallora.base.config import TrainConfig
 from duallora.errors import KitError
-from duallora.flower.messaging import SiteDirectory
 from duallora.flower.run_config import flower_settings, train_config_from_run_config
+from duallora.flower.server.messaging import SiteDirectory
+from duallora.flower.server.sites import FlowerSites, ask_moments_with_hello
 from duallora.flower.settings import FINISHED, FlowerSettings
-from duallora.flower.sites import FlowerSites, ask_moments_with_hello
 
 app = ServerApp()
 
@@ -64,7 +66,7 @@ class GaussianNoiseOnAggregate:
     def round_metrics(self, releases: int) -> dict[str, float]:
         """The budget after ``releases`` noisy aggregates (``privacy.epsilon``: Flower's RDP
         accountant): this round's own epsilon and the total so far, for ``delta``."""
-        from duallora.flower.privacy import epsilon
+        from duallora.flower.server.privacy import epsilon
 
         return {"epsilon_round": epsilon(self.noise_multiplier, 1, self.delta, self.sites),
                 "epsilon": epsilon(self.noise_multiplier, releases, self.delta, self.sites),

@@ -1,8 +1,10 @@
 """How a Flower message's content crosses the local socket between the relay and the site worker.
 
+Runs in: both ends of the site's socket: the ClientApp process and the site worker.
+
 Only the standard library and ``flwr`` are imported here, because the ClientApp (the relay,
 ``client_app``) imports this module in every short-lived ``flwr-clientapp`` process: torch and
-the kit's model code stay in the long-lived worker (``site_worker``).
+the kit's model code stay in the long-lived worker (``worker``).
 
 One frame is ``!II`` (header length, body length), a JSON header and a body of raw array bytes.
 The header names each record of the ``RecordDict`` with its kind (``arrays``, ``config``,

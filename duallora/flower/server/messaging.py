@@ -1,5 +1,7 @@
 """Server-side messaging: which node is which site, and one request/reply exchange per round.
 
+Runs in: the ServerApp process (started by the SuperLink's SuperExec).
+
 Sites are known by name (the vendor, from each SuperNode's node config ``client-name``), never by
 Flower node id: a node id changes when a SuperNode restarts. ``SiteDirectory`` asks every new
 node who it is (a ``query.hello`` message) and keeps the name -> node id map current.
@@ -18,15 +20,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from duallora.errors import KitError
-from duallora.flower.wire import CONFIG
+from duallora.flower.protocol import CONFIG, HELLO
 
-HELLO = f"{MessageType.QUERY}.hello"
-HEAD_MOMENTS = f"{MessageType.QUERY}.head_moments"
 POLL_SECONDS = 0.25
 # Errors after which the same request is sent again once the site is back.
 RETRY_CODES = {ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE,

@@ -1,5 +1,7 @@
 """The privacy budget of the ServerApp's central DP: epsilon for a delta, per round and in total.
 
+Runs in: the ServerApp process; its numbers are read back from ``metrics.csv``.
+
 The mechanism (``server_app.GaussianNoiseOnAggregate``): every site clips its update of the
 shared parameters to L2 norm ``C`` (Flower's ``fixedclipping_mod``), the server adds Gaussian
 noise of standard deviation ``z * C * max_k w_k`` to the weighted mean, where ``w_k`` are the
