@@ -1,4 +1,8 @@
-"""The run directory of docs/CONTRACTS.md, written atomically so a crash never leaves half a file.
+"""The run directory of docs/CONTRACTS.md: its file names, and its writer (atomic files).
+
+This module owns the names of a run directory's files (declared once, below); everything that
+reads one goes through ``duallora.results.run_reader`` or ``RunDir``'s paths. Files are written
+atomically so a crash never leaves half a file.
 
     RUN_DIR/config.json        the TrainConfig
     RUN_DIR/metrics.csv        round, client, split, metric, value
@@ -7,6 +11,8 @@
     RUN_DIR/checkpoints/       last.pt (everything needed to continue) and final/ (adapters)
     RUN_DIR/timing.json        wall-clock seconds (kept apart: it is the only non-deterministic
                                output, so the files above are bit-identical across reruns)
+    RUN_DIR/events.json        dropped / failed clients, skipped rounds, absent sites
+    RUN_DIR/adapter_norms.csv  LoRA update norms per round (runs trained through ``reuse``)
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ import torch
 
 from duallora.base.config import TrainConfig
 from duallora.errors import KitError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+PREDICTIONS_FILE = "predictions.csv"
+COMM_FILE = "comm.jsonl"
+TIMING_FILE = "timing.json"
+EVENTS_FILE = "events.json"
+NORMS_FILE = "adapter_norms.csv"
+CHECKPOINTS_DIR, LAST_CHECKPOINT, FINAL_DIR = "checkpoints", "last.pt", "final"
 
 METRIC_COLUMNS = ["round", "client", "split", "metric", "value"]
 PREDICTION_COLUMNS = ["subject_id", "client", "split", "label", "prob", "pred"]
@@ -48,14 +63,16 @@ class RunDir:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.config = self.root / "config.json"
-        self.metrics = self.root / "metrics.csv"
-        self.predictions = self.root / "predictions.csv"
-        self.comm = self.root / "comm.jsonl"
-        self.checkpoints = self.root / "checkpoints"
-        self.last_checkpoint = self.checkpoints / "last.pt"
-        self.final = self.checkpoints / "final"
-        self.timing = self.root / "timing.json"
+        self.config = self.root / CONFIG_FILE
+        self.metrics = self.root / METRICS_FILE
+        self.predictions = self.root / PREDICTIONS_FILE
+        self.comm = self.root / COMM_FILE
+        self.checkpoints = self.root / CHECKPOINTS_DIR
+        self.last_checkpoint = self.checkpoints / LAST_CHECKPOINT
+        self.final = self.checkpoints / FINAL_DIR
+        self.timing = self.root / TIMING_FILE
+        self.events = self.root / EVENTS_FILE
+        self.norms = self.root / NORMS_FILE
 
     def holds_a_run(self) -> bool:
         return self.config.is_file() or self.last_checkpoint.is_file()

@@ -31,7 +31,7 @@ import pandas as pd
 from duallora.benchmark.plans import ARMS, H2_ARMS, PRIMARY, Plan, ShiftCell
 from duallora.benchmark.runs import TrainedRun, run_cost
 from duallora.federated.prepare import UNSEEN_SITE
-from duallora.results import inference
+from duallora.results import inference, run_reader
 
 METRICS = ("balanced_accuracy", "auc", "sensitivity", "specificity", "brier", "ece")
 VENDOR_METRICS = ("balanced_accuracy", "auc")
@@ -56,7 +56,7 @@ def _plain(value: Any) -> Any:
 
 
 def read_predictions(folder: Path) -> pd.DataFrame:
-    frame = pd.read_csv(Path(folder) / "predictions.csv")
+    frame = run_reader.read_predictions(folder, missing_ok=False)
     frame["subject_id"] = frame["subject_id"].astype(str)
     return frame
 

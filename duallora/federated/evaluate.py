@@ -58,7 +58,7 @@ class ExportedModels:
 
 
 def _run_config(run_root: Path, where: Path) -> TrainConfig:
-    config = run_root / "config.json"
+    config = RunDir(run_root).config
     if not config.is_file():
         raise KitError(f"--model {where}: no config.json in {run_root} (a kit run's exported "
                        "models are read with the run's configuration)")
@@ -75,7 +75,7 @@ def read_export(path: Path) -> ExportedModels:
     path = Path(path)
     if path.is_file() and path.suffix == ".pt":
         return _read_checkpoint(path)
-    final = path / "checkpoints" / "final" if (path / "checkpoints").is_dir() else path
+    final = RunDir(path).final if RunDir(path).checkpoints.is_dir() else path
     if not final.is_dir():
         raise KitError(f"--model {path}: not a run directory, its checkpoints/final folder, a "
                        "last.pt checkpoint or a .safetensors classifier")

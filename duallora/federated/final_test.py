@@ -84,7 +84,7 @@ def finish(config: TrainConfig, strategy: Strategy, model: ClientModel, sites: S
     state.finished = True
     rundir.write_metrics(state.metrics)
     rundir.write_comm(state.comm)
-    rundir.write_json(rundir.root / "events.json", state.events)
+    rundir.write_json(rundir.events, state.events)
     rundir.save_checkpoint(state.to_checkpoint())
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+from duallora.base.rundir import RunDir
 from duallora.federated.client import split_private
 from duallora.federated.strategies import get_strategy
-from duallora.results.adapter_norms import LORA_KEY, NORM_COLUMNS, NORMS_FILE, lora_norms
+from duallora.results.adapter_norms import LORA_KEY, NORM_COLUMNS, lora_norms
 
 
 def adapter_scales(config: Any) -> dict[str, float]:
@@ -52,14 +53,14 @@ class NormLogger:
 
     def __init__(self, run_dir: Path, config: Any):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / NORMS_FILE
+        self.path = RunDir(run_dir).norms
         self.scales = adapter_scales(config)
 
     def reset(self) -> None:
         self.path.unlink(missing_ok=True)
 
     def __call__(self, round_idx: int) -> None:
-        checkpoint = self.run_dir / "checkpoints" / "last.pt"
+        checkpoint = RunDir(self.run_dir).last_checkpoint
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         rows = pd.DataFrame(state_norms(state, self.scales, round_idx), columns=NORM_COLUMNS)
         if self.path.is_file():

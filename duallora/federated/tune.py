@@ -19,10 +19,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from duallora.base.config import CHOICE_FILE, TrainConfig, resume_conflicts
 from duallora.errors import KitError
+from duallora.results.run_reader import read_metrics
 
 DEFAULT_GRID = (5e-4, 1e-3, 2e-3, 4e-3)
 RULE = "lowest final-round pooled validation log loss (ties: smaller lr)"
@@ -30,7 +29,7 @@ RULE = "lowest final-round pooled validation log loss (ties: smaller lr)"
 
 def final_val_loss(run_dir: Path, rounds: int) -> float:
     """The pooled validation log loss of the personalized models after the last round."""
-    metrics = pd.read_csv(Path(run_dir) / "metrics.csv")
+    metrics = read_metrics(run_dir)
     rows = metrics[(metrics.client == "server") & (metrics.split == "val")
                    & (metrics.metric == "pooled_log_loss") & (metrics["round"] == rounds)]
     return float(rows["value"].iloc[0]) if len(rows) else math.nan

@@ -47,7 +47,6 @@ from duallora.notebooks.workspace import (  # re-exported: every notebook
     ensure_cohort,
     ensure_phantoms,
     intensity_samples,
-    raw_roots,
     subject_records,
     workspace,
 )
@@ -60,7 +59,7 @@ __all__ = [
     "ensure_flower_run", "ensure_flower_runs", "ensure_phantoms", "ensure_run", "ensure_runs",
     "existing_runs", "flower_cohort", "flower_site_files", "flower_sites_dir", "fm_description",
     "foundation_model", "frame_specs", "intensity_samples", "mae_demo", "mae_reconstructions",
-    "phantom_fm_available", "raw_roots", "strategy_specs", "subject_records", "train_config",
+    "phantom_fm_available", "strategy_specs", "subject_records", "train_config",
     "workspace",
 ]
 

@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 
 from duallora.base.config import TrainConfig
+from duallora.base.markers import is_built, write_marker
+from duallora.base.rundir import RunDir
 from duallora.errors import KitError
-from duallora.federated.reuse import read_marker, write_marker
 from duallora.notebooks.workspace import Workspace
 
 FLOWER_RUN_MARKER = "flower_run.json"
@@ -75,8 +76,8 @@ def ensure_flower_runs(jobs: dict[Path, FlowerJob], n_clients: int, *,
 
     runs = {Path(run_dir): job for run_dir, job in jobs.items()}
     todo = {run_dir: job for run_dir, job in runs.items()
-            if read_marker(run_dir / FLOWER_RUN_MARKER) != wanted(job)
-            or not (run_dir / "predictions.csv").is_file()}
+            if not is_built(run_dir / FLOWER_RUN_MARKER, wanted(job),
+                            RunDir(run_dir).predictions)}
     if todo:
         cohorts = {job.config.data for job in todo.values()}
         if len(cohorts) != 1:

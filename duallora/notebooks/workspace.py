@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from duallora.federated.reuse import read_marker, write_marker
+from data_prep.conventions import phantom_raw_roots
+from duallora.base.markers import is_built, read_marker, write_marker
 
 # Phantom cohort size (fraction of the real datasets' subject counts). Quick mode keeps the
 # minimum the phantom writer allows (three subjects per vendor and label, 24 in all), which
@@ -64,18 +65,12 @@ def workspace(data_dir: str | Path, quick: bool, seed: int = 0) -> Workspace:
 
 
 # -- data ------------------------------------------------------------------------------------
-def raw_roots(raw: Path) -> dict[str, Path]:
-    """The three dataset roots inside a phantom folder, as ``harmonize_datasets`` expects them."""
-    return {"acdc": raw / "ACDC" / "database", "mnms": raw / "MnM" / "OpenDataset",
-            "mnms2": raw / "MnM2"}
-
-
 def ensure_phantoms(ws: Workspace, scale: float | None = None) -> Path:
     """The phantom cohort in the raw ACDC / M&Ms / M&Ms-2 layouts, written once per setting."""
     from data_prep.phantoms import write_phantom_cohort
 
     wanted = {"scale": float(scale or ws.default_scale), "seed": ws.seed}
-    if read_marker(ws.raw / PHANTOM_MARKER) == wanted:
+    if is_built(ws.raw / PHANTOM_MARKER, wanted):
         return ws.raw
     if ws.raw.exists():
         shutil.rmtree(ws.raw)
@@ -107,7 +102,7 @@ def ensure_cohort(ws: Workspace, scale: float | None = None, *, acdc: str | Path
             built = (read_marker(out / COHORT_MARKER) or {}).get("settings", {})
             scale = built.get("phantom_scale") if built.get("seed") == ws.seed else None
         wanted = {"phantom_scale": float(scale or ws.default_scale), "seed": ws.seed}
-        roots = raw_roots(ws.raw)
+        roots = phantom_raw_roots(ws.raw)
     marker = read_marker(out / COHORT_MARKER)
     if marker is not None and marker.get("settings") == wanted \
             and (out / "metadata.csv").is_file():
@@ -126,7 +121,7 @@ def dataset_roots(ws: Workspace, *, acdc: str | Path | None = None,
                   ) -> dict[str, Path]:
     """The raw roots the cohort came from: the real ones when given, else the phantoms'."""
     real = {k: Path(v) for k, v in (("acdc", acdc), ("mnms", mnms), ("mnms2", mnms2)) if v}
-    return real or raw_roots(ws.raw)
+    return real or phantom_raw_roots(ws.raw)
 
 
 def cohort_is_ready(ws: Workspace) -> bool:

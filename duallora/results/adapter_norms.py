@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 NORM_COLUMNS = ["round", "owner", "adapter", "block", "module", "norm"]
-NORMS_FILE = "adapter_norms.csv"
 LORA_KEY = re.compile(
     r"encoder\.blocks\.(?P<block>\d+)\.(?P<module>[\w.]+?)\.lora_(?P<factor>[AB])\."
     r"(?P<adapter>\w+)\.weight$")
