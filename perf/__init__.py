@@ -1,6 +1,6 @@
 """``make bench``: measuring the kit's costs (kept out of the installed package on purpose).
 
-- ``run.py``   the entry point (``python benchmarks/run.py``, ``make bench``).
+- ``run.py``   the entry point (``python perf/run.py``, ``make bench``).
 - ``gpu.py``   one prepared GPU benchmark (CineMA base, Med-DualLoRA on 2 blocks).
 - ``timing``   repeated timings (median and spread after a warm-up), memory.
 - ``costs``    parameters and exact message bytes of every strategy.

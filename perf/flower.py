@@ -3,13 +3,13 @@
 Three runs, side by side: the kit's training in this process (``duallora.federated.loop``),
 the same ``TrainConfig`` over ``duallora.flower.localhost.run.run_on_localhost`` (one real
 SuperNode and site worker per vendor on 127.0.0.1), and a trivial Flower app
-(``benchmarks/flower_floor``: no torch, no computation) on the same topology with the same
+(``perf/flower_floor``: no torch, no computation) on the same topology with the same
 message count per round (one per site). The kit's runs write ``timing.json`` with the wall
 time of every round (training, upload, aggregation and validation); the trivial app writes its
 own. The target is ``ratio_to_floor`` <= 1.25. When this checkout has no usable Flower part,
 ``measure_flower`` raises ``KitError`` with the reason ("not available").
 
-    python benchmarks/run.py --skip data strategies prefix inference notebooks   # this alone
+    python perf/run.py --skip data strategies prefix inference notebooks   # this alone
 """
 
 from __future__ import annotations
@@ -81,10 +81,10 @@ def measure_flower(data: Path, work: Path, strategy: str = "med_duallora",
     exports and fine-tuning, which the trivial app has no counterpart for). The ratios use
     the median of the steady rounds; the first and the last round are reported apart.
     """
-    from benchmarks.measure import N_CLIENTS, bench_config
-    from benchmarks.timing import summarize
     from duallora.base.config import quick_overrides
     from duallora.federated.loop import run_training
+    from perf.measure import N_CLIENTS, bench_config
+    from perf.timing import summarize
 
     run_on_localhost = flower_runner()
     values = {**quick_overrides(), "rounds": FLOWER_ROUNDS}

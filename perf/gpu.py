@@ -1,11 +1,11 @@
 """One prepared GPU benchmark: CineMA base at 192x192x16 with 2-block Med-DualLoRA.
 
-    python benchmarks/gpu.py                       # CUDA GPU, CineMA base (under 5 minutes)
-    python benchmarks/gpu.py --device cpu --tiny   # a tiny model on CPU (what the tests run)
-    python benchmarks/gpu.py --paper               # the paper-scale protocol end to end (< 9 min)
-    python benchmarks/gpu.py --paper --cpu-tiny    # the same at test sizes on CPU (the tests)
+    python perf/gpu.py                       # CUDA GPU, CineMA base (under 5 minutes)
+    python perf/gpu.py --device cpu --tiny   # a tiny model on CPU (what the tests run)
+    python perf/gpu.py --paper               # the paper-scale protocol end to end (< 9 min)
+    python perf/gpu.py --paper --cpu-tiny    # the same at test sizes on CPU (the tests)
 
-``--paper`` is ``benchmarks/paper_scale.py`` (its docstring says what it runs and measures).
+``--paper`` is ``perf/paper_scale.py`` (its docstring says what it runs and measures).
 
 Measures training samples per second in fp32 and in bf16 autocast, each with and without the
 prefix cache (frozen stem + blocks 0-9 computed once, only blocks 10-11 re-run), the peak GPU
@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.timing import repeat_timing  # noqa: E402
+from perf.timing import repeat_timing  # noqa: E402
 
 
 def log(text: str) -> None:
@@ -128,7 +128,7 @@ def eval_throughput(modules: dict[str, torch.nn.Module], images: torch.Tensor, b
                     precision: str, device: torch.device, steps: int, warmup: int
                     ) -> dict[str, Any]:
     """Forward passes per second of each module on full images, interleaved."""
-    from benchmarks.timing import interleaved_timing
+    from perf.timing import interleaved_timing
 
     x = images[:batch]
 
@@ -151,10 +151,10 @@ def eval_throughput(modules: dict[str, torch.nn.Module], images: torch.Tensor, b
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.measure import randomize_lora_b
     from duallora.federated.adapters import merged_model
     from duallora.federated.client_model import load_foundation, model_input_size
     from duallora.federated.prepare import use_prefix_cache
+    from perf.measure import randomize_lora_b
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="benchmarks/gpu.py", description=__doc__,
+    parser = argparse.ArgumentParser(prog="perf/gpu.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny model (CPU tests)")
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per setting")
     parser.add_argument("--distinct-batches", type=int, default=4,
                         help="distinct random batches cycled through")
-    from benchmarks import paper_scale
+    from perf import paper_scale
 
     paper_scale.add_arguments(parser)
     args = parser.parse_args(argv)

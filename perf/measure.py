@@ -2,7 +2,7 @@
 
 Every measurement drives the kit's own code (``build_client_model``, ``prepare_cohort``,
 ``train_client``, ``run_round``, ``merged_model``, ``harmonize_datasets``, the notebook
-runner), so the numbers are the cost of what users actually run. ``benchmarks/run.py`` calls
+runner), so the numbers are the cost of what users actually run. ``perf/run.py`` calls
 each strategy measurement in its own process, so its peak memory is that strategy's alone.
 """
 
@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 
-from benchmarks.costs import strategy_costs
-from benchmarks.timing import (
+from duallora.base.config import TrainConfig
+from perf.costs import strategy_costs
+from perf.timing import (
     current_rss_bytes,
     interleaved_timing,
     peak_rss_bytes,
     repeat_timing,
     time_call,
 )
-from duallora.base.config import TrainConfig
 
 N_CLIENTS = 4  # Siemens, Philips, GE, Canon: the paper's federation
 
@@ -298,16 +298,16 @@ def measure_harmonization(raw_root: Path, out_root: Path, *, repeats: int,
     fresh folder (a cold worker pool included: that is what a user's run pays)."""
     import pandas as pd
 
-    from benchmarks.timing import summarize
+    from data_prep.conventions import phantom_raw_roots
     from data_prep.harmonize import harmonize_datasets
-    from duallora.notebooks.experiments import raw_roots
+    from perf.timing import summarize
 
     samples, n_subjects = [], 0
     for index in range(repeats):
         out = Path(out_root) / f"harmonized-{index}"
         shutil.rmtree(out, ignore_errors=True)
         seconds, _ = time_call(lambda out=out: harmonize_datasets(
-            out=out, seed=0, workers=workers, **raw_roots(Path(raw_root))))
+            out=out, seed=0, workers=workers, **phantom_raw_roots(Path(raw_root))))
         n_subjects = len(pd.read_csv(out / "metadata.csv"))
         samples.append(seconds)
         shutil.rmtree(out, ignore_errors=True)

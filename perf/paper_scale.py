@@ -1,7 +1,7 @@
 """The paper's protocol at the paper's scale, timed end to end: ``gpu.py --paper``.
 
-    python benchmarks/gpu.py --paper                # one H200: CineMA base, every strategy
-    python benchmarks/gpu.py --paper --cpu-tiny     # the same code at test sizes (the tests)
+    python perf/gpu.py --paper                # one H200: CineMA base, every strategy
+    python perf/gpu.py --paper --cpu-tiny     # the same code at test sizes (the tests)
 
 What runs is the kit's own loop (``build_client_model``, ``prepare_cohort``, ``run_federation``,
 ``duallora.results``), strategy after strategy and seed after seed in one process, on a

@@ -1,7 +1,7 @@
 """Benchmark results -> targets, a markdown report, and the block between the bench markers.
 
 The measured table sits between two marker lines of docs/PERFORMANCE.md (``make bench``, i.e.
-``benchmarks/run.py --update-docs``, replaces it), so it can be replaced without touching the
+``perf/run.py --update-docs``, replaces it), so it can be replaced without touching the
 prose around it.
 """
 

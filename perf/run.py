@@ -1,6 +1,6 @@
 """``make bench``: the cost of every strategy, the prefix cache, merged inference, data, notebooks.
 
-    python benchmarks/run.py [--quick] [--update-docs] [--skip SECTION ...] [--out DIR]
+    python perf/run.py [--quick] [--update-docs] [--skip SECTION ...] [--out DIR]
 
 Sections: data (phantom cohort, harmonization throughput), strategies (tutorial preset and
 CineMA base: parameters, exact message bytes, training time, peak memory), prefix (med_duallora
@@ -56,7 +56,7 @@ def worker(task: dict[str, Any]) -> Any:
     """Run one measurement in this process and return its JSON-able result."""
     import torch
 
-    from benchmarks import measure
+    from perf import measure
 
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
@@ -89,9 +89,9 @@ def worker(task: dict[str, Any]) -> Any:
 
 
 def _costs_only(config: Any) -> dict[str, Any]:
-    from benchmarks.costs import strategy_costs
-    from benchmarks.measure import N_CLIENTS
     from duallora.federated.client_model import build_client_model
+    from perf.costs import strategy_costs
+    from perf.measure import N_CLIENTS
 
     row = strategy_costs(build_client_model(config), N_CLIENTS)
     row.update({"preset": config.model_size, "blocks": config.blocks, "fm": config.fm})
@@ -122,8 +122,8 @@ def section_data(ws: Any, scale: float, tmp: Path, settings: dict[str, Any],
                  measure_harmonization: bool) -> dict[str, Any]:
     """The benchmark's phantom cohort (built once, then reused from the data folder) and, unless
     skipped, the harmonization throughput measured on its raw files."""
-    from benchmarks import measure
     from duallora.notebooks.experiments import ensure_cohort, ensure_phantoms
+    from perf import measure
 
     start = time.perf_counter()
     raw = ensure_phantoms(ws, scale)
@@ -184,8 +184,8 @@ def _rows(result: Any, name: str) -> list[dict[str, Any]]:
 def section_notebooks(tmp: Path, run_series: bool) -> dict[str, Any]:
     """The quick series run now in fresh folders, and the durations papermill stored in the
     last executed series under reports/notebooks (full mode after ``make demo``)."""
-    from benchmarks.measure import executed_notebook_times, measure_notebooks
     from duallora import paths
+    from perf.measure import executed_notebook_times, measure_notebooks
 
     out: dict[str, Any] = {
         "demo": executed_notebook_times(paths.default_reports_dir() / "notebooks")}
@@ -200,7 +200,7 @@ def section_notebooks(tmp: Path, run_series: bool) -> dict[str, Any]:
 
 
 def section_flower(data: Path, tmp: Path, log: Any) -> dict[str, Any]:
-    from benchmarks.flower import measure_flower
+    from perf.flower import measure_flower
 
     try:
         return measure_flower(data, tmp / "flower", log=log)
@@ -214,7 +214,7 @@ def section_flower(data: Path, tmp: Path, log: Any) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from duallora.base.command_line import OneLineParser
 
-    parser = OneLineParser(prog="benchmarks/run.py", description=__doc__,
+    parser = OneLineParser(prog="perf/run.py", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run (~2 min)")
     parser.add_argument("--out", type=Path, default=REPO / "reports",
@@ -240,8 +240,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import measure, report
     from duallora.notebooks.experiments import workspace
+    from perf import measure, report
 
     started = time.perf_counter()
     settings = plan(args.quick)
@@ -320,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
 def render(args: argparse.Namespace) -> int:
     """``--render JSON``: targets, markdown and the docs/PERFORMANCE.md block from stored
     results."""
-    from benchmarks import report
+    from perf import report
 
     try:
         results = json.loads(Path(args.render).read_text())

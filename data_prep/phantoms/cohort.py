@@ -6,7 +6,7 @@ every frame under the centre's protocol (``acquisition``) and writes ACDC / M&Ms
 exactly as v1 does (same folders, tables and quirks; centre names in Info.cfg ``Centre``,
 the M&Ms ``Centre`` column and an extra M&Ms-2 ``CENTRE`` column). Beside it: ``centres.csv``,
 ``cohort.json`` (generator, seed, scale, shifts), ``headroom.json`` and, unless disabled, the
-harmonized balanced test (and validation) cohorts of ``fast_test``.
+harmonized balanced test (and validation) cohorts of ``balanced_cohorts``.
 """
 
 from __future__ import annotations

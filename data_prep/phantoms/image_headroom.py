@@ -65,7 +65,7 @@ def draw_test_subjects(centres: list[Centre], n_test: int, seed: int) -> list[Dr
 
 def _write_or_reuse(folder: Path, draws: list[Draw], split: str, record: dict[str, Any],
                     workers: int | None, progress: bool) -> Path:
-    from data_prep.phantoms.fast_test import write_harmonized_cohort
+    from data_prep.phantoms.balanced_cohorts import write_harmonized_cohort
 
     marker = folder / DRAWS_FILE
     if marker.is_file() and (folder / "metadata.csv").is_file():
