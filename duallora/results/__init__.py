@@ -1,8 +1,8 @@
 """From finished run directories to numbers: metrics, statistics, tables, comparisons.
 
-The training loop writes a run directory (``duallora.base.rundir``, which also names its files);
-everything that turns
-one back into numbers lives here, and reads it through ``run_reader`` only.
+The training loop writes a run directory (``duallora.base.rundir``, which also names its
+files); everything that turns one back into numbers lives here, and reads it through
+``run_reader`` only.
 
 - ``metrics``        binary classification metrics (balanced accuracy, AUC, ...), NaN if undefined.
 - ``stats``          bootstrap CIs, paired bootstrap / permutation tests, tests over seeds.
