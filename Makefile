@@ -69,7 +69,7 @@ notebooks: setup
 
 # Measures, then replaces the measured block of docs/PERFORMANCE.md (BENCH_ARGS="--quick" etc.).
 bench: setup
-	$(PY) benchmarks/run.py --update-docs $(BENCH_ARGS)
+	$(PY) perf/run.py --update-docs $(BENCH_ARGS)
 
 # The pre-declared benchmark (H1-H3): PLAN=demo (default), full (CPU overnight) or paper (GPU).
 PLAN ?= demo

@@ -16,7 +16,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from duallora.cli import OneLineParser, run_cli
+from duallora.base.command_line import OneLineParser, run_cli
 
 # CPU-seconds per subject of `python -m data_prep phantoms --scale 0.1` (88 training + 125 test
 # subjects: 228 CPU-s, 2.6 min on 2 cores; docs/PHANTOMS.md): a training subject renders its
@@ -169,7 +169,7 @@ def check_out_folder(out: Path, inputs: Sequence[Path | None] = ()) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """Every numeric option of every data_prep command against its range (one line, exit 2)."""
-    from duallora.federated.ranges import SEED, between
+    from duallora.base.ranges import SEED, between
 
     SEED.check("--seed", args.seed)
     ranges = {"scale": between(0, MAX_SCALE, open_lo=True),
@@ -284,8 +284,8 @@ def _run_harmonize(args: argparse.Namespace) -> int:
 
 def _run_population(args: argparse.Namespace) -> int:
     from data_prep.phantoms.population_v2 import population_draws, write_population_frames
+    from duallora.base.presets import PRESETS
     from duallora.errors import KitError
-    from duallora.model.presets import PRESETS
 
     check_options(args)
     if args.size not in PRESETS:

@@ -8,6 +8,8 @@ labels ``1 LV blood pool, 2 LV myocardium, 3 RV blood pool``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from duallora.errors import KitError
@@ -15,6 +17,14 @@ from duallora.errors import KitError
 VENDORS: tuple[str, ...] = ("Siemens", "Philips", "GE", "Canon")
 DATASETS: tuple[str, ...] = ("acdc", "mnms", "mnms2")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def phantom_raw_roots(folder: Path) -> dict[str, Path]:
+    """The three dataset roots inside a phantom folder (``python -m data_prep phantoms --out
+    FOLDER`` writes them, docs/CONTRACTS.md), keyed as ``harmonize_datasets`` takes them."""
+    folder = Path(folder)
+    return {"acdc": folder / "ACDC" / "database", "mnms": folder / "MnM" / "OpenDataset",
+            "mnms2": folder / "MnM2"}
 
 # Unified segmentation labels (M&Ms convention).
 LV, MYO, RV = 1, 2, 3

@@ -1,16 +1,21 @@
 """Where things live: the repository, the read-only ``../shared`` folder, data and reports.
 
 The kit never hard-codes machine paths: everything is relative to the repository root, and the
-shared folder is looked up beside it (``../shared``) unless ``MEDDUAL_SHARED`` points elsewhere.
+shared folder is looked up beside it (``../shared``) unless ``DUALLORA_SHARED`` points elsewhere
+(every environment variable of the kit starts with ``DUALLORA_``; the old ``MEDDUAL_SHARED`` is
+still read, with a ``DeprecationWarning``, for one release).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
+SHARED_ENV = "DUALLORA_SHARED"
+OLD_SHARED_ENV = "MEDDUAL_SHARED"  # deprecated: read for one release
 
 
 def repo_root() -> Path:
@@ -20,7 +25,11 @@ def repo_root() -> Path:
 
 def shared_dir() -> Path | None:
     """The shared read-only folder (``../shared`` beside the repo), or None when absent."""
-    env = os.environ.get("MEDDUAL_SHARED")
+    env = os.environ.get(SHARED_ENV)
+    if not env and os.environ.get(OLD_SHARED_ENV):
+        warnings.warn(f"{OLD_SHARED_ENV} is deprecated; set {SHARED_ENV} instead",
+                      DeprecationWarning, stacklevel=2)
+        env = os.environ[OLD_SHARED_ENV]
     candidates = [Path(env)] if env else []
     candidates.append(REPO_ROOT.parent / "shared")
     for path in candidates:

@@ -190,7 +190,7 @@ runs = run_reader.load_runs(main_specs_dirs)
 import pandas as pd
 
 from duallora.federated.orthogonal import overlap
-from duallora.federated.rundir import RunDir
+from duallora.base.rundir import RunDir
 
 
 def site_overlaps(run_dir):

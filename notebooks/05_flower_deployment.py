@@ -185,7 +185,7 @@ save_figure(fig, out, "05_dp_cost")
 
 # %% [markdown]
 # What that noise buys: the **privacy budget** $(\varepsilon, \delta)$ of the shared updates,
-# from Flower's own RDP accountant (`duallora.flower.privacy`; $\delta$ = `dp-delta`, default
+# from Flower's own RDP accountant (`duallora.flower.server.privacy`; $\delta$ = `dp-delta`, default
 # $10^{-5}$). Every round releases one noisy aggregate, so $\varepsilon$ grows with the rounds;
 # a run without DP has no guarantee at all ($\varepsilon = \infty$). The run writes its budget
 # per round into `metrics.csv` (split `privacy`).
@@ -209,7 +209,7 @@ save_figure(fig, out, "05_privacy_tradeoff")
 #
 # 1. **Same software everywhere.** The coordinator and each hospital install the same kit version
 #    (`pip install med-duallora-kit==X`); the Flower app only names
-#    `duallora.flower.server_app:app` and `duallora.flower.client_app:app`, so no code is
+#    `duallora.flower.server.server_app:app` and `duallora.flower.site.client_app:app`, so no code is
 #    shipped or installed during a run (`--disable-runtime-dependency-installation`).
 # 2. **Data stay home.** Each hospital harmonizes its own scans
 #    (`python -m data_prep harmonize ... --out /data/harmonized`).

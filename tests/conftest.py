@@ -48,7 +48,7 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
                build: Callable[[Path], None]) -> Path:
     """``build(folder)`` once per pytest run: under ``make test``'s xdist workers the first
     worker builds it in the run's shared temp folder and the others wait, then reuse it."""
-    from duallora.federated.reuse import build_once
+    from duallora.base.markers import build_once
 
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import costs, measure, report, timing
+from duallora.base.config import STRATEGY_NAMES, TrainConfig
 from duallora.errors import KitError
 from duallora.federated.client_model import build_client_model
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.fedalt import rest_of_world_name
 from duallora.federated.serialization import decode, encode
 from duallora.federated.strategies import MEAN
+from perf import costs, measure, report, timing
 
 REPO = Path(__file__).resolve().parents[1]
 FLOAT32 = 4
@@ -164,7 +164,7 @@ def test_targets_and_readme_block(tmp_path, rows) -> None:
 
 
 def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / name)
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "perf" / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -229,7 +229,7 @@ def test_bench_cli_rejects_unknown_section() -> None:
 
 
 def test_round_times_read_in_round_order(tmp_path) -> None:
-    from benchmarks.flower import round_seconds
+    from perf.flower import round_seconds
 
     (tmp_path / "timing.json").write_text(json.dumps({"rounds": {"10": 3.0, "2": 2.0, "1": 1.0}}))
     assert round_seconds(tmp_path) == [1.0, 2.0, 3.0]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from duallora.cli import OneLineParser, run_cli
+from duallora.base.command_line import OneLineParser, run_cli
 from duallora.errors import Terminated
 
 COMMANDS = [["-m", "duallora"], ["-m", "data_prep"]]

@@ -11,11 +11,11 @@ import dataclasses
 
 import pytest
 
-from duallora.cli import build_parser
+from duallora.base.command_line import build_parser
+from duallora.base.config import TrainConfig, quick_overrides, resolve, setting
 from duallora.commands import COMMAND_MODULES, flower_local, train
 from duallora.commands.options import add_settings_options, cli_name, explicit_values
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig, quick_overrides, resolve, setting
 from duallora.federated.strategies import get_strategy
 from duallora.flower.localhost.run import run_config_for
 from duallora.flower.run_config import (

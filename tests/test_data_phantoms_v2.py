@@ -18,9 +18,9 @@ from data_prep.conventions import LV, VENDORS
 from data_prep.harmonize import harmonize_datasets, harmonize_subject
 from data_prep.phantoms import Shifts, no_shift, parse_shifts, write_phantom_cohort
 from data_prep.phantoms.acquisition import render_v2
+from data_prep.phantoms.balanced_cohorts import balanced_draws, write_harmonized_cohort
 from data_prep.phantoms.centres import centres_by_vendor, draw_centres
 from data_prep.phantoms.cohort import RawTask, _write_task
-from data_prep.phantoms.fast_test import balanced_draws, write_harmonized_cohort
 from data_prep.phantoms.headroom import GATE, headroom_report
 from data_prep.phantoms.labels import annotate, draw_latent, measurements
 from data_prep.phantoms.sampling import draw_one

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from duallora.base.config import TrainConfig
+from duallora.base.device import OptimizerStep, autocast, resolve_device, to_compute
 from duallora.cli import main
 from duallora.errors import KitError
 from duallora.federated.client import (
@@ -24,8 +26,6 @@ from duallora.federated.client import (
     train_client,
 )
 from duallora.federated.client_model import build_client_model
-from duallora.federated.config import TrainConfig
-from duallora.federated.device import OptimizerStep, autocast, resolve_device, to_compute
 from duallora.federated.head_norm import apply_head_norm
 from duallora.federated.prefix_cache import clear_memory, prefix_states
 from duallora.federated.prepare import prepare_cohort
@@ -187,7 +187,7 @@ def test_device_and_precision_are_checked(monkeypatch) -> None:
 
 
 def test_flower_node_config_device_overrides_the_run(tmp_path) -> None:
-    from duallora.flower.site_handlers import Site, site_config
+    from duallora.flower.site.handlers import Site, site_config
 
     run = TrainConfig(device="cuda", precision="bf16")
     instructions = {"train-config": json.dumps(json.loads(run.to_json()))}

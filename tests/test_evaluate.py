@@ -12,15 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from duallora.base.config import TrainConfig
+from duallora.base.presets import PRESETS
 from duallora.cli import main
 from duallora.data import load_cohort_arrays
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig
 from duallora.federated.evaluate import evaluate_model
 from duallora.federated.loop import run_training
 from duallora.model import build_convvit
 from duallora.model.checkpoints import save_weights
-from duallora.model.presets import PRESETS
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from duallora.federated.config import TrainConfig
+from duallora.base.config import TrainConfig
+from duallora.federated.norm_logger import NormLogger, adapter_scales, state_norms
 from duallora.notebooks import experiments, exploration
 from duallora.notebooks.reports import markdown_table, save_table, write_reports_readme
 from duallora.results import run_reader, tables
-from duallora.results.adapter_norms import NormLogger, adapter_scales, lora_norms, state_norms
+from duallora.results.adapter_norms import lora_norms
 from duallora.results.headline import headline_table
 
 KEY = "base_model.model.encoder.blocks.{b}.{m}.lora_{f}.{a}.weight"
@@ -162,8 +163,8 @@ def test_cohort_table_counts_and_orders_vendors() -> None:
 
 
 def test_parameter_table_matches_real_models() -> None:
+    from duallora.base.config import LORA_TARGETS
     from duallora.federated.adapters import AdapterSpec, attach_adapters
-    from duallora.federated.config import LORA_TARGETS
     from duallora.model import build_convvit
 
     table = exploration.parameter_table(["tutorial"], rank=4).iloc[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from duallora.base.config import LORA_TARGETS
 from duallora.errors import KitError
 from duallora.federated.adapters import (
     AdapterSpec,
@@ -16,7 +17,6 @@ from duallora.federated.adapters import (
     save_adapters,
     set_active_adapters,
 )
-from duallora.federated.config import LORA_TARGETS
 from duallora.model import build_convvit
 
 

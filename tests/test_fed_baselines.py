@@ -21,6 +21,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 from test_fed_loop import _KILL_SCRIPT, _config, _read
 
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError
 from duallora.federated.client import (
     evaluate_client,
@@ -30,7 +31,6 @@ from duallora.federated.client import (
     training_phases,
 )
 from duallora.federated.client_model import build_client_model
-from duallora.federated.config import TrainConfig
 from duallora.federated.dpa import adapter_weights, instance_weights
 from duallora.federated.loop import run_training
 from duallora.federated.prepare import prepare_cohort

@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
+from duallora.base.config import STRATEGY_NAMES, TrainConfig
 from duallora.cli import main
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.loop import run_training
+from duallora.federated.sites import Capabilities
 
 RUN_FILES = ("config.json", "metrics.csv", "predictions.csv", "comm.jsonl")
 
@@ -140,7 +141,7 @@ import json, os, signal, sys
 from pathlib import Path
 import duallora.federated.loop as loop
 import duallora.federated.sites as sites
-from duallora.federated.config import TrainConfig
+from duallora.base.config import TrainConfig
 
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 real_train = sites.train_client
@@ -257,7 +258,7 @@ class _PipelinedSites:
     r + 1, and the last validation with the final test, as the Flower transport does
     (validation first; each site decides its own selection, ``federated.last_validation``)."""
 
-    validates_with_next_round = True
+    capabilities = Capabilities(validates_with_next_round=True, validates_with_final_test=True)
 
     def __init__(self, inner, calls: list) -> None:
         from duallora.federated.last_validation import PrefetchedTests
@@ -309,10 +310,10 @@ def test_validation_pipelined_with_the_next_round_gives_the_same_run(
     validation and the final test are asked for, never what is computed: the run directory
     is byte-identical. Under a rule each site can apply alone, the final test goes with the
     last validation (nothing is asked afterwards); under pooled-val-loss it cannot."""
+    from duallora.base.rundir import RunDir
     from duallora.federated import loop
     from duallora.federated.client_model import build_client_model
     from duallora.federated.prepare import prepare_cohort
-    from duallora.federated.rundir import RunDir
     from duallora.federated.sites import InProcessSites
     from duallora.federated.strategies import get_strategy
 

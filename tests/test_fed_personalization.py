@@ -23,6 +23,7 @@ from peft.tuners.lora import LoraLayer
 from test_fed_loop import _KILL_SCRIPT, _config, _read
 
 import duallora.federated.sites as sites_module
+from duallora.base.rundir import RunDir
 from duallora.errors import KitError
 from duallora.federated.client import train_client
 from duallora.federated.client_model import build_client_model
@@ -30,7 +31,6 @@ from duallora.federated.fedalt import ROUTER_ATTR, rest_of_world, rest_of_world_
 from duallora.federated.loop import run_training
 from duallora.federated.orthogonal import layer_overlap, orthogonality_penalty, overlap
 from duallora.federated.prepare import prepare_cohort
-from duallora.federated.rundir import RunDir
 from duallora.federated.serialization import encode
 from duallora.federated.strategies import (
     FRAME_GROUPS,
@@ -238,7 +238,7 @@ def test_resume_after_sigkill_is_bit_identical(strategy, harmonized_dir, cache, 
 
 
 def test_fedalt_refuses_a_replacement_aggregator(harmonized_dir, cache) -> None:
-    from duallora.federated.loop import RoundRequests, apply_round
+    from duallora.federated.rounds import RoundRequests, apply_round
     from duallora.federated.state import RunState
 
     config = _config(harmonized_dir, cache, strategy="fedalt")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from test_fed_loop import _KILL_SCRIPT, _config, _read
 
+from duallora.base.config import TrainConfig
 from duallora.federated.client import (
     OPTIMIZER_PREFIX,
     Predictions,
@@ -24,9 +25,9 @@ from duallora.federated.client import (
     train_client,
 )
 from duallora.federated.client_model import build_client_model
-from duallora.federated.config import TrainConfig
-from duallora.federated.loop import log_loss, run_training
+from duallora.federated.loop import run_training
 from duallora.federated.prepare import prepare_cohort
+from duallora.federated.selection import log_loss
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from duallora.base.config import STRATEGY_NAMES, TrainConfig
 from duallora.errors import KitError
 from duallora.federated.client_model import build_client_model
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.serialization import decode, encode, roundtrip
 from duallora.federated.strategies import get_strategy, weighted_average
 

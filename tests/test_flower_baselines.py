@@ -20,13 +20,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from duallora.cli import build_parser
+from duallora.base.command_line import build_parser
 from duallora.commands import COMMAND_MODULES, flower_local, train
 from duallora.federated.client_model import build_client_model
 from duallora.federated.loop import run_training
 from duallora.flower.localhost.run import localhost_sites
 from duallora.flower.run_config import SITE_FIELDS
-from duallora.flower.server_app import FINISHED, recorded_run_key
+from duallora.flower.server.server_app import FINISHED, recorded_run_key
 
 pytestmark = pytest.mark.slow
 OPTIONS = ["--quick", "--fm", "none", "--bootstrap", "20"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from duallora.cli import build_parser
+from duallora.base.command_line import build_parser
 from duallora.commands import COMMAND_MODULES, flower_local
 from duallora.flower.localhost.launcher import LocalhostFederation
 from duallora.flower.localhost.run import run_on_localhost

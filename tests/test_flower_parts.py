@@ -18,17 +18,12 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.common.config import parse_config_args, validate_config
 
+from duallora.base.config import TrainConfig, quick_overrides, resolve
 from duallora.errors import KitError, Terminated
-from duallora.federated.config import TrainConfig, quick_overrides, resolve
 from duallora.federated.strategies import get_strategy
-from duallora.flower.localhost import launcher
+from duallora.flower.flat_toml import write_flat_toml
+from duallora.flower.localhost import launcher, processes
 from duallora.flower.localhost.run import terminate_as_interrupt
-from duallora.flower.node_state import (
-    MissingPrivateStateError,
-    NodeStateStore,
-    private_for_round,
-    remember,
-)
 from duallora.flower.run_config import (
     APP_DIR,
     render_app_pyproject,
@@ -36,9 +31,15 @@ from duallora.flower.run_config import (
     to_run_config,
     train_config_from_run_config,
 )
-from duallora.flower.server_app import GaussianNoiseOnAggregate
+from duallora.flower.server.server_app import GaussianNoiseOnAggregate
+from duallora.flower.server.sites import private_ref, ref_round
 from duallora.flower.settings import FlowerSettings
-from duallora.flower.sites import private_ref, ref_round
+from duallora.flower.site.node_state import (
+    MissingPrivateStateError,
+    NodeStateStore,
+    private_for_round,
+    remember,
+)
 from duallora.flower.wire import (
     content_names,
     forbidden_names,
@@ -172,7 +173,7 @@ def test_the_server_only_ever_holds_a_round_number_for_private_state():
 def test_node_config_file_is_read_back_by_flower_exactly(tmp_path):
     values = {"client-name": "GE", "data-dir": str(tmp_path / 'a dir "quoted"' / "x\\y"),
               "n": 3, "f": 0.5, "on": True}
-    path = launcher.write_flat_toml(tmp_path / "node.toml", values)
+    path = write_flat_toml(tmp_path / "node.toml", values)
     assert parse_config_args([str(path)]) == values
 
 
@@ -194,8 +195,8 @@ def test_a_process_that_fails_to_start_is_reported_with_its_log_and_reaped(tmp_p
 def test_stop_all_kills_the_whole_process_group(tmp_path):
     script = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \
              "'import time; time.sleep(60)']); time.sleep(60)"
-    proc = launcher.ManagedProcess("parent", [sys.executable, "-c", script],
-                                   tmp_path / "p.log", env={"PATH": "/usr/bin:/bin"})
+    proc = processes.ManagedProcess("parent", [sys.executable, "-c", script],
+                                    tmp_path / "p.log", env={"PATH": "/usr/bin:/bin"})
     proc.start()
     pgid = proc.pid
     deadline = 50
@@ -203,8 +204,8 @@ def test_stop_all_kills_the_whole_process_group(tmp_path):
         subprocess.run(["sleep", "0.1"], check=True)
         deadline -= 1
     assert len(_group_members(pgid)) == 2  # the parent and its child
-    launcher.stop_all([proc], grace=2)
-    assert not launcher.group_alive(pgid)
+    processes.stop_all([proc], grace=2)
+    assert not processes.group_alive(pgid)
 
 
 def test_sigterm_raises_terminated_once_and_cannot_cut_the_teardown_short():
@@ -256,7 +257,7 @@ def test_sites_clip_their_update_with_flowers_mod_only_when_dp_is_on(monkeypatch
     from flwr.app import Message
     from flwr.supercore.task_identity import TaskIdentity
 
-    from duallora.flower.client_app import optional_clipping
+    from duallora.flower.site.client_app import optional_clipping
 
     for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
         monkeypatch.setattr(TaskIdentity, name, value)
@@ -280,7 +281,7 @@ def test_sites_clip_their_update_with_flowers_mod_only_when_dp_is_on(monkeypatch
 
 
 def test_privacy_budget_comes_from_flowers_rdp_accountant_and_composes():
-    from duallora.flower.privacy import epsilon, epsilon_curve
+    from duallora.flower.server.privacy import epsilon, epsilon_curve
 
     one, three = epsilon(1.0, 1, 1e-5), epsilon(1.0, 3, 1e-5)
     assert 0 < one < three < 3 * one  # RDP composition is sublinear in the rounds
@@ -301,9 +302,10 @@ def test_privacy_budget_comes_from_flowers_rdp_accountant_and_composes():
 
 def test_dp_aggregator_reports_epsilon_per_round_in_the_run_metrics():
     """The driver writes the aggregator's budget as metrics rows (split ``privacy``)."""
-    from duallora.federated.loop import _log_privacy
+    from duallora.federated.rounds import _log_privacy
     from duallora.federated.state import RunState
-    from duallora.flower.privacy import epsilon, run_epsilon
+    from duallora.flower.server.privacy import epsilon
+    from duallora.results.compare import run_epsilon
 
     noisy = GaussianNoiseOnAggregate(get_strategy("med_duallora"), noise_multiplier=1.5,
                                      clipping_norm=1.0, seed=0, delta=1e-4, sites=3)
@@ -364,7 +366,7 @@ def test_node_config_cache_dir_moves_the_sites_prefix_cache(tmp_path: Path) -> N
     """``cache-dir`` (what ``run_on_localhost(cache_dir=...)`` gives every local site) replaces
     the default ``state-dir/prefix-cache``; without it each site keeps its own."""
     from duallora.flower.localhost.run import site_nodes
-    from duallora.flower.site_handlers import Site, site_config
+    from duallora.flower.site.handlers import Site, site_config
 
     instructions = {"train-config": TrainConfig().to_json()}
     node = {"client-name": "GE", "data-dir": str(tmp_path), "state-dir": str(tmp_path / "s")}
@@ -410,7 +412,7 @@ def test_a_cohort_view_keeps_the_first_vendors_rows_in_order_and_links_the_volum
 def test_a_resumed_server_keeps_the_run_key_its_run_directory_recorded(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from duallora.flower.server_app import recorded_run_key, run_key_for
+    from duallora.flower.server.server_app import recorded_run_key, run_key_for
 
     rundir = SimpleNamespace(root=tmp_path)
     assert recorded_run_key(tmp_path) is None

@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from duallora.cli import build_parser
+from duallora.base.command_line import build_parser
 from duallora.commands import COMMAND_MODULES, flower_local, train
 from duallora.federated.client_model import build_client_model
 from duallora.federated.loop import run_training

@@ -17,17 +17,13 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from duallora.errors import KitError
-from duallora.flower.client_app import WorkerUnavailableError, ask_worker
-from duallora.flower.localhost.launcher import (
-    FORK_SERVER,
-    LocalhostFederation,
-    NodeSpec,
-    group_alive,
-)
-from duallora.flower.relay_codec import decode_content, encode_content
-from duallora.flower.site_handlers import HELLO, SiteCache
-from duallora.flower.site_worker import socket_path
-from duallora.flower.wire import CONFIG
+from duallora.flower.localhost.launcher import FORK_SERVER, LocalhostFederation, NodeSpec
+from duallora.flower.localhost.processes import group_alive
+from duallora.flower.protocol import CONFIG, HELLO
+from duallora.flower.site.client_app import WorkerUnavailableError, ask_worker
+from duallora.flower.site.handlers import SiteCache
+from duallora.flower.site.relay_codec import decode_content, encode_content
+from duallora.flower.site.worker import socket_path
 
 
 def test_the_relay_codec_carries_every_record_exactly():
@@ -55,9 +51,9 @@ def test_the_relay_codec_carries_every_record_exactly():
 
 
 def test_the_client_app_imports_neither_torch_nor_the_kit():
-    code = ("import sys, duallora.flower.client_app as c; "
+    code = ("import sys, duallora.flower.site.client_app as c; "
             "bad = [m for m in ('torch', 'pandas', 'peft', 'duallora.federated', "
-            "'duallora.flower.wire', 'duallora.flower.site_handlers') if m in sys.modules]; "
+            "'duallora.flower.wire', 'duallora.flower.site.handlers') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=False)
@@ -120,8 +116,8 @@ def test_the_worker_answers_over_its_socket_and_keeps_serving_after_a_bad_reques
 
 def test_the_site_cache_builds_the_model_and_cohort_once_per_run(harmonized_dir: Path,
                                                                  tmp_path: Path):
-    from duallora.federated.config import TrainConfig, resolve
-    from duallora.flower.site_handlers import Site
+    from duallora.base.config import TrainConfig, resolve
+    from duallora.flower.site.handlers import Site
 
     config = resolve({"strategy": "med_duallora", "fm": "none"}, quick=True)
     instructions = ConfigRecord({"run-key": "r1", "train-config": config.to_json()})
@@ -137,9 +133,10 @@ def test_the_site_cache_builds_the_model_and_cohort_once_per_run(harmonized_dir:
 
 def test_the_first_hello_of_a_run_carries_the_head_moments_of_a_training_site(
         harmonized_dir: Path, tmp_path: Path):
-    from duallora.federated.config import resolve
-    from duallora.flower.site_handlers import HEAD_MOMENTS, Site, handle
-    from duallora.flower.wire import ARRAYS, HOLDOUT_KEY, WITH_HEAD_MOMENTS, record_to_payload
+    from duallora.base.config import resolve
+    from duallora.flower.protocol import ARRAYS, HEAD_MOMENTS, HOLDOUT_KEY, WITH_HEAD_MOMENTS
+    from duallora.flower.site.handlers import Site, handle
+    from duallora.flower.wire import record_to_payload
 
     config = resolve({"strategy": "med_duallora", "fm": "none"}, quick=True)
     round0 = {"round": 0, "run-key": "r1", "train-config": config.to_json()}
@@ -195,7 +192,7 @@ def test_a_site_that_stays_away_is_reported_absent_and_the_others_answer(monkeyp
     from flwr.app import MessageType
     from flwr.supercore.task_identity import TaskIdentity
 
-    from duallora.flower.messaging import SiteAbsent, SiteDirectory, exchange
+    from duallora.flower.server.messaging import SiteAbsent, SiteDirectory, exchange
 
     for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
         monkeypatch.setattr(TaskIdentity, name, value)

@@ -25,11 +25,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from duallora.cli import build_parser
+from duallora.base.command_line import build_parser
+from duallora.base.config import TrainConfig
 from duallora.commands import COMMAND_MODULES, flower_local, train
-from duallora.federated.config import TrainConfig
 from duallora.federated.loop import run_training
-from duallora.flower.localhost.launcher import LocalhostFederation, group_alive
+from duallora.flower.localhost.launcher import LocalhostFederation
+from duallora.flower.localhost.processes import group_alive
 from duallora.flower.localhost.run import run_on_localhost
 from duallora.flower.run_config import SITE_FIELDS
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from duallora.flower.localhost.launcher import LocalhostFederation, NodeSpec, free_port
+from duallora.flower.localhost.launcher import LocalhostFederation, NodeSpec
+from duallora.flower.localhost.processes import free_port
 from duallora.flower.localhost.tls import make_node_key, make_tls_material
 
 pytestmark = pytest.mark.slow

@@ -87,8 +87,8 @@ def test_gate_rule_needs_both_differences_at_least_005_and_above_zero() -> None:
 @pytest.fixture(scope="module")
 def balanced_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 balanced subjects (6 per label, enough for 5 folds) of two vendors, harmonized."""
+    from data_prep.phantoms.balanced_cohorts import write_harmonized_cohort
     from data_prep.phantoms.centres import centres_by_vendor, draw_centres
-    from data_prep.phantoms.fast_test import write_harmonized_cohort
     from data_prep.phantoms.sampling import draw_balanced
     from data_prep.phantoms.shifts import parse_shifts
 

@@ -15,9 +15,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from duallora.base.config import TrainConfig
 from duallora.cli import main as duallora_main
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig
 
 
 def one_line_error(capsys: pytest.CaptureFixture, code: int, *names: str) -> str:
@@ -188,7 +188,7 @@ def test_rundir_prepare_only_checks_and_begin_clears() -> None:
     """The two steps apart: ``prepare`` never removes anything, ``begin(clear=True)`` does."""
     import tempfile
 
-    from duallora.federated.rundir import RunDir
+    from duallora.base.rundir import RunDir
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+from duallora.base.config import TrainConfig
+from duallora.base.presets import FRAME_MODES
 from duallora.errors import KitError
 from duallora.federated.client import optimizer_groups, train_client
 from duallora.federated.client_model import build_client_model
 from duallora.federated.cohort import ClientData, SplitData
-from duallora.federated.config import TrainConfig
 from duallora.federated.prefix_cache import prefix_key, prefix_states
 from duallora.federated.prepare import use_prefix_cache
 from duallora.federated.strategies import FUSION, STEM
 from duallora.model import build_convvit, load_foundation_model, load_phantom_fm, save_weights
+from duallora.model.backbone import TOKENS_KEY
 from duallora.model.checkpoints import FIRST_CONV_KEY, read_state_dict
-from duallora.model.convvit import TOKENS_KEY
 from duallora.model.foundation import phantom_fm_path
-from duallora.model.frames import FRAME_MODES, STEM_LR_MULT, frame_key
+from duallora.model.frames import STEM_LR_MULT, frame_key
 
 TINY = {"image_size": [32, 32, 4], "embed_dim": 32, "depth": 3, "n_heads": 2,
         "conv_chans": [8, 8]}

@@ -38,6 +38,17 @@ def test_folder_defaults_resolve_inside_the_repository(tmp_path: Path, monkeypat
     assert data == tmp_path / "mine" and reports == paths.repo_root() / "reports"
 
 
+def test_shared_folder_env_is_duallora_shared_and_the_old_name_warns(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    monkeypatch.delenv("MEDDUAL_SHARED", raising=False)
+    monkeypatch.setenv("DUALLORA_SHARED", str(tmp_path))
+    assert paths.shared_dir() == tmp_path.resolve()
+    monkeypatch.delenv("DUALLORA_SHARED")
+    monkeypatch.setenv("MEDDUAL_SHARED", str(tmp_path))
+    with pytest.warns(DeprecationWarning, match="DUALLORA_SHARED"):
+        assert paths.shared_dir() == tmp_path.resolve()
+
+
 def test_every_notebook_resolves_its_folders_through_the_kit() -> None:
     """Defaults are None (no relative path) and the setup cell resolves them before any use."""
     for notebook in list_notebooks():

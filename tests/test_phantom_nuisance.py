@@ -11,8 +11,8 @@ import pytest
 from data_prep.conventions import LV
 from data_prep.phantoms.acquisition import render_v2
 from data_prep.phantoms.appearance import STYLES
+from data_prep.phantoms.balanced_cohorts import balanced_draws
 from data_prep.phantoms.centres import draw_centres
-from data_prep.phantoms.fast_test import balanced_draws
 from data_prep.phantoms.nuisance import (
     NO_NUISANCE,
     REFERENCE_VENDOR,

@@ -115,7 +115,7 @@ def test_frames_match_load_pair_of_the_harmonized_ed_es(population: tuple[list, 
     identical and the intensities are a near-linear rescaling.
     """
     from data_prep.phantoms.acquisition import render_v2
-    from data_prep.phantoms.fast_test import write_harmonized_cohort
+    from data_prep.phantoms.balanced_cohorts import write_harmonized_cohort
     from data_prep.phantoms.population_frames import (
         cine_to_model_input,
         resize_masks,

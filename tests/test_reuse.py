@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig
 from duallora.federated.reuse import RUN_MARKER, ensure_all_trained
 
 RUN_FILES = ("metrics.csv", "predictions.csv", "comm.jsonl")

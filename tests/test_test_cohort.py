@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig
 from duallora.federated.loop import run_training
 from duallora.federated.prepare import UNSEEN_SITE, load_vendor_clients
 

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from data_prep.conventions import phantom_raw_roots  # noqa: E402
 from duallora.commands.pretrain import build_population  # noqa: E402
 from duallora.data import load_cohort_arrays  # noqa: E402
 from duallora.model import build_convvit, phantom_fm_path  # noqa: E402
@@ -44,7 +45,6 @@ from duallora.model.pretrain import (  # noqa: E402
     train_mae,
 )
 from duallora.model.probe import embed_all, linear_probe_scores  # noqa: E402
-from duallora.notebooks.experiments import raw_roots  # noqa: E402
 
 SIZE = "tutorial"
 # Phantom client cohorts used only for probing: (scale, seed). seed 0 / 0.2 is the demo cohort,
@@ -174,7 +174,7 @@ def build_probe_cohort(work: Path, name: str, scale: float, seed: int) -> Path:
     raw = write_phantom_cohort(work / "probe" / name / "raw", scale=scale, seed=seed,
                                generator="v1")  # the sweep's recorded results are v1's
     out = work / "probe" / name / "harmonized"
-    harmonize_datasets(**raw_roots(raw), out=out, seed=seed, progress=False)
+    harmonize_datasets(**phantom_raw_roots(raw), out=out, seed=seed, progress=False)
     return out
 
 

@@ -31,8 +31,8 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from duallora.federated.norm_logger import adapter_scales, state_norms
 from duallora.notebooks import experiments
-from duallora.results.adapter_norms import adapter_scales, state_norms
 from duallora.results.metrics import binary_metrics
 from duallora.results.run_reader import load_run
 

@@ -25,7 +25,7 @@ Modules, one job each:
 ``sampling``        drawing labelled subjects at natural prevalence or to a label quota
 ``acquisition``     centre protocols on top of vendor appearance; ``render_v2``
 ``cohort``          the v2 training cohort in the raw ACDC / M&Ms / M&Ms-2 layouts
-``fast_test``       balanced test / validation cohorts straight into the harmonized layout
+``balanced_cohorts`` balanced test / validation cohorts straight into the harmonized layout
 ``headroom``        oracle headroom report from latent parameters (no rendering)
 ``image_headroom``  image-level headroom: its rendered cohorts, merged report, seed summary
 ``population_v2``   unlabelled pretraining population over many draws of every v2 centre
@@ -84,9 +84,9 @@ def write_phantom_cohort(out: Path, scale: float = 1.0, seed: int = 0,
         if shifts is not None:
             raise ValueError("the v1 generator has no shifts")
         return write_phantom_cohort_v1(out, scale=scale, seed=seed, workers=workers)
+    from data_prep.phantoms.balanced_cohorts import balanced_draws, write_harmonized_cohort
     from data_prep.phantoms.centres import draw_centres
     from data_prep.phantoms.cohort import write_cohort_info, write_training_cohort
-    from data_prep.phantoms.fast_test import balanced_draws, write_harmonized_cohort
     from data_prep.phantoms.headroom import headroom_report, write_headroom
 
     out = Path(out)

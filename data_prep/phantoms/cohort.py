@@ -6,7 +6,7 @@ every frame under the centre's protocol (``acquisition``) and writes ACDC / M&Ms
 exactly as v1 does (same folders, tables and quirks; centre names in Info.cfg ``Centre``,
 the M&Ms ``Centre`` column and an extra M&Ms-2 ``CENTRE`` column). Beside it: ``centres.csv``,
 ``cohort.json`` (generator, seed, scale, shifts), ``headroom.json`` and, unless disabled, the
-harmonized balanced test (and validation) cohorts of ``fast_test``.
+harmonized balanced test (and validation) cohorts of ``balanced_cohorts``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from data_prep.conventions import ACDC_TO_UNIFIED, VENDORS
+from data_prep.conventions import ACDC_TO_UNIFIED, VENDORS, phantom_raw_roots
 from data_prep.phantoms.acquisition import render_v2
 from data_prep.phantoms.centres import Centre, centre_table, centres_by_vendor, draw_centres
 from data_prep.phantoms.cohort_v1 import (
@@ -179,8 +179,7 @@ def write_training_cohort(out: Path, centres: list[Centre], scale: float, seed: 
                           min_per_label: int = MIN_PER_LABEL) -> dict[str, int]:
     """Write the three raw trees under ``out``; returns subjects per dataset."""
     out = Path(out)
-    roots = {"acdc": out / "ACDC" / "database", "mnms": out / "MnM" / "OpenDataset",
-             "mnms2": out / "MnM2"}
+    roots = phantom_raw_roots(out)
     tasks = training_tasks(centres, scale, seed, min_per_label)
     rows = _run([(t, roots[t.dataset]) for t in tasks], workers)
     mnms_root = roots["mnms"]

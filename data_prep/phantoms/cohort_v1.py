@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from data_prep.conventions import ACDC_TO_UNIFIED, HEALTHY_CODE
+from data_prep.conventions import ACDC_TO_UNIFIED, HEALTHY_CODE, phantom_raw_roots
 from data_prep.phantoms.anatomy import Scan, contraction, render_stack, sample_heart
 from data_prep.phantoms.appearance import STYLES, apply_appearance, scanner_affine
 from data_prep.phantoms.workers import map_in_order
@@ -316,8 +316,7 @@ def write_phantom_cohort(out: Path, scale: float = 1.0, seed: int = 0,
     """Write ``out/ACDC/database``, ``out/MnM/OpenDataset`` and ``out/MnM2``; returns ``out``."""
     out = Path(out)
     specs = cohort_specs(scale, seed)
-    roots = {"acdc": out / "ACDC" / "database", "mnms": out / "MnM" / "OpenDataset",
-             "mnms2": out / "MnM2"}
+    roots = phantom_raw_roots(out)
     rows = _write_all([(s, roots[s.dataset]) for s in specs], workers, "phantoms")
     mnms = [r for s, r in zip(specs, rows, strict=True) if s.dataset == "mnms"]
     mnms_root = roots["mnms"]

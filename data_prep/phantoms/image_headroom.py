@@ -25,6 +25,7 @@ from data_prep.phantoms.centres import Centre, centres_by_vendor, draw_centres
 from data_prep.phantoms.headroom import HEADROOM_FILE
 from data_prep.phantoms.sampling import Draw, allocate, draw_balanced, draw_natural
 from data_prep.phantoms.shifts import Shifts
+from duallora.base.markers import read_marker, write_marker
 from duallora.errors import KitError
 
 TRAIN_PURPOSE = "image-headroom-train"
@@ -64,17 +65,17 @@ def draw_test_subjects(centres: list[Centre], n_test: int, seed: int) -> list[Dr
 
 def _write_or_reuse(folder: Path, draws: list[Draw], split: str, record: dict[str, Any],
                     workers: int | None, progress: bool) -> Path:
-    from data_prep.phantoms.fast_test import write_harmonized_cohort
+    from data_prep.phantoms.balanced_cohorts import write_harmonized_cohort
 
     marker = folder / DRAWS_FILE
     if marker.is_file() and (folder / "metadata.csv").is_file():
-        if json.loads(marker.read_text()) != record:
+        if read_marker(marker) != record:
             raise KitError(f"{folder}: holds another image-headroom cohort ({marker.name} "
                            f"differs: other --train-per-vendor / --test-per-vendor?); remove it "
                            "or write elsewhere")
         return folder
     write_harmonized_cohort(folder, draws, split, workers=workers, progress=progress)
-    marker.write_text(json.dumps(record, indent=2) + "\n")
+    write_marker(marker, record)
     return folder
 
 

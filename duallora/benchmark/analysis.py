@@ -33,11 +33,12 @@ import numpy as np
 import pandas as pd
 
 from duallora.benchmark import controls, lovo
+from duallora.benchmark.cross_site import cross_site_matrix, subjects_per_site
 from duallora.benchmark.plans import ARMS, H2_ARMS, PRIMARY, Plan, ShiftCell
 from duallora.benchmark.runs import TrainedRun, run_cost
 from duallora.benchmark.validation import read_validation
 from duallora.federated.prepare import UNSEEN_SITE
-from duallora.results import inference, thresholds
+from duallora.results import inference, run_reader, thresholds
 
 METRICS = ("balanced_accuracy", "auc", "sensitivity", "specificity", "brier", "ece")
 VENDOR_METRICS = ("balanced_accuracy", "auc")
@@ -63,7 +64,7 @@ def _plain(value: Any) -> Any:
 
 
 def read_predictions(folder: Path) -> pd.DataFrame:
-    frame = pd.read_csv(Path(folder) / "predictions.csv")
+    frame = run_reader.read_predictions(folder, missing_ok=False)
     frame["subject_id"] = frame["subject_id"].astype(str)
     return frame
 
@@ -380,47 +381,6 @@ def h3_section(plan: Plan, runs: list[TrainedRun], primary_cell: dict[str, Any]
                      "wall_seconds": cost.get("wall_seconds"),
                      "balanced_accuracy": ba["value"], "low": ba["low"], "high": ba["high"]})
     return {"rows": rows}
-
-
-def cross_site_matrix(runs: list[TrainedRun], cell: ShiftCell) -> dict[str, Any]:
-    """Balanced accuracy of each site's personalized model (rows; plus the global model) on
-    every vendor's test subjects and the unseen centre (columns), mean over replicates."""
-    from duallora.results.metrics import binary_metrics
-
-    out: dict[str, Any] = {}
-    for run in runs:
-        if run.cohort.cell != cell or run.spec.holdout:
-            continue
-        predictions = read_predictions(run.folder)
-        table = out.setdefault(run.spec.name, defaultdict(lambda: defaultdict(list)))
-        for (split, client), part in predictions.groupby(["split", "client"]):
-            if split == "test":
-                owner = client
-            elif split.startswith("cross_site:"):
-                owner = split.split(":", 1)[1]
-            elif split in ("test_global", "holdout"):
-                owner = "global"
-            else:
-                continue
-            value = binary_metrics(part["label"].to_numpy(), part["prob"].to_numpy())
-            table[owner][client].append(value["balanced_accuracy"])
-    return {run: {owner: {target: float(np.mean(v)) for target, v in targets.items()}
-                  for owner, targets in table.items()}
-            for run, table in out.items()}
-
-
-def subjects_per_site(runs: list[TrainedRun], cell: ShiftCell) -> dict[str, int]:
-    """Test subjects of each vendor and of the unseen centre at ``cell`` (the cross-site
-    matrix's column sizes, which bound its sampling error)."""
-    for run in runs:
-        if run.cohort.cell == cell and not run.spec.holdout:
-            frame = read_predictions(run.folder)
-            part = frame[frame["split"].isin(["test", "holdout", "test_global"])]
-            return {str(k): int(v) for k, v in
-                    part.drop_duplicates(["client", "subject_id"]).groupby("client").size()
-                    .items()}
-    return {}
-
 
 
 def _global_on(folder: Path, vendor: str) -> pd.DataFrame:

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_prep.conventions import phantom_raw_roots
+from duallora.base.markers import build_once, is_built, write_marker
 from duallora.benchmark.plans import Plan, ShiftCell
-from duallora.federated.reuse import build_once, read_marker, write_marker
 
 MARKER = "benchmark_cohort.json"
 COHORT_CACHE_ENV = "DUALLORA_COHORT_CACHE"
@@ -79,7 +80,7 @@ def ensure_cohort(data: Path, plan: Plan, cell: ShiftCell, seed: int,
     cohort = BenchmarkCohort(cell, seed, Path(data) / cell.key / f"seed{seed}")
     wanted = cohort_settings(plan, cell, seed)
     marker = cohort.root / MARKER
-    if read_marker(marker) == wanted and (cohort.harmonized / "metadata.csv").is_file():
+    if is_built(marker, wanted, cohort.harmonized / "metadata.csv"):
         return cohort
     if cohort.root.exists():  # its runs were trained on another cohort: they go too
         shutil.rmtree(cohort.root)
@@ -89,8 +90,7 @@ def ensure_cohort(data: Path, plan: Plan, cell: ShiftCell, seed: int,
                              shifts=parse_shifts(cell.spec),
                              test_per_vendor=plan.test_per_vendor,
                              unseen_test=plan.test_per_vendor, progress=progress)
-        harmonize_datasets(out=into.harmonized, seed=seed, acdc=into.raw / "ACDC" / "database",
-                           mnms=into.raw / "MnM" / "OpenDataset", mnms2=into.raw / "MnM2")
+        harmonize_datasets(out=into.harmonized, seed=seed, **phantom_raw_roots(into.raw))
 
     cache = os.environ.get(COHORT_CACHE_ENV)
     if cache:

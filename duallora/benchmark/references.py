@@ -18,19 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from duallora.benchmark.cohorts import BenchmarkCohort
 from duallora.benchmark.plans import Plan
-
-POOLED_SHAPE = (16, 16, 4)
-
-
-def pixel_features(images: torch.Tensor) -> np.ndarray:
-    """The raw-pixel probe's features: each frame average-pooled to :data:`POOLED_SHAPE`,
-    flattened (N, frames * 16 * 16 * 4); also the ``pixels`` arm of the FM gate."""
-    pooled = torch.nn.functional.adaptive_avg_pool3d(images.float(), POOLED_SHAPE)
-    return pooled.flatten(1).numpy()
+from duallora.model.probe import pixel_features
 
 
 def cohort_reference_probs(plan: Plan, cohort: BenchmarkCohort) -> dict[str, dict[str, float]]:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from duallora.base.config import STRATEGY_NAMES, TrainConfig
+from duallora.base.rundir import RunDir
 from duallora.benchmark.cohorts import BenchmarkCohort, ensure_cohort
 from duallora.benchmark.plans import RUNS, Plan, RunSpec
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,11 @@ def _ensure_plan_runs(plan: Plan, data: Path, progress: bool) -> list[TrainedRun
 
 def run_cost(folder: Path) -> dict[str, float]:
     """The cost rows of a run (``metrics.csv`` split ``cost``) and its wall time."""
-    import pandas as pd
+    from duallora.results.run_reader import read_metrics
 
-    metrics = pd.read_csv(folder / "metrics.csv")
+    metrics = read_metrics(folder)
     cost = metrics[metrics["split"] == "cost"]
     values = {row.metric: float(row.value) for row in cost.itertuples()}
-    timing = json.loads((folder / "timing.json").read_text())
+    timing = json.loads(RunDir(folder).timing.read_text())
     values["wall_seconds"] = float(timing.get("total_seconds", float("nan")))
     return values

@@ -77,9 +77,9 @@ def check_model_path(model: Path) -> None:
 
 def check_options(args: argparse.Namespace) -> None:
     """The same ranges as training's options (``TrainConfig``'s declarations)."""
+    from duallora.base.config import TrainConfig, check_device_spec, check_precision
+    from duallora.base.ranges import check_type
     from duallora.errors import KitError
-    from duallora.federated.config import TrainConfig, check_device_spec, check_precision
-    from duallora.federated.ranges import check_type
 
     if args.device is not None:
         check_device_spec(args.device)

@@ -18,9 +18,9 @@ import argparse
 import time
 from pathlib import Path
 
+from duallora.base.config import STRATEGY_NAMES, TrainConfig
 from duallora.commands.options import add_settings_options, explicit_values
 from duallora.commands.train import add_run_options, check_resume, config_from_args
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig
 from duallora.federated.strategies import get_strategy
 from duallora.flower.run_config import SITE_FIELDS
 from duallora.flower.settings import FlowerSettings

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from duallora.model.presets import PRESETS
+    from duallora.base.presets import PRESETS
 
     parser = sub.add_parser("fm-gates", help="the FM gate: frozen FM features against raw "
                             "pixels and random inits (linear probe, paired bootstrap)",

@@ -1,6 +1,6 @@
 """Command-line options generated from a settings dataclass (``TrainConfig``, ``FlowerSettings``).
 
-Every field declared with ``federated.config.setting`` becomes ``--field-name`` with its help
+Every field declared with ``base.config.setting`` becomes ``--field-name`` with its help
 text, so ``duallora train`` and ``duallora flower-local`` offer the same training options and a
 new field appears on both without further code. Options default to "not given"
 (``argparse.SUPPRESS``), so ``explicit_values`` knows exactly what the user typed: that is what

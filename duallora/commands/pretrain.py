@@ -124,7 +124,7 @@ def _continue_command(command: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from duallora.model.presets import PRESETS
+    from duallora.base.presets import PRESETS
     from duallora.model.pretrain import Chunking, PretrainConfig, pretrain
 
     if args.size not in PRESETS:
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if args.mask_slab < 1 or depth % args.mask_slab:
         raise KitError(f"--mask-slab must divide the {args.size} token grid's depth ({depth} "
                        f"slices), got {args.mask_slab}")
-    from duallora.federated.config import check_device_spec, check_precision
+    from duallora.base.config import check_device_spec, check_precision
 
     check_device_spec(args.device)
     check_precision(args.precision)

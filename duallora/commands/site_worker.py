@@ -32,15 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from duallora.errors import KitError
-    from duallora.flower.site_worker import main, read_node_config
+    from duallora.flower.site.worker import run_worker
 
-    node = read_node_config(args.node_config) if args.node_config else {}
-    for key, value in (("client-name", args.client_name), ("data-dir", args.data_dir),
-                       ("state-dir", args.state_dir)):
-        if value is not None:
-            node[key] = str(value)
-    missing = [key for key in ("client-name", "data-dir", "state-dir") if not node.get(key)]
-    if missing:
-        raise KitError(f"site-worker: give --node-config or --{' --'.join(missing)}")
-    return main(node)
+    return run_worker(args.node_config, {"client-name": args.client_name,
+                                         "data-dir": args.data_dir, "state-dir": args.state_dir})

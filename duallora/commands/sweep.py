@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from duallora.federated.config import STRATEGY_NAMES
+from duallora.base.config import STRATEGY_NAMES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def check_options(args: argparse.Namespace) -> None:
     """Every run's options are validated here, before the first run starts: a bad value
     would otherwise fail each ``duallora train`` process in turn (and the tables be empty)."""
-    from duallora.cli import build_parser
+    from duallora.base.command_line import build_parser
+    from duallora.base.ranges import SEED, between
     from duallora.commands.train import config_from_args
-    from duallora.federated.ranges import SEED, between
 
     for seed in args.seeds:
         SEED.check("--seeds", seed)

@@ -3,7 +3,7 @@
     duallora train --data HARMONIZED_DIR --strategy NAME --out RUN_DIR [--rounds R] [--seed S]
                    [--blocks SPEC] [--fm WEIGHTS] [--quick] [--resume] [...]
 
-Every training setting (duallora.federated.config.TrainConfig) is an option; --help lists them.
+Every training setting (duallora.base.config.TrainConfig) is an option; --help lists them.
 
 Strategies: single_site (was: local), centralized, fedavg_full, fedavg_lora, ffa_lora,
 fedsa_lora, med_duallora.
@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from duallora.base.config import STRATEGY_NAMES, TrainConfig, resolve
 from duallora.commands.options import add_settings_options, explicit_values
-from duallora.federated.config import STRATEGY_NAMES, TrainConfig, resolve
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,9 +63,9 @@ def check_resume(args: argparse.Namespace, config: TrainConfig,
     """``--resume`` continues the recorded configuration: refuse, naming them, the options
     given now that say otherwise (they would be ignored). Options not given are not
     compared: ``--resume`` alone continues whatever was recorded."""
+    from duallora.base.config import quick_overrides, resume_conflicts
+    from duallora.base.rundir import RunDir
     from duallora.errors import KitError
-    from duallora.federated.config import quick_overrides, resume_conflicts
-    from duallora.federated.rundir import RunDir
 
     rundir = RunDir(args.out)
     if not (args.resume and rundir.config.is_file()):

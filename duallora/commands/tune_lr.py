@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 
+from duallora.base.config import TrainConfig
 from duallora.commands.options import add_settings_options
 from duallora.commands.train import add_run_arguments, config_from_args
-from duallora.federated.config import TrainConfig
 
 
 def _grid(text: str) -> tuple[float, ...]:

@@ -1,6 +1,9 @@
 """The federated engine: one run of one strategy over the clients of a harmonized cohort.
 
-- ``config``         ``TrainConfig``: everything that defines a run (JSON in ``config.json``).
+``TrainConfig``, devices and the run directory's writer are on the ground floor
+(``duallora.base``: ``config``, ``device``, ``rundir``; ``federated.config`` re-exports the
+config's names).
+
 - ``prepare``        harmonized folder -> the run's clients (same for in-process and Flower).
 - ``cohort``         clients (one per vendor) and their train / val / test splits.
 - ``client_model``   frozen foundation model + the strategy's adapters and heads.
@@ -15,13 +18,18 @@
 - ``serialization``  the one wire format of every message (a safetensors blob).
 - ``loop``           the round driver: send -> local training -> upload -> aggregate ->
                      validate -> select; the only place that decides what happens in a round.
-- ``sites``          the driver's batch-shaped view of the sites; ``InProcessSites`` (the Flower
-                     transport is ``duallora.flower.sites.FlowerSites``).
+- ``rounds``         one round: what each site receives, its answers, the aggregation.
+- ``selection``      validation and which round's models the final test uses (``--selection``).
+- ``final_test``     the final test, predictions.csv, summary and cost rows, the export.
+- ``last_validation`` the last validation and the final test as one batch per site.
+- ``sites``          the driver's batch-shaped view of the sites and the ``Capabilities`` a
+                     transport declares; ``InProcessSites`` (the Flower transport is
+                     ``duallora.flower.server.sites.FlowerSites``).
 - ``state``          ``RunState``: the typed state between rounds (the checkpoint).
 - ``tune``           a small learning-rate grid per strategy, chosen on validation loss.
-- ``rundir``         the run directory's writer (atomic files, checkpoints).
+- ``norm_logger``    the ``after_round`` hook that logs adapter norms (``adapter_norms.csv``).
 - ``export``         the final models, reusable outside the kit.
-- ``reuse``          train a configuration once, reuse (or resume) it later.
+- ``reuse``          train a configuration once, reuse (or resume) it later (``base.markers``).
 - ``sweep``          strategies x seeds as parallel ``duallora train`` runs (``duallora sweep``).
 
 Evaluation rows and everything that reads a run back live in ``duallora.results``.

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from duallora.base.config import TrainConfig
+from duallora.base.device import OptimizerStep, to_compute, to_host
 from duallora.federated.client_model import ClientModel
 from duallora.federated.cohort import ClientData, SplitData
-from duallora.federated.config import TrainConfig
-from duallora.federated.device import OptimizerStep, to_compute, to_host
 from duallora.federated.dpa import adapter_weights, instance_weights, representations
 from duallora.federated.head_norm import apply_head_norm
 from duallora.federated.orthogonal import orthogonality_penalty

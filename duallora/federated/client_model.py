@@ -17,6 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from duallora.base.config import TrainConfig
+from duallora.base.device import autocast, configure_determinism, resolve_device, to_host
+from duallora.base.presets import FRAME_MODES
 from duallora.errors import KitError
 from duallora.federated.adapters import (
     AdapterSpec,
@@ -25,8 +28,6 @@ from duallora.federated.adapters import (
     resolve_blocks,
     set_active_adapters,
 )
-from duallora.federated.config import TrainConfig
-from duallora.federated.device import autocast, configure_determinism, resolve_device, to_host
 from duallora.federated.fedalt import attach_routers
 from duallora.federated.serialization import Payload
 from duallora.federated.strategies import (
@@ -36,7 +37,6 @@ from duallora.federated.strategies import (
     get_strategy,
     parameter_group,
 )
-from duallora.model.frames import FRAME_MODES
 
 
 def load_foundation(config: TrainConfig) -> nn.Module:

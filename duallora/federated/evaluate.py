@@ -31,12 +31,12 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
+from duallora.base.config import TrainConfig
+from duallora.base.device import autocast, resolve_device, to_compute
+from duallora.base.rundir import RunDir
 from duallora.errors import KitError
 from duallora.federated.client import evaluate_client, split_private
 from duallora.federated.cohort import ClientData, SplitData
-from duallora.federated.config import TrainConfig
-from duallora.federated.device import autocast, resolve_device, to_compute
-from duallora.federated.rundir import RunDir
 from duallora.federated.serialization import Payload
 from duallora.results.evaluation import prediction_rows, summary_rows
 
@@ -58,7 +58,7 @@ class ExportedModels:
 
 
 def _run_config(run_root: Path, where: Path) -> TrainConfig:
-    config = run_root / "config.json"
+    config = RunDir(run_root).config
     if not config.is_file():
         raise KitError(f"--model {where}: no config.json in {run_root} (a kit run's exported "
                        "models are read with the run's configuration)")
@@ -75,7 +75,7 @@ def read_export(path: Path) -> ExportedModels:
     path = Path(path)
     if path.is_file() and path.suffix == ".pt":
         return _read_checkpoint(path)
-    final = path / "checkpoints" / "final" if (path / "checkpoints").is_dir() else path
+    final = RunDir(path).final if RunDir(path).checkpoints.is_dir() else path
     if not final.is_dir():
         raise KitError(f"--model {path}: not a run directory, its checkpoints/final folder, a "
                        "last.pt checkpoint or a .safetensors classifier")
@@ -220,11 +220,11 @@ def predict_images(core: torch.nn.Module, split: SplitData, batch_size: int,
 def evaluate_classifier(path: Path, data: Path, *, size: str, device: str, precision: str,
                         batch_size: int) -> list[dict[str, Any]]:
     """Prediction rows of a fine-tuned ConvViT classifier file on every vendor's test split."""
+    from duallora.base.presets import PRESETS
     from duallora.data import load_cohort_arrays
     from duallora.federated.cohort import split_clients
     from duallora.model import load_foundation_model
     from duallora.model.checkpoints import read_metadata, read_state_dict
-    from duallora.model.presets import PRESETS
 
     size = size or read_metadata(path).get("size", "")
     if size not in PRESETS:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from duallora.base.config import TrainConfig
 from duallora.federated.client import set_mode
 from duallora.federated.client_model import ClientModel, model_input_size
-from duallora.federated.config import TrainConfig
 from duallora.federated.prepare import use_prefix_cache
 
 

@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import torch
 
+from duallora.base.config import TrainConfig
+from duallora.base.device import to_compute
 from duallora.federated.client_model import ClientModel
 from duallora.federated.cohort import SplitData
-from duallora.federated.config import TrainConfig
-from duallora.federated.device import to_compute
 from duallora.federated.prepare import FederatedCohort
 from duallora.federated.serialization import Payload
 from duallora.federated.strategies import Strategy

@@ -3,10 +3,10 @@
 The final test needs the selected models, and the selection needs the last validation, so a
 plain transport asks each site twice at the end of a run. A transport that sends one message
 per site per round (Flower) asks once instead, under a selection rule a site can apply by
-itself (``loop.SITE_DECIDED_RULES``):
+itself (``selection.SITE_DECIDED_RULES``):
 
 - the driver passes the two final plans the last validation can lead to
-  (``loop.final_candidates``: ``kept``, no selection moves to the last round, and ``last``,
+  (``selection.final_candidates``: ``kept``, no selection moves to the last round, and ``last``,
   every selection does) with each site's selected score so far;
 - each site validates first, then decides its own selection with the driver's rule
   (``site_takes_last``) and tests (and exports, and fine-tunes) only the personalized model
@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from duallora.federated.client import Predictions
+from duallora.federated.selection import last_round_replaces, selection_score
 from duallora.federated.sites import EvalRequest
 
 KEPT, LAST = "kept", "last"   # which candidate a conditional request belongs to
@@ -60,8 +61,6 @@ def merged_requests(kept: list[EvalRequest], last: list[EvalRequest]
 def site_takes_last(validation: Predictions, kept_score: float | None, rule: str) -> bool:
     """A site's own decision: does its last round replace its selected personalized model?
     The driver's rule on the same predictions (``apply_validation`` decides the same)."""
-    from duallora.federated.loop import last_round_replaces, selection_score
-
     return last_round_replaces(selection_score(validation), kept_score, rule)
 
 

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from duallora.federated.device import autocast, place_cache, storage_dtype
+from duallora.base.device import autocast, place_cache, storage_dtype
 
 _MEMORY: dict[str, dict[str, torch.Tensor]] = {}
 _MEMORY_LIMIT = 16  # one cohort's splits in memory: 4 vendors x 3 splits + a hold-out

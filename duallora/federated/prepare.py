@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from duallora import paths
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError
 from duallora.federated.client_model import ClientModel, model_input_size
 from duallora.federated.cohort import (
@@ -25,7 +26,6 @@ from duallora.federated.cohort import (
     split_clients,
     trim_train,
 )
-from duallora.federated.config import TrainConfig
 from duallora.federated.prefix_cache import prefix_states
 
 

@@ -13,65 +13,34 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
+from duallora.base.config import TrainConfig
+from duallora.base.markers import is_built, read_marker, write_marker
+from duallora.base.rundir import RunDir
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig
 
 RUN_MARKER = "kit_run.json"
 
 
-def read_marker(path: Path) -> Any:
-    """A JSON marker's content, or None when it is missing or unreadable (then: redo)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_marker(path: Path, values: dict[str, Any]) -> None:
-    """Write a JSON marker atomically: a crash never leaves half a marker behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
-def build_once(target: Path, wanted: dict[str, Any], build: Callable[[], None],
-               marker: Path) -> None:
-    """``build()`` fills ``target`` unless ``marker`` already records ``wanted``; under a file
-    lock (``target.lock``), so processes asking at once build it once and the others wait and
-    reuse it. Whatever ``target`` held without a matching marker (a partial or stale build)
-    is removed first."""
-    from filelock import FileLock
-
-    with FileLock(f"{target}.lock"):
-        if read_marker(marker) != wanted:
-            shutil.rmtree(target, ignore_errors=True)
-            build()
-            write_marker(marker, wanted)
-
-
 def is_finished(config: TrainConfig, out: Path) -> bool:
-    marker = read_marker(Path(out) / RUN_MARKER)
-    return (marker is not None and marker.get("config") == json.loads(config.to_json())
-            and (Path(out) / "metrics.csv").is_file())
+    return is_built(Path(out) / RUN_MARKER, {"config": json.loads(config.to_json())},
+                    RunDir(out).metrics)
 
 
 def ensure_trained(config: TrainConfig, out: Path, *, progress: bool = True) -> Path:
     """Train ``config`` into ``out`` unless the same configuration finished there."""
     from duallora.federated.loop import run_training
-    from duallora.results.adapter_norms import NormLogger
+    from duallora.federated.norm_logger import NormLogger
 
     out = Path(out)
     if is_finished(config, out):
         return out
     wanted = json.loads(config.to_json())
-    resume = read_marker(out / "config.json") == wanted
+    resume = read_marker(RunDir(out).config) == wanted
     if out.exists() and not resume:
         shutil.rmtree(out)
     logger = NormLogger(out, config)

@@ -6,8 +6,8 @@ object only carries the work out, one batch of requests per step, so that the sa
 
 - in this process (``InProcessSites``: every site's data in memory, ``train_client`` and
   ``evaluate_client`` called one site after the other), and
-- over Flower (``duallora.flower.sites.FlowerSites``: each batch becomes one message per site,
-  sent at once; the data and the private parts stay on the sites).
+- over Flower (``duallora.flower.server.sites.FlowerSites``: each batch becomes one message
+  per site, sent at once; the data and the private parts stay on the sites).
 
 Private parts are *handles* (see ``federated.state``): a transport returns one with each
 training answer and receives it back in later requests; the driver never looks inside.
@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from duallora.base.config import TrainConfig
 from duallora.federated.client import (
     ClientUpdate,
     Predictions,
@@ -27,7 +28,6 @@ from duallora.federated.client import (
     train_client,
 )
 from duallora.federated.client_model import ClientModel
-from duallora.federated.config import TrainConfig
 from duallora.federated.export import export_final_models
 from duallora.federated.head_norm import assign_head_norm, cohort_moments
 from duallora.federated.prepare import FederatedCohort
@@ -65,10 +65,28 @@ class EvalRequest:
 TrainAnswer = ClientUpdate | Exception  # an exception: the site failed this round
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a transport can do beyond the basic batch calls (``Sites``): the driver asks for
+    nothing else, and the numbers are the same either way (only the number of messages
+    changes).
+
+    ``validates_with_next_round``: it takes the validation of round r with the training of
+    round r + 1 as one batch (``Sites.train_after_validation``). ``validates_with_final_test``
+    (only together with the first): it takes the last validation with the final test
+    (``Sites.validate_then_test``), under a selection rule each site can apply alone
+    (``selection.SITE_DECIDED_RULES``; ``federated.last_validation``).
+    """
+
+    validates_with_next_round: bool = False
+    validates_with_final_test: bool = False
+
+
 class Sites(Protocol):
     """What the driver needs from the sites of a run (see the module docstring)."""
 
     transport: str              # "in-process" or "flower" (recorded in timing.json)
+    capabilities: Capabilities  # the optional batches below that the transport offers
     trainers: list[str]         # sites that train ("pooled" for centralized), sorted
     vendors: list[str]          # vendors evaluated on their own test split, sorted
     holdout: str | None         # a vendor that never trains; only the global model sees it
@@ -89,11 +107,28 @@ class Sites(Protocol):
     def export(self, folder: Path, state: RunState) -> None:
         """Write the selected final models that the driver's side holds into ``folder``."""
 
+    # -- only where ``capabilities`` says so ---------------------------------------------
+    def train_after_validation(self, group: str, plan: dict[str, list[EvalRequest]],
+                               round_idx: int, requests: dict[str, TrainRequest]
+                               ) -> tuple[dict[str, list[Predictions]], dict[str, TrainAnswer]]:
+        """``validates_with_next_round``: the validation ``plan`` of the previous round
+        (``group``), then round ``round_idx``'s training, as one batch: both answers."""
+
+    def validate_then_test(self, group: str, plan: dict[str, list[EvalRequest]],
+                           kept: dict[str, list[tuple[str, EvalRequest]]],
+                           last: dict[str, list[tuple[str, EvalRequest]]],
+                           kept_scores: dict[str, float | None], rule: str
+                           ) -> dict[str, list[Predictions]]:
+        """``validates_with_final_test``: the last validation ``plan``, then each site's final
+        test of the candidate it selects (``selection.final_candidates``); the validation's
+        answers (the test's are kept for the driver's final ``evaluate``)."""
+
 
 class InProcessSites:
     """Every site in this process: the prepared cohort in memory and one shared model."""
 
     transport = "in-process"
+    capabilities = Capabilities()  # one batch at a time: nothing to pipeline in one process
 
     def __init__(self, config: TrainConfig, model: ClientModel, cohort: FederatedCohort):
         self.config = config

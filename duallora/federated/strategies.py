@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from duallora.base.config import STRATEGY_ALIASES, STRATEGY_NAMES
 from duallora.errors import KitError
-from duallora.federated.config import STRATEGY_ALIASES, STRATEGY_NAMES
 from duallora.federated.serialization import Payload
 from duallora.model.frames import FUSION_PREFIX
 
@@ -169,63 +169,65 @@ def _lora(*groups: str) -> frozenset[str]:
     return frozenset(groups)
 
 
-_STRATEGIES: dict[str, Strategy] = {
-    "single_site": Strategy(
+# One Strategy per name of config.STRATEGY_NAMES (the one list of names, which TrainConfig
+# checks --strategy against without importing torch); the check below keeps the two in step.
+_TABLE: tuple[Strategy, ...] = (
+    Strategy(
         "single_site", ("local",), _lora(LOCAL_A, LOCAL_B, HEAD), frozenset(), federated=False,
         private_adapter="local",
         description="each vendor trains its own LoRA and head alone; nothing is exchanged"),
-    "centralized": Strategy(
+    Strategy(
         "centralized", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD),
         _lora(GLOBAL_A, GLOBAL_B, HEAD), federated=False, pooled=True,
         description="one LoRA trained on the pooled data of every vendor (not private)"),
-    "fedavg_full": Strategy(
+    Strategy(
         "fedavg_full", (), _lora(BLOCK, HEAD), _lora(BLOCK, HEAD),
         description="every weight of the adapted blocks and the head trained and averaged"),
-    "fedavg_lora": Strategy(
+    Strategy(
         "fedavg_lora", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD),
         _lora(GLOBAL_A, GLOBAL_B, HEAD),
         description="FedIT: LoRA A and B and the head averaged"),
-    "ffa_lora": Strategy(
+    Strategy(
         "ffa_lora", ("global",), _lora(GLOBAL_B, HEAD), _lora(GLOBAL_B, HEAD),
         description="A frozen at a shared random init; B and the head trained and averaged"),
-    "fedsa_lora": Strategy(
+    Strategy(
         "fedsa_lora", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD), _lora(GLOBAL_A),
         description="A shared and averaged; B and the head stay on the client"),
-    "med_duallora": Strategy(
+    Strategy(
         "med_duallora", ("global", "local"), _lora(GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B, HEAD),
         _lora(GLOBAL_A, GLOBAL_B, HEAD), global_adapters=("global",), private_adapter="local",
         private_rank=True,
         description="global adapter and head averaged; the local adapter never leaves the site"),
-    "fedper": Strategy(
+    Strategy(
         "fedper", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD), _lora(GLOBAL_A, GLOBAL_B),
         description="FedPer: LoRA A and B averaged; the head stays on the site "
                     "(= fedavg_lora --head private)"),
-    "fedavg_lora_ft": Strategy(
+    Strategy(
         "fedavg_lora_ft", ("global",), _lora(GLOBAL_A, GLOBAL_B, HEAD),
         _lora(GLOBAL_A, GLOBAL_B, HEAD), finetune=True,
         description="FedAvg-LoRA, then each site fine-tunes the selected global adapter and "
                     "head on its own data (--finetune-epochs, optional --prox-lambda)"),
-    "feddpa": Strategy(
+    Strategy(
         "feddpa", ("global", "local"), _lora(GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B, HEAD),
         _lora(GLOBAL_A, GLOBAL_B, HEAD), global_adapters=("global",), private_adapter="local",
         private_rank=True, schedule=PRIVATE_THEN_SHARED, mixing=INSTANCE,
         description="FedDPA-T: local adapter trained against the frozen global one, then the "
                     "global adapter and head alone (averaged); instance-wise weights at test"),
-    "orthogonal_duallora": Strategy(
+    Strategy(
         "orthogonal_duallora", ("global", "local"),
         _lora(GLOBAL_A, GLOBAL_B, LOCAL_A, LOCAL_B, HEAD), _lora(GLOBAL_A, GLOBAL_B, HEAD),
         global_adapters=("global",), private_adapter="local", private_rank=True,
         penalty=ORTHOGONAL,
         description="Med-DualLoRA plus a penalty on the overlap of the global and local "
                     "adapters' input subspaces (FedOPAL-style orthogonal dual LoRA)"),
-    "fedalt": Strategy(
+    Strategy(
         "fedalt", ("global", "local"), _lora(LOCAL_A, LOCAL_B, HEAD, ROUTER),
         _lora(LOCAL_A, LOCAL_B), received=_lora(GLOBAL_A, GLOBAL_B), private_adapter="local",
         mixing=ROUTER_MIX, aggregation=LEAVE_ONE_OUT,
         description="FedALT: each site's individual LoRA is uploaded but never replaced; the "
                     "server returns the frozen mean of the other sites' (rest-of-world) "
                     "adapter; a per-layer router mixes the two; head and router stay on site"),
-}
+)
 
 
 def _with_frame_groups(strategy: Strategy) -> Strategy:
@@ -237,7 +239,10 @@ def _with_frame_groups(strategy: Strategy) -> Strategy:
                    shared=strategy.shared | FRAME_GROUPS if shares else strategy.shared)
 
 
-_STRATEGIES = {name: _with_frame_groups(strategy) for name, strategy in _STRATEGIES.items()}
+_STRATEGIES = {strategy.name: _with_frame_groups(strategy) for strategy in _TABLE}
+if tuple(_STRATEGIES) != STRATEGY_NAMES:
+    raise RuntimeError(f"strategies.py defines {tuple(_STRATEGIES)}, config.STRATEGY_NAMES "
+                       f"lists {STRATEGY_NAMES}: declare a new strategy in both, in one order")
 
 
 def get_strategy(name: str, head: str = "shared") -> Strategy:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from duallora.federated.rundir import RunDir
+from duallora.base.rundir import RunDir
 from duallora.results.compare import paired_strategy_test, results_table
 
 REFERENCE = "med_duallora"

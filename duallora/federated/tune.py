@@ -19,19 +19,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
+from duallora.base.config import CHOICE_FILE, TrainConfig, resume_conflicts
 from duallora.errors import KitError
-from duallora.federated.config import TrainConfig, resume_conflicts
+from duallora.results.run_reader import read_metrics
 
 DEFAULT_GRID = (5e-4, 1e-3, 2e-3, 4e-3)
-CHOICE_FILE = "tune-lr.json"
 RULE = "lowest final-round pooled validation log loss (ties: smaller lr)"
 
 
 def final_val_loss(run_dir: Path, rounds: int) -> float:
     """The pooled validation log loss of the personalized models after the last round."""
-    metrics = pd.read_csv(Path(run_dir) / "metrics.csv")
+    metrics = read_metrics(run_dir)
     rows = metrics[(metrics.client == "server") & (metrics.split == "val")
                    & (metrics.metric == "pooled_log_loss") & (metrics["round"] == rounds)]
     return float(rows["value"].iloc[0]) if len(rows) else math.nan
@@ -71,7 +69,7 @@ def tune_lr(config: TrainConfig, grid: tuple[float, ...], out_dir: Path, *,
 def refuse_other_run(config: TrainConfig, folder: Path) -> None:
     """A grid run is resumed from its folder: refuse one recorded with other settings (it
     would silently stand in for this configuration's run), naming the settings."""
-    from duallora.federated.rundir import RunDir
+    from duallora.base.rundir import RunDir
 
     rundir = RunDir(folder)
     if not rundir.config.is_file():
@@ -81,18 +79,3 @@ def refuse_other_run(config: TrainConfig, folder: Path) -> None:
     if conflicts:
         raise KitError(f"{rundir.root} holds a run with other settings: {'; '.join(conflicts)}"
                        ". Remove it, or tune into another --out")
-
-
-def read_choice(path: Path, strategy: str) -> float:
-    """The learning rate a ``tune-lr.json`` chose for ``strategy`` (refuses another strategy's)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHOICE_FILE
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise KitError(f"--lr-from {path}: cannot read the learning-rate choice ({err})") from None
-    if record.get("strategy") != strategy:
-        raise KitError(f"--lr-from {path} was tuned for {record.get('strategy')!r}, not "
-                       f"{strategy!r}")
-    return float(record["chosen_lr"])

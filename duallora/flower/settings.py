@@ -1,5 +1,7 @@
 """Settings of a Flower deployment itself (not of the training), as one validated dataclass.
 
+Runs in: the ServerApp process and the launcher that submits a run (shared).
+
 They are run-config keys beside the training ones (``[tool.flwr.app.config]``, hyphenated), and
 the ones a user may want to change are options of ``duallora flower-local`` (generated from the
 field metadata, as the training options are from ``TrainConfig``).
@@ -9,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from duallora.base.config import setting
 from duallora.errors import KitError
-from duallora.federated.config import setting
 
 # RUN_DIR/flower/finished.json: the ServerApp's last word. Here, not in ``server_app`` (which
 # imports torch and PEFT), so that the launcher can look for it without them.

@@ -1,5 +1,7 @@
 """What travels between the ServerApp and the ClientApps, and how it is checked.
 
+Runs in: both sides: the ServerApp process and each site worker (shared).
+
 A payload (``dict[str, Tensor]``, the federated core's unit of exchange) travels as a Flower
 ``ArrayRecord`` holding one ``Array`` per dtype: that dtype's tensors flattened end to end in
 sorted name order, keyed by ``packed:`` and the JSON layout (each tensor's name and shape). Why
@@ -32,10 +34,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from duallora.federated.serialization import Payload, encode
 
-ARRAYS, CONFIG, METRICS, PREDICTIONS = "arrays", "config", "metrics", "predictions"
-NUM_EXAMPLES = "num-examples"
-# a hello that also asks for round 0's head moments (of every site but the hold-out one)
-WITH_HEAD_MOMENTS, HOLDOUT_KEY = "with-head-moments", "holdout"
 PACKED = "packed:"  # an ArrayRecord key holding a layout, not a tensor name
 
 

@@ -3,9 +3,11 @@
 Start with :func:`build_convvit` (random init), :func:`load_phantom_fm` (the kit's committed,
 phantom-pretrained encoder) or :func:`load_cinema_fm` (CineMA's published encoder).
 
-- ``presets``      model sizes (CineMA's, ``tutorial`` for CPUs, ``test-tiny`` for the tests).
+- ``presets``      model sizes (CineMA's, ``tutorial`` for CPUs, ``test-tiny`` for the tests;
+                   declared on the ground floor, ``duallora.base.presets``).
 - ``layers``       ConvViT building blocks with CineMA's parameter names.
-- ``convvit``      the ConvViT itself and ``build_convvit``.
+- ``backbone``     its parts: conv stem, ViT encoder, skip fusion (shared with the MAE).
+- ``convvit``      the ConvViT classifier itself and ``build_convvit``.
 - ``checkpoints``  reading and writing weights (CineMA's MAE and fine-tuned files, ours).
 - ``hub``          CineMA's weights from the Hugging Face hub.
 - ``foundation``   ready-to-fine-tune encoders: the phantom FM, CineMA's, any weights file.
@@ -17,6 +19,7 @@ phantom-pretrained encoder) or :func:`load_cinema_fm` (CineMA's published encode
 - ``probe``        linear probes of frozen features.
 """
 
+from duallora.base.presets import CINEMA_SIZES, PRESETS, ConvViTConfig, get_preset
 from duallora.model.checkpoints import (
     CheckpointError,
     PretrainedLoadReport,
@@ -34,7 +37,6 @@ from duallora.model.foundation import (
     phantom_fm_path,
 )
 from duallora.model.hub import CINEMA_REPO, PRETRAINED_FILE, cinema_file, finetuned_cvd_file
-from duallora.model.presets import CINEMA_SIZES, PRESETS, ConvViTConfig, get_preset
 
 __all__ = [
     "CINEMA_REPO", "CINEMA_SIZES", "PRESETS", "PRETRAINED_FILE", "CheckpointError", "ConvViT",

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from duallora.errors import KitError
-from duallora.model.convvit import VIEW
+from duallora.model.backbone import VIEW
 
 FIRST_CONV_KEY = f"enc_down_dict.{VIEW}.conv_blocks.0.patch_embed.conv.weight"
 POS_EMBED_KEY = f"enc_down_dict.{VIEW}.pos_embed"

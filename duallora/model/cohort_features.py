@@ -55,8 +55,8 @@ class CohortInput:
 
     @functools.cached_property
     def x(self) -> torch.Tensor:
+        from duallora.base.presets import get_preset
         from duallora.data import load_cohort_arrays
-        from duallora.model.presets import get_preset
 
         preset = get_preset(self.size)
         x, frame = load_cohort_arrays(self.root, preset.image_size, crop_size=preset.crop_size,
@@ -121,7 +121,7 @@ def per_frame_features(model: torch.nn.Module, x: torch.Tensor,
 
 
 def pixel_features(x: torch.Tensor) -> np.ndarray:
-    from duallora.benchmark.references import pixel_features as pooled_pixels
+    from duallora.model.probe import pixel_features as pooled_pixels
 
     return pooled_pixels(x)
 

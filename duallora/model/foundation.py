@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from duallora import paths
+from duallora.base.presets import PER_FRAME, REPEAT, check_frames
 from duallora.errors import KitError
 from duallora.model.checkpoints import (
     FIRST_CONV_KEY,
@@ -20,7 +21,7 @@ from duallora.model.checkpoints import (
     read_state_dict,
 )
 from duallora.model.convvit import ConvViT, build_convvit
-from duallora.model.frames import FUSION_PREFIX, PER_FRAME, REPEAT, check_frames
+from duallora.model.frames import FUSION_PREFIX
 from duallora.model.hub import PRETRAINED_FILE, cinema_file
 
 WEIGHTS_DIR = paths.PACKAGE_DIR / "weights"

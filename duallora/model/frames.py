@@ -5,7 +5,8 @@ channels of the first conv and starts from the one-frame kernel repeated for bot
 conv sees ``w*ED + w*ES``. CineMA then trains every weight and breaks that symmetry. The LoRA
 strategies here keep the stem and the first blocks frozen for ever, so under that input the
 frozen prefix cannot tell ED from ES (swapping them changes its output by ~1e-6, relative).
-Three ways to feed the frames, one model option (``ConvViTConfig.frames``):
+Three ways to feed the frames, one model option (``ConvViTConfig.frames``; its names are
+declared in ``duallora.base.presets``):
 
 - ``repeat``: CineMA's input (two-channel first conv, one-frame kernel repeated). The default,
   and the only layout of upstream fine-tuned checkpoints, whose logits it reproduces exactly.
@@ -27,8 +28,6 @@ import math
 import torch
 from torch import nn
 
-REPEAT, PER_FRAME, TRAINABLE_STEM = "repeat", "per-frame", "trainable-stem"
-FRAME_MODES = (REPEAT, PER_FRAME, TRAINABLE_STEM)
 FRAME_NAMES = ("ED", "ES")  # order of the frames on the input's axis 1
 
 # Rank of the fusion's difference term. 4 directions per stream are plenty to carry "how the
@@ -45,12 +44,6 @@ FUSION_PREFIX = "frame_fusion."
 # 0.75 ** (depth + 1): 0.13 for the tutorial's 6 blocks, 0.024 for base's 12. One constant of
 # that order, 0.1, keeps the rule simple and the pretrained kernel close to where it started.
 STEM_LR_MULT = 0.1
-
-
-def check_frames(frames: str) -> str:
-    if frames not in FRAME_MODES:
-        raise ValueError(f"frames must be one of {', '.join(FRAME_MODES)}, got {frames!r}")
-    return frames
 
 
 def frame_key(key: str, frame: str) -> str:

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from duallora.model.convvit import VIEW, ConvViTBackbone
+from duallora.base.presets import ConvViTConfig
+from duallora.model.backbone import VIEW, ConvViTBackbone
 from duallora.model.layers import (
     VIT_NORM_EPS,
     Block,
@@ -28,7 +29,6 @@ from duallora.model.layers import (
     sincos_pos_embed,
     unpatchify,
 )
-from duallora.model.presets import ConvViTConfig
 
 
 def random_token_mask(batch: int, n_tokens: int, ratio: float,

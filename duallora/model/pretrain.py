@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from duallora.base.presets import ConvViTConfig, get_preset
 from duallora.errors import KitError
 from duallora.model.anatomy_head import (
     PooledTokens,
@@ -37,7 +38,6 @@ from duallora.model.anatomy_head import (
 from duallora.model.checkpoints import encoder_state, save_weights
 from duallora.model.foundation import MAE_ENCODER_FORMAT
 from duallora.model.mae import MaskedAutoencoder, slab_token_mask
-from duallora.model.presets import ConvViTConfig, get_preset
 from duallora.model.pretrain_checkpoint import (
     TrainState,
     check_settings,
@@ -180,7 +180,7 @@ def run_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
     ``cfg.anatomy_weight`` > 0. The step is the unit of resumption: after each one the state can
     be saved, and a resumed run draws exactly what the uninterrupted run would have drawn.
     """
-    from duallora.federated.device import (
+    from duallora.base.device import (
         OptimizerStep,
         autocast,
         configure_determinism,
@@ -280,7 +280,7 @@ def train_mae(frames: torch.Tensor, cfg: PretrainConfig, progress: bool = True,
     ``on_epoch_end(epoch, model)`` runs after every epoch (snapshots, probes); it must leave the
     model as it found it (on ``device``, parameters untouched) so training is not perturbed.
     ``device`` takes ``auto`` like ``duallora train``; ``precision`` (fp32, bf16, fp16) is the
-    autocast of the forward pass; weights and AdamW state stay fp32 (``federated.device``).
+    autocast of the forward pass; weights and AdamW state stay fp32 (``base.device``).
     """
     run = run_mae(frames, cfg, progress, device, on_epoch_end, precision)
     return run.model, run.state.log
@@ -362,7 +362,7 @@ def pretrain(data_dir: Path, out: Path, cfg: PretrainConfig, *, command: str = "
     started = time.perf_counter()
     frames, areas, data = load_training_data(Path(data_dir), cfg, source, progress)
     data.update(data_info or {})
-    from duallora.federated.device import resolve_device
+    from duallora.base.device import resolve_device
 
     target = resolve_device(device)
     chunking = replace(chunking or Chunking(), started=started, settings=settings(

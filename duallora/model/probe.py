@@ -26,9 +26,18 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from duallora.model.convvit import TOKENS_KEY
+from duallora.model.backbone import TOKENS_KEY
 
 Readout = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+POOLED_SHAPE = (16, 16, 4)
+
+
+def pixel_features(images: torch.Tensor) -> np.ndarray:
+    """The raw-pixel probe's features: each frame average-pooled to :data:`POOLED_SHAPE`,
+    flattened (N, frames * 16 * 16 * 4): the benchmark's ``raw_pixel_probe`` and the ``pixels``
+    arm of the FM gate."""
+    pooled = torch.nn.functional.adaptive_avg_pool3d(images.float(), POOLED_SHAPE)
+    return pooled.flatten(1).numpy()
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from duallora.federated.config import LORA_TARGETS
+from duallora.base.config import LORA_TARGETS
 from duallora.plots.style import LABEL_NAMES, VENDORS
 
 
@@ -54,8 +54,8 @@ def parameter_table(sizes: Sequence[str] | None = None, rank: int = 4) -> pd.Dat
     Models are built on PyTorch's ``meta`` device (shapes only, no memory), so even ``huge``
     (637 M parameters) costs nothing to count.
     """
+    from duallora.base.presets import TEST_SIZES
     from duallora.model import PRESETS, build_convvit
-    from duallora.model.presets import TEST_SIZES
 
     rows = []
     for size in sizes or [s for s in PRESETS if s not in TEST_SIZES]:

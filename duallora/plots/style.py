@@ -9,8 +9,10 @@ import matplotlib
 matplotlib.use(matplotlib.get_backend() or "Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-# The four federated clients, in the order tables and legends list them.
-VENDORS: tuple[str, ...] = ("Siemens", "Philips", "GE", "Canon")
+# The four federated clients, in the order tables and legends list them (declared once, in
+# data_prep.conventions; re-exported here for the figures)
+from data_prep.conventions import VENDORS as VENDORS  # noqa: E402
+
 # Colour-blind-safe (Okabe-Ito) colours; "pooled" and "held-out" get neutral tones.
 VENDOR_COLORS: dict[str, str] = {
     "Siemens": "#0072B2",

@@ -3,34 +3,23 @@
 The size of the weight change ``dW = s * B @ A`` (``s = alpha / rank``) shows where an adapter
 acts. For Med-DualLoRA it separates what the federation learned together (the global adapter,
 one per server) from what each site learned alone (its local adapter). ``NormLogger`` is called
-by the training loop after every round and appends those norms to ``RUN_DIR/adapter_norms.csv``.
+by the training loop after every round and appends those norms to ``RUN_DIR/adapter_norms.csv``
+(it lives with the loop, ``duallora.federated.norm_logger``); here is the arithmetic and the
+table's columns, which the plots read.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 NORM_COLUMNS = ["round", "owner", "adapter", "block", "module", "norm"]
-NORMS_FILE = "adapter_norms.csv"
-_LORA_KEY = re.compile(
+LORA_KEY = re.compile(
     r"encoder\.blocks\.(?P<block>\d+)\.(?P<module>[\w.]+?)\.lora_(?P<factor>[AB])\."
     r"(?P<adapter>\w+)\.weight$")
-
-
-def adapter_scales(config: Any) -> dict[str, float]:
-    """``alpha / rank`` of each adapter name, as ``duallora.federated`` builds them."""
-    from duallora.federated.strategies import get_strategy
-
-    local_is_own = get_strategy(config.strategy).private_rank  # --local-rank/--local-alpha
-    return {"global": config.alpha / config.rank,
-            "local": (config.local_alpha / config.local_rank) if local_is_own
-            else config.alpha / config.rank}
 
 
 def lora_norms(payload: Mapping[str, torch.Tensor], scales: Mapping[str, float]
@@ -38,7 +27,7 @@ def lora_norms(payload: Mapping[str, torch.Tensor], scales: Mapping[str, float]
     """One row per (adapter, block, module) whose A and B factors are both in ``payload``."""
     factors: dict[tuple[str, int, str], dict[str, torch.Tensor]] = {}
     for key, tensor in payload.items():
-        match = _LORA_KEY.search(key)
+        match = LORA_KEY.search(key)
         if match:
             slot = (match["adapter"], int(match["block"]), match["module"])
             factors.setdefault(slot, {})[match["factor"]] = tensor
@@ -49,46 +38,3 @@ def lora_norms(payload: Mapping[str, torch.Tensor], scales: Mapping[str, float]
             rows.append({"adapter": adapter, "block": block, "module": module,
                          "norm": float(torch.linalg.matrix_norm(delta))})
     return rows
-
-
-def state_norms(state: Mapping[str, Any], scales: Mapping[str, float], round_idx: int
-                ) -> list[dict[str, Any]]:
-    """Norms of the server's global payload (owner ``server``) and of each client's own
-    adapters (its private payload completed by what it received, e.g. FedSA's shared A)."""
-    rows = []
-    shared = state.get("global") or {}
-    for row in lora_norms(shared, scales):
-        rows.append({"round": round_idx, "owner": "server", **row})
-    from duallora.federated.client import split_private
-
-    for client, private in sorted((state.get("private") or {}).items()):
-        private = split_private(private)[0]  # parameters only, not optimizer state
-        if not private:
-            continue
-        private_adapters = {m["adapter"] for k in private if (m := _LORA_KEY.search(k))}
-        combined = {**shared, **private}
-        for row in lora_norms(combined, scales):
-            if row["adapter"] in private_adapters:
-                rows.append({"round": round_idx, "owner": client, **row})
-    return rows
-
-
-class NormLogger:
-    """``after_round`` hook: read the round's checkpoint and append its adapter norms."""
-
-    def __init__(self, run_dir: Path, config: Any):
-        self.run_dir = Path(run_dir)
-        self.path = self.run_dir / NORMS_FILE
-        self.scales = adapter_scales(config)
-
-    def reset(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-    def __call__(self, round_idx: int) -> None:
-        checkpoint = self.run_dir / "checkpoints" / "last.pt"
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        rows = pd.DataFrame(state_norms(state, self.scales, round_idx), columns=NORM_COLUMNS)
-        if self.path.is_file():
-            old = pd.read_csv(self.path)
-            rows = pd.concat([old[old["round"] < round_idx], rows], ignore_index=True)
-        rows.to_csv(self.path, index=False, float_format="%.8g")

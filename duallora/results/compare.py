@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from safetensors.torch import load_file
 
+from duallora.base.rundir import RunDir
 from duallora.errors import KitError
-from duallora.federated.rundir import RunDir
 from duallora.results.run_reader import RunResults, load_run, read_predictions
 from duallora.results.stats import (
     across_seeds,
@@ -144,6 +144,17 @@ def test_metrics(runs: Mapping[str, Path], scope: str = "macro", split: str = "t
     return pd.DataFrame(rows, columns=["run", "metric", "value"])
 
 
+def run_epsilon(metrics: pd.DataFrame) -> pd.DataFrame:
+    """A run's privacy rows (``metrics.csv``, split ``privacy``, written under the ServerApp's
+    central DP, ``duallora.flower.server.privacy``) as ``round, epsilon_round, epsilon,
+    delta``; empty when the run had no central DP."""
+    rows = metrics[metrics["split"] == "privacy"]
+    if rows.empty:
+        return pd.DataFrame(columns=["round", "epsilon_round", "epsilon", "delta"])
+    wide = rows.pivot_table(index="round", columns="metric", values="value").reset_index()
+    return wide[["round", "epsilon_round", "epsilon", "delta"]]
+
+
 def privacy_tradeoff(runs: Mapping[str, Path], metric: str = "balanced_accuracy",
                      scope: str = "macro") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Accuracy against privacy budget: ``(points, budgets)``.
@@ -151,10 +162,8 @@ def privacy_tradeoff(runs: Mapping[str, Path], metric: str = "balanced_accuracy"
     ``points``: one row per run (``run, epsilon, value``), ``epsilon`` the run's total
     (``inf`` for a run without central DP: no guarantee at all). ``budgets``: every DP run's
     epsilon after each round (``run, round, epsilon``), from its ``metrics.csv`` privacy rows
-    (``duallora.flower.privacy``).
+    (``duallora.flower.server.privacy``).
     """
-    from duallora.flower.privacy import run_epsilon
-
     points, budgets = [], []
     for label, path in runs.items():
         metrics = load_run(path).metrics

@@ -1,9 +1,9 @@
-"""Read a run directory back: the one reader of what ``duallora.federated.rundir`` writes.
+"""Read a run directory back: the one reader of what ``duallora.base.rundir`` writes.
 
-Notebooks, the sweep, benchmarks, Flower comparisons and the command-line headline all read
-runs through :func:`load_run` (or one of the per-file readers below), so the file names, the
-column lists and what "missing" means live in one place. The writer (``RunDir``: atomic writes,
-checkpoints) stays beside the training loop; this module only reads, and never writes.
+Notebooks, the sweep, benchmarks, tuning, Flower comparisons and the command-line headline all
+read runs through :func:`load_run` (or one of the per-file readers below), so the column lists
+and what "missing" means live in one place; the file names are ``RunDir``'s
+(``duallora.base.rundir``, beside the writer). This module only reads, and never writes.
 
 Optional files read as empty: a run directory always has ``config.json`` and ``metrics.csv``
 once training finished; ``predictions.csv``, ``comm.jsonl``, ``timing.json``, ``events.json``
@@ -21,12 +21,10 @@ from typing import Any
 
 import pandas as pd
 
+from duallora.base.rundir import METRIC_COLUMNS, PREDICTION_COLUMNS, RunDir
 from duallora.errors import KitError
-from duallora.federated.rundir import METRIC_COLUMNS, PREDICTION_COLUMNS, RunDir
-from duallora.results.adapter_norms import NORMS_FILE
 
 COMM_COLUMNS = ["round", "client", "direction", "keys", "bytes"]
-EVENTS_FILE = "events.json"
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
@@ -39,10 +37,13 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(RunDir(run_dir).metrics)
 
 
-def read_predictions(run_dir: str | Path) -> pd.DataFrame:
-    """``predictions.csv`` (final models), or an empty frame with its columns."""
+def read_predictions(run_dir: str | Path, *, missing_ok: bool = True) -> pd.DataFrame:
+    """``predictions.csv`` (final models), or (``missing_ok``) an empty frame with its
+    columns when the file is absent."""
     path = RunDir(run_dir).predictions
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    if missing_ok and not path.is_file():
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return pd.read_csv(path)
 
 
 def read_comm(run_dir: str | Path) -> pd.DataFrame:
@@ -61,13 +62,13 @@ def read_timing(run_dir: str | Path) -> dict[str, Any]:
 
 def read_events(run_dir: str | Path) -> list[dict[str, Any]]:
     """``events.json`` (dropped / failed clients, skipped rounds), or ``[]``."""
-    path = Path(run_dir) / EVENTS_FILE
+    path = RunDir(run_dir).events
     return json.loads(path.read_text()) if path.is_file() else []
 
 
 def read_norms(run_dir: str | Path) -> pd.DataFrame:
-    """``adapter_norms.csv`` (written by ``adapter_norms.NormLogger``), or an empty frame."""
-    path = Path(run_dir) / NORMS_FILE
+    """``adapter_norms.csv`` (written by ``federated.norm_logger``), or an empty frame."""
+    path = RunDir(run_dir).norms
     return pd.read_csv(path) if path.is_file() else pd.DataFrame()
 
 

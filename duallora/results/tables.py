@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from duallora.plots.style import VENDORS
+from data_prep.conventions import VENDORS
 from duallora.results.run_reader import RunResults
 
 CI_METRICS = ("balanced_accuracy", "sensitivity", "specificity", "auc")

@@ -1,5 +1,7 @@
 """Run the kit's Flower app on this machine: N sites as N real SuperNodes on 127.0.0.1.
 
+Runs in: the launcher's process.
+
 This is what ``python -m duallora flower-local`` and notebook 05 call (``run_on_localhost``).
 Each site gets its own folder under ``work_dir/sites/<vendor>`` (node-local state: private
 adapters, prefix cache, event log; ``site_files`` lists it) and reads the harmonized cohort
@@ -21,19 +23,14 @@ from typing import Any
 
 import pandas as pd
 
+from data_prep.conventions import VENDORS
+from duallora.base.config import TrainConfig
 from duallora.errors import KitError, Terminated
-from duallora.federated.config import TrainConfig
-from duallora.flower.localhost.launcher import (
-    FlowerRunResult,
-    LocalhostFederation,
-    ManagedProcess,
-    NodeSpec,
-)
+from duallora.flower.localhost.launcher import FlowerRunResult, LocalhostFederation, NodeSpec
+from duallora.flower.localhost.processes import ManagedProcess
 from duallora.flower.localhost.tls import make_tls_material
 from duallora.flower.run_config import APP_DIR, settings_run_config, to_run_config
 from duallora.flower.settings import FINISHED, FlowerSettings
-
-VENDOR_ORDER = ("Siemens", "Philips", "GE", "Canon")
 
 
 @dataclass
@@ -51,7 +48,7 @@ def cohort_vendors(data_dir: Path) -> list[str]:
     from duallora.data import read_metadata
 
     present = set(read_metadata(data_dir)["vendor"].astype(str))
-    return [v for v in VENDOR_ORDER if v in present] + sorted(present - set(VENDOR_ORDER))
+    return [v for v in VENDORS if v in present] + sorted(present - set(VENDORS))
 
 
 def cohort_view(data_dir: Path, vendors: list[str], dest: Path) -> Path:

@@ -1,5 +1,7 @@
 """TLS certificates and SuperNode key pairs for a secured federation on this machine.
 
+Runs in: the launcher's process (it writes the material every process reads).
+
 What a coordinating centre and its sites set up for a real deployment (docs/DEPLOYMENT.md,
 "Running it across three hospitals"), made here with ``cryptography`` for ``flower-local
 --tls`` and the tests: a certificate authority, a SuperLink certificate signed by it

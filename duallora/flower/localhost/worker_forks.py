@@ -1,5 +1,8 @@
 """Site workers forked from one warm parent: how ``flower-local`` starts them on one machine.
 
+Runs in: its own fork-server process, started by the launcher; each forked child
+becomes one site worker (``site/worker.py``).
+
 A site worker spends most of its start-up importing torch, PEFT and the kit (about 6 CPU-s
 here, of a worker that trains a few quick rounds in about as much again). ``flower-local``
 starts one per site, and again after a fault, so on one machine this parent imports them once
@@ -34,7 +37,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 # What a site worker imports while it serves a run: imported here once, before any fork.
-PRELOAD = ("duallora.cli", "duallora.flower.site_worker", "duallora.flower.site_handlers",
+PRELOAD = ("duallora.base.command_line", "duallora.flower.site.worker",
+           "duallora.flower.site.handlers",
            "duallora.federated.client", "duallora.federated.prepare",
            "duallora.federated.export", "duallora.federated.head_norm",
            "duallora.federated.last_validation", "duallora.federated.loop",
@@ -110,9 +114,11 @@ def _run_child(request: dict[str, Any]) -> NoReturn:
         os.close(devnull)
         os.environ.clear()
         os.environ.update(request["env"])
-        from duallora.cli import main
+        from duallora.base.command_line import run_guarded
+        from duallora.flower.site.worker import run_worker
 
-        code = main(["site-worker", "--node-config", str(request["node-config"])])
+        code = run_guarded("duallora site-worker",
+                           lambda: run_worker(Path(request["node-config"]), {}))
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
     except BaseException:  # noqa: BLE001 - a child must never return into the parent's loop
